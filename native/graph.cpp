@@ -1,0 +1,119 @@
+#include "graph.h"
+
+#include <cmath>
+
+namespace ke {
+
+StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, int n_embd_kv, int n_outputs) {
+    StepInputs in;
+    auto input = [](ggml_tensor * t, const char * name) {
+        ggml_set_name(t, name);
+        ggml_set_input(t);
+        return t;
+    };
+    if (from_tokens) {
+        in.tokens = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I32, n_tokens), "inp_tokens");
+    } else {
+        in.hidden = input(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp_.n_embd, n_tokens), "inp_hidden");
+    }
+    in.pos = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I32, n_tokens), "inp_pos");
+    in.kq_mask = input(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, n_kv, n_tokens), "inp_kq_mask");
+    in.k_idxs = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I64, n_tokens), "inp_k_idxs");
+    in.v_idxs = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I64, (int64_t) n_embd_kv * n_tokens), "inp_v_idxs");
+    if (n_outputs < n_tokens) {
+        in.out_ids = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I32, n_outputs), "inp_out_ids");
+    }
+    return in;
+}
+
+ggml_tensor * GraphBuilder::rms_norm(ggml_tensor * x, ggml_tensor * weight) {
+    return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, hp_.rms_eps), weight);
+}
+
+ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
+                                      const StepInputs & in, ggml_tensor * rope_freqs) {
+    const int64_t n_tokens = x->ne[1];
+    const int64_t hd = hp_.head_dim;
+    const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
+    const int64_t n_cells = cache.k->ne[1];
+
+    ggml_tensor * q = ggml_mul_mat(ctx_, w.wq, x);  // [n_head*hd, n_tokens]
+    if (w.bq) q = ggml_add(ctx_, q, w.bq);
+    ggml_tensor * k = ggml_mul_mat(ctx_, w.wk, x);  // [n_embd_kv, n_tokens]
+    if (w.bk) k = ggml_add(ctx_, k, w.bk);
+    ggml_tensor * v = ggml_mul_mat(ctx_, w.wv, x);  // [n_embd_kv, n_tokens]
+    if (w.bv) v = ggml_add(ctx_, v, w.bv);
+
+    q = ggml_reshape_3d(ctx_, q, hd, hp_.n_head, n_tokens);
+    k = ggml_reshape_3d(ctx_, k, hd, hp_.n_head_kv, n_tokens);
+    v = ggml_reshape_3d(ctx_, v, hd, hp_.n_head_kv, n_tokens);
+
+    // llama.cpp's defaults for plain (non-YaRN) RoPE
+    const float ext_factor = 0.0f, attn_factor = 1.0f, beta_fast = 32.0f, beta_slow = 1.0f;
+    q = ggml_rope_ext(ctx_, q, in.pos, rope_freqs, (int) hd, hp_.rope_mode, hp_.n_ctx_train, hp_.rope_freq_base,
+                      hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
+    k = ggml_rope_ext(ctx_, k, in.pos, rope_freqs, (int) hd, hp_.rope_mode, hp_.n_ctx_train, hp_.rope_freq_base,
+                      hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
+    ggml_build_forward_expand(gf_, q);
+    ggml_build_forward_expand(gf_, v);
+    ggml_build_forward_expand(gf_, k);
+
+    // Store this step's K (a row per cell) and V (transposed: one element per row of a flat view).
+    ggml_tensor * k_rows = ggml_view_2d(ctx_, k, n_embd_kv, n_tokens, k->nb[2], 0);
+    ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, cache.k, k_rows, in.k_idxs));
+    ggml_tensor * v_flat = ggml_reshape_2d(ctx_, v, 1, ggml_nelements(v));
+    ggml_tensor * v_cache_flat = ggml_reshape_2d(ctx_, cache.v, 1, ggml_nelements(cache.v));
+    ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
+
+    // The first n_kv cells: K as [hd, n_kv, n_head_kv], V^T as [n_kv, hd, n_head_kv]
+    ggml_tensor * K = ggml_view_3d(ctx_, cache.k, hd, hp_.n_head_kv, n_kv, ggml_row_size(cache.k->type, hd),
+                                   ggml_row_size(cache.k->type, n_embd_kv), 0);
+    K = ggml_permute(ctx_, K, 0, 2, 1, 3);
+    ggml_tensor * Vt = ggml_view_3d(ctx_, cache.v, n_kv, hp_.n_head_kv, hd, ggml_row_size(cache.v->type, n_cells * hd),
+                                    ggml_row_size(cache.v->type, n_cells), 0);
+    Vt = ggml_permute(ctx_, Vt, 0, 2, 1, 3);
+    ggml_tensor * Q = ggml_permute(ctx_, q, 0, 2, 1, 3);  // [hd, n_tokens, n_head]
+
+    ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head]; GQA broadcasts
+    ggml_prec_set_acc(kq, GGML_PREC_F32);
+    kq = ggml_soft_max_ext(ctx_, kq, in.kq_mask, 1.0f / sqrtf((float) hd), 0.0f);
+    ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, kq);  // [hd, n_tokens, n_head]
+    ggml_tensor * cur = ggml_permute(ctx_, kqv, 0, 2, 1, 3);
+    cur = ggml_cont_2d(ctx_, cur, hd * hp_.n_head, n_tokens);
+    ggml_build_forward_expand(gf_, cur);
+    return ggml_mul_mat(ctx_, w.wo, cur);  // [n_embd, n_tokens]
+}
+
+ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {
+    ggml_tensor * up = ggml_mul_mat(ctx_, w.ffn_up, x);      // [n_ff, n_tokens]
+    ggml_tensor * gate = ggml_mul_mat(ctx_, w.ffn_gate, x);  // [n_ff, n_tokens]
+    ggml_tensor * act = ggml_swiglu_split(ctx_, gate, up);   // silu(gate) * up
+    return ggml_mul_mat(ctx_, w.ffn_down, act);              // [n_embd, n_tokens]
+}
+
+ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int a, int b,
+                                   const StepInputs & in) {
+    const int n_layer = m.hparams().n_layer;
+    for (int il = a; il < b; ++il) {
+        const LayerWeights & L = m.layers[il];
+        ggml_tensor * residual = x;
+        ggml_tensor * cur = rms_norm(x, L.attn.norm);
+        cur = attention(L.attn, kv.layer(il), n_kv, cur, in, m.rope_freqs);
+        if (il == n_layer - 1 && in.out_ids) {
+            cur = ggml_get_rows(ctx_, cur, in.out_ids);
+            residual = ggml_get_rows(ctx_, residual, in.out_ids);
+        }
+        ggml_tensor * ffn_in = ggml_add(ctx_, cur, residual);
+        cur = ffn(L, rms_norm(ffn_in, L.ffn_norm));
+        x = ggml_add(ctx_, cur, ffn_in);
+        ggml_format_name(x, "l_out-%d", il);
+    }
+    return x;
+}
+
+ggml_tensor * GraphBuilder::head(const Model & m, ggml_tensor * x, bool logits) {
+    x = rms_norm(x, m.output_norm);
+    return logits ? ggml_mul_mat(ctx_, m.output, x) : x;
+}
+
+}  // namespace ke

@@ -1,0 +1,55 @@
+// The layer-range graph: runs decoder layers [a, b) of a model over a batch of tokens (when
+// a == 0) or of hidden states, writing their keys/values into the KV cache, and ends in hidden
+// states, final-normed hidden states or logits. Built from shared helpers (norm, attention, FFN)
+// that the Kangaroo adapter's graph reuses. Operation order mirrors llama.cpp's graph so that
+// results agree with it bit for bit on the same kernels.
+#pragma once
+
+#include "ggml.h"
+#include "kv_cache.h"
+#include "model.h"
+
+namespace ke {
+
+// Per-step values, fed as graph inputs so that a built graph can be reused for many steps.
+struct StepInputs {
+    ggml_tensor * tokens = nullptr;   // I32 [n_tokens]               (graphs starting at layer 0)
+    ggml_tensor * hidden = nullptr;   // F32 [n_embd, n_tokens]       (graphs starting later)
+    ggml_tensor * pos = nullptr;      // I32 [n_tokens]               absolute positions
+    ggml_tensor * kq_mask = nullptr;  // F32 [n_kv, n_tokens]         0 or -inf (causal)
+    ggml_tensor * k_idxs = nullptr;   // I64 [n_tokens]               cache cell per token
+    ggml_tensor * v_idxs = nullptr;   // I64 [n_embd_kv * n_tokens]   element index into transposed V
+    ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]              rows kept at the last layer (or null: all)
+};
+
+enum class Output { Hidden, NormedHidden, Logits };
+
+class GraphBuilder {
+public:
+    GraphBuilder(ggml_context * ctx, ggml_cgraph * gf, const Hparams & hp) : ctx_(ctx), gf_(gf), hp_(hp) {}
+
+    // Creates the input tensors for a step of `n_tokens` tokens attending over `n_kv` cells.
+    StepInputs make_inputs(bool from_tokens, int n_tokens, int n_kv, int n_embd_kv, int n_outputs);
+
+    ggml_tensor * rms_norm(ggml_tensor * x, ggml_tensor * weight);
+    // Self-attention block (no residual): norm'ed input x [n_embd, n_tokens] -> [n_embd, n_tokens]
+    ggml_tensor * attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
+                            const StepInputs & in, ggml_tensor * rope_freqs);
+    ggml_tensor * ffn(const LayerWeights & w, ggml_tensor * x);
+
+    // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
+    // in.out_ids is set, only those rows continue through the last FFN (as llama.cpp does).
+    ggml_tensor * layers(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int a, int b,
+                         const StepInputs & in);
+    // Final norm (+ LM head when `logits`): [n_embd, n] -> [n_embd, n] or [n_vocab, n]
+    ggml_tensor * head(const Model & m, ggml_tensor * x, bool logits);
+
+    ggml_context * ctx() { return ctx_; }
+
+private:
+    ggml_context * ctx_;
+    ggml_cgraph * gf_;
+    const Hparams & hp_;
+};
+
+}  // namespace ke

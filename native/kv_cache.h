@@ -1,0 +1,46 @@
+// Per-layer F16 key/value caches for one sequence. Cell i holds position i, so truncating the
+// sequence is O(1): cells past the committed length are simply masked out and later overwritten.
+#pragma once
+
+#include <vector>
+
+#include "ggml-backend.h"
+
+namespace ke {
+
+// Cells are allocated in multiples of this (and attention reads a multiple of it), as llama.cpp
+// does: it keeps graphs reusable across steps and the reduction order identical to llama.cpp's.
+constexpr int KV_PAD = 256;
+
+struct KvLayer {
+    ggml_tensor * k = nullptr;  // [n_embd_kv, n_cells]  row per cell
+    ggml_tensor * v = nullptr;  // [n_embd_kv, n_cells]  stored transposed: element (cell c, dim d) at d*n_cells + c
+};
+
+class KvCache {
+public:
+    KvCache(ggml_backend_buffer_type_t buft, int n_layers, int n_head_kv, int head_dim, int n_ctx);
+    ~KvCache();
+    KvCache(const KvCache &) = delete;
+    KvCache & operator=(const KvCache &) = delete;
+
+    int n_cells() const { return n_cells_; }
+    int n_head_kv() const { return n_head_kv_; }
+    int head_dim() const { return head_dim_; }
+    int n_embd_kv() const { return n_head_kv_ * head_dim_; }
+    KvLayer & layer(int il) { return layers_[il]; }
+    size_t bytes() const;
+
+    // Cells attention looks at when the sequence will hold `n_used` positions.
+    int n_kv_for(int n_used) const;
+
+private:
+    int n_cells_;
+    int n_head_kv_;
+    int head_dim_;
+    std::vector<KvLayer> layers_;
+    ggml_context * ctx_ = nullptr;
+    ggml_backend_buffer_t buffer_ = nullptr;
+};
+
+}  // namespace ke

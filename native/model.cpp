@@ -1,0 +1,186 @@
+#include "model.h"
+
+#include "error.h"
+#include "gguf_file.h"
+
+namespace ke {
+
+WeightStore::~WeightStore() {
+    for (auto b : buffers_) ggml_backend_buffer_free(b);
+    for (auto & kv : ctxs_) ggml_free(kv.second);
+}
+
+ggml_tensor * WeightStore::create(ggml_backend_buffer_type_t buft, const std::string & name, const ggml_tensor * like) {
+    ggml_context *& ctx = ctxs_[buft];
+    if (!ctx) {
+        ggml_init_params params = {ggml_tensor_overhead() * 1024, nullptr, true};
+        ctx = ggml_init(params);
+    }
+    ggml_tensor * t = ggml_new_tensor(ctx, like->type, GGML_MAX_DIMS, like->ne);
+    ggml_set_name(t, name.c_str());
+    return t;
+}
+
+void WeightStore::allocate() {
+    for (auto & kv : ctxs_) {
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(kv.second, kv.first);
+        if (!buf) {
+            throw EngineError(format("cannot allocate %s memory for the model weights",
+                                     ggml_backend_buft_name(kv.first)));
+        }
+        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        buffers_.push_back(buf);
+    }
+}
+
+size_t WeightStore::total_bytes() const {
+    size_t n = 0;
+    for (auto b : buffers_) n += ggml_backend_buffer_get_size(b);
+    return n;
+}
+
+std::string model_fingerprint(const Hparams & hp, const std::vector<std::string> & tokens) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto feed = [&h](const std::string & s) {
+        for (unsigned char c : s) {
+            h ^= c;
+            h *= 0x100000001b3ull;
+        }
+    };
+    feed(format("%s|%d|%d|%d|%d|%d|", hp.arch_name.c_str(), hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv,
+                hp.n_vocab));
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (i) feed("\n");
+        feed(tokens[i]);
+    }
+    return format("%016llx", (unsigned long long) h);
+}
+
+Model::Model(const std::string & path, Backends & backends) : path_(path) {
+    GgufFile f(path);
+    read_hparams(f);
+    const std::vector<std::string> tokens = f.get_str_array("tokenizer.ggml.tokens");
+    if ((int) tokens.size() != hp_.n_vocab) {
+        throw EngineError(format("'%s': %zu tokenizer tokens but the embedding has %d rows",
+                                 path.c_str(), tokens.size(), hp_.n_vocab));
+    }
+    fingerprint_ = model_fingerprint(hp_, tokens);
+    chat_template_ = f.get_str("tokenizer.chat_template", "");
+    name_ = f.get_str("general.name", "");
+    create_weights(f, backends);
+    weights_.allocate();
+    for (auto & [name, t] : to_load_) f.load_tensor(name, t);
+    to_load_.clear();
+}
+
+void Model::read_hparams(const GgufFile & f) {
+    const std::string arch = f.get_str("general.architecture");
+    if (arch == "llama") {
+        hp_.arch = Arch::Llama;
+        hp_.rope_mode = GGML_ROPE_TYPE_NORMAL;
+    } else if (arch == "qwen2") {
+        hp_.arch = Arch::Qwen2;
+        hp_.rope_mode = GGML_ROPE_TYPE_NEOX;
+    } else {
+        throw EngineError(format("'%s': unsupported architecture '%s' (supported: llama, qwen2)",
+                                 f.path().c_str(), arch.c_str()));
+    }
+    hp_.arch_name = arch;
+    const std::string p = arch + ".";
+    hp_.n_layer = (int) f.get_u32(p + "block_count");
+    hp_.n_embd = (int) f.get_u32(p + "embedding_length");
+    hp_.n_head = (int) f.get_u32(p + "attention.head_count");
+    hp_.n_head_kv = (int) f.get_u32(p + "attention.head_count_kv", (uint32_t) hp_.n_head);
+    hp_.n_ff = (int) f.get_u32(p + "feed_forward_length");
+    hp_.n_ctx_train = (int) f.get_u32(p + "context_length", 2048);
+    hp_.rms_eps = f.get_f32(p + "attention.layer_norm_rms_epsilon", 1e-5f);
+    hp_.rope_freq_base = f.get_f32(p + "rope.freq_base", 10000.0f);
+    const std::string scaling = f.get_str(p + "rope.scaling.type", "none");
+    if (scaling != "none" && scaling != "linear") {
+        throw EngineError(format("'%s': RoPE scaling '%s' is not supported", f.path().c_str(), scaling.c_str()));
+    }
+    const float factor = f.get_f32(p + "rope.scaling.factor", 0.0f);
+    hp_.rope_freq_scale = (scaling == "linear" && factor > 0.0f) ? 1.0f / factor : 1.0f;
+
+    auto check = [&](bool ok, const char * what) {
+        if (!ok) throw EngineError(format("'%s': invalid hyperparameters: %s", f.path().c_str(), what));
+    };
+    check(hp_.n_layer > 0 && hp_.n_layer <= 1024, "block_count must be in 1..1024");
+    check(hp_.n_embd > 0 && hp_.n_embd <= 65536, "embedding_length must be in 1..65536");
+    check(hp_.n_head > 0 && hp_.n_head <= 1024, "head_count must be in 1..1024");
+    check(hp_.n_head_kv > 0 && hp_.n_head % hp_.n_head_kv == 0, "head_count must be a multiple of head_count_kv");
+    check(hp_.n_ff > 0 && hp_.n_ff <= 1 << 20, "feed_forward_length must be in 1..2^20");
+    check(hp_.rms_eps > 0.0f && hp_.rms_eps < 1.0f, "layer_norm_rms_epsilon must be in (0, 1)");
+    check(hp_.rope_freq_base > 0.0f, "rope.freq_base must be positive");
+    hp_.head_dim = (int) f.get_u32(p + "attention.key_length", (uint32_t) (hp_.n_embd / hp_.n_head));
+    check(hp_.head_dim > 0 && hp_.head_dim % 2 == 0, "key_length must be positive and even");
+    check((int) f.get_u32(p + "attention.value_length", (uint32_t) hp_.head_dim) == hp_.head_dim,
+          "value_length must equal key_length");
+    check((int) f.get_u32(p + "rope.dimension_count", (uint32_t) hp_.head_dim) == hp_.head_dim,
+          "partial RoPE (rope.dimension_count != head size) is not supported");
+
+    ggml_tensor * embd = f.find_tensor("token_embd.weight");
+    if (!embd) throw EngineError(format("'%s': required tensor 'token_embd.weight' is missing", f.path().c_str()));
+    hp_.n_vocab = (int) embd->ne[1];
+    check(hp_.n_vocab > 0, "empty vocabulary");
+    const uint32_t ftype = f.get_u32("general.file_type", 0);
+    file_type_ = ftype == 0 ? std::string(ggml_type_name(embd->type)) : format("ftype %u", ftype);
+}
+
+void Model::create_weights(const GgufFile & f, Backends & backends) {
+    const Hparams & hp = hp_;
+    const int64_t n_q = (int64_t) hp.n_head * hp.head_dim;
+    const int64_t n_kv = hp.n_embd_kv();
+
+    // Reserves an engine tensor for file tensor `name` used by `op`, in the best buffer for it.
+    auto add = [&](ggml_tensor * file_t, const std::string & name, ggml_op op) -> ggml_tensor * {
+        if (!file_t) return nullptr;
+        if (ggml_get_type_traits(file_t->type)->blck_size == 0) {
+            throw EngineError(format("'%s': tensor '%s' has an unsupported type", f.path().c_str(), name.c_str()));
+        }
+        ggml_backend_buffer_type_t buft = backends.weight_buffer_type(file_t, op);
+        ggml_tensor * t = weights_.create(buft, name, file_t);
+        to_load_.emplace_back(name, t);
+        return t;
+    };
+    auto req = [&](const std::string & name, int64_t ne0, int64_t ne1, ggml_op op) {
+        return add(f.require_tensor(name, ne0, ne1), name, op);
+    };
+    auto opt = [&](const std::string & name, int64_t ne0, int64_t ne1, ggml_op op) {
+        return add(f.optional_tensor(name, ne0, ne1), name, op);
+    };
+
+    tok_embd = req("token_embd.weight", hp.n_embd, hp.n_vocab, GGML_OP_GET_ROWS);
+    output_norm = req("output_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
+    output = opt("output.weight", hp.n_embd, hp.n_vocab, GGML_OP_MUL_MAT);
+    if (!output) {
+        // Tied head: a second copy of the embedding, placed for matmul (e.g. repacked), as
+        // llama.cpp does; get_rows and mul_mat want different layouts.
+        ggml_tensor * file_t = f.find_tensor("token_embd.weight");
+        output = weights_.create(backends.weight_buffer_type(file_t, GGML_OP_MUL_MAT), "output.weight(tied)", file_t);
+        to_load_.emplace_back("token_embd.weight", output);
+    }
+    rope_freqs = opt("rope_freqs.weight", hp.head_dim / 2, 0, GGML_OP_ROPE);
+
+    layers.resize(hp.n_layer);
+    for (int il = 0; il < hp.n_layer; ++il) {
+        const std::string b = "blk." + std::to_string(il) + ".";
+        LayerWeights & L = layers[il];
+        L.attn.norm = req(b + "attn_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
+        L.attn.wq = req(b + "attn_q.weight", hp.n_embd, n_q, GGML_OP_MUL_MAT);
+        L.attn.wk = req(b + "attn_k.weight", hp.n_embd, n_kv, GGML_OP_MUL_MAT);
+        L.attn.wv = req(b + "attn_v.weight", hp.n_embd, n_kv, GGML_OP_MUL_MAT);
+        L.attn.wo = req(b + "attn_output.weight", n_q, hp.n_embd, GGML_OP_MUL_MAT);
+        if (hp.arch == Arch::Qwen2) {
+            L.attn.bq = req(b + "attn_q.bias", n_q, 0, GGML_OP_ADD);
+            L.attn.bk = req(b + "attn_k.bias", n_kv, 0, GGML_OP_ADD);
+            L.attn.bv = req(b + "attn_v.bias", n_kv, 0, GGML_OP_ADD);
+        }
+        L.ffn_norm = req(b + "ffn_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
+        L.ffn_gate = req(b + "ffn_gate.weight", hp.n_embd, hp.n_ff, GGML_OP_MUL_MAT);
+        L.ffn_up = req(b + "ffn_up.weight", hp.n_embd, hp.n_ff, GGML_OP_MUL_MAT);
+        L.ffn_down = req(b + "ffn_down.weight", hp.n_ff, hp.n_embd, GGML_OP_MUL_MAT);
+    }
+}
+
+}  // namespace ke

@@ -1,0 +1,108 @@
+// A base model: hyperparameters and weights of a `llama` or `qwen2` GGUF, loaded into backend
+// buffers. Everything is validated before any ggml op sees it (ggml asserts abort the process).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "ggml.h"
+
+namespace ke {
+
+class GgufFile;
+
+enum class Arch { Llama, Qwen2 };
+
+struct Hparams {
+    Arch arch;
+    std::string arch_name;  // "llama" | "qwen2"
+    int n_layer;
+    int n_embd;
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int n_ff;
+    int n_vocab;
+    int n_ctx_train;
+    float rms_eps;
+    float rope_freq_base;
+    float rope_freq_scale;  // 1 / linear scaling factor
+    int rope_mode;          // GGML_ROPE_TYPE_NORMAL (llama) or GGML_ROPE_TYPE_NEOX (qwen2)
+
+    int n_embd_kv() const { return n_head_kv * head_dim; }  // K/V width per token (GQA)
+};
+
+// Attention weights shared by the model's layers and the Kangaroo adapter.
+struct AttentionWeights {
+    ggml_tensor * norm = nullptr;  // [n_embd]
+    ggml_tensor * wq = nullptr;    // [n_embd, n_head*head_dim]
+    ggml_tensor * wk = nullptr;    // [n_embd, n_head_kv*head_dim]
+    ggml_tensor * wv = nullptr;    // [n_embd, n_head_kv*head_dim]
+    ggml_tensor * bq = nullptr;    // [n_head*head_dim]     (qwen2)
+    ggml_tensor * bk = nullptr;    // [n_head_kv*head_dim]  (qwen2)
+    ggml_tensor * bv = nullptr;    // [n_head_kv*head_dim]  (qwen2)
+    ggml_tensor * wo = nullptr;    // [n_head*head_dim, n_embd]
+};
+
+struct LayerWeights {
+    AttentionWeights attn;
+    ggml_tensor * ffn_norm = nullptr;  // [n_embd]
+    ggml_tensor * ffn_gate = nullptr;  // [n_embd, n_ff]
+    ggml_tensor * ffn_up = nullptr;    // [n_embd, n_ff]
+    ggml_tensor * ffn_down = nullptr;  // [n_ff, n_embd]
+};
+
+// Weight tensors grouped by the buffer type they live in; owns the contexts and buffers.
+class WeightStore {
+public:
+    ~WeightStore();
+    // A tensor shaped like `like`, to be placed in a buffer of type `buft`.
+    ggml_tensor * create(ggml_backend_buffer_type_t buft, const std::string & name, const ggml_tensor * like);
+    void allocate();  // one backend buffer per buffer type
+    size_t total_bytes() const;
+
+private:
+    std::map<ggml_backend_buffer_type_t, ggml_context *> ctxs_;
+    std::vector<ggml_backend_buffer_t> buffers_;
+};
+
+class Model {
+public:
+    Model(const std::string & path, Backends & backends);
+
+    const std::string & path() const { return path_; }
+    const Hparams & hparams() const { return hp_; }
+    const std::string & fingerprint() const { return fingerprint_; }
+    const std::string & chat_template() const { return chat_template_; }
+    const std::string & name() const { return name_; }
+    const std::string & file_type() const { return file_type_; }
+    size_t weight_bytes() const { return weights_.total_bytes(); }
+
+    ggml_tensor * tok_embd = nullptr;     // [n_embd, n_vocab] (get_rows)
+    ggml_tensor * output_norm = nullptr;  // [n_embd]
+    ggml_tensor * output = nullptr;       // [n_embd, n_vocab] (LM head; a copy of tok_embd when tied)
+    ggml_tensor * rope_freqs = nullptr;   // [head_dim/2] (Llama 3) or null
+    std::vector<LayerWeights> layers;
+
+private:
+    void read_hparams(const GgufFile & f);
+    void create_weights(const GgufFile & f, Backends & backends);
+
+    std::string path_;
+    std::string name_;
+    std::string file_type_;
+    Hparams hp_{};
+    std::string fingerprint_;
+    std::string chat_template_;
+    WeightStore weights_;
+    // file tensor name -> engine tensor, for loading
+    std::vector<std::pair<std::string, ggml_tensor *>> to_load_;
+};
+
+// FNV-1a 64 over the model's identity (docs/formats.md, "Model fingerprint").
+std::string model_fingerprint(const Hparams & hp, const std::vector<std::string> & tokens);
+
+}  // namespace ke

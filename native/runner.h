@@ -1,0 +1,53 @@
+// Runs layer-range forward passes: builds a graph per distinct step shape once, keeps it
+// allocated in its own scheduler, and afterwards only feeds new input values (graph building and
+// allocation cost about as much as a whole layer of a small model, so they are not repeated).
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <vector>
+
+#include "backend.h"
+#include "graph.h"
+#include "kv_cache.h"
+#include "model.h"
+
+namespace ke {
+
+struct ForwardSpec {
+    int layer_begin = 0;        // a: first layer run
+    int layer_end = 0;          // b: one past the last layer run
+    int n_tokens = 1;
+    int n_outputs = 1;          // rows returned: the last n_outputs tokens (1 or n_tokens)
+    Output output = Output::Logits;
+};
+
+class Runner {
+public:
+    Runner(const Model & model, Backends & backends);
+    ~Runner();
+
+    // Runs spec over tokens (layer_begin == 0) or hidden states [n_tokens, n_embd] at positions
+    // pos0 .. pos0+n_tokens-1, writing K/V of those positions into `kv`. `out` receives
+    // [n_outputs, n_embd] hidden states or [n_outputs, n_vocab] logits, row-major.
+    void forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tokens, const float * hidden, int pos0,
+                 float * out);
+
+    // Drops cached graphs (and their compute buffers).
+    void clear();
+
+private:
+    struct CachedGraph;
+    CachedGraph & graph_for(KvCache & kv, const ForwardSpec & spec, int n_kv);
+
+    const Model & model_;
+    Backends & backends_;
+    std::list<std::unique_ptr<CachedGraph>> cache_;  // most recently used first
+};
+
+// Values of the per-step inputs (positions, causal mask, cache cells) for a contiguous run of
+// tokens at pos0 .. pos0+n_tokens-1 over n_kv cells; shared by every graph of the engine.
+void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, int n_embd_kv, int n_cells);
+
+}  // namespace ke

@@ -1,0 +1,105 @@
+#include "sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "error.h"
+
+namespace ke {
+
+void SamplingParams::validate() const {
+    if (!std::isfinite(temperature) || temperature < 0.0f) {
+        throw InvalidArgument(format("temperature must be a finite number >= 0, got %g", temperature));
+    }
+    if (top_k < 0) throw InvalidArgument(format("top_k must be >= 0, got %d", top_k));
+    if (!(top_p > 0.0f && top_p <= 1.0f)) throw InvalidArgument(format("top_p must be in (0, 1], got %g", top_p));
+    if (!(min_p >= 0.0f && min_p <= 1.0f)) throw InvalidArgument(format("min_p must be in [0, 1], got %g", min_p));
+}
+
+float Distribution::prob_of(int32_t token) const {
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] == token) return probs[i];
+    }
+    return 0.0f;
+}
+
+int32_t argmax(const float * logits, int n_vocab) {
+    return (int32_t) (std::max_element(logits, logits + n_vocab) - logits);  // first maximum, as llama.cpp
+}
+
+float top1_probability(const float * logits, int n_vocab, int32_t * token) {
+    const int32_t best = argmax(logits, n_vocab);
+    const float max = logits[best];
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; ++i) sum += std::exp((double) (logits[i] - max));
+    if (token) *token = best;
+    return (float) (1.0 / sum);
+}
+
+Distribution make_distribution(const float * logits, int n_vocab, const SamplingParams & p) {
+    Distribution d;
+    if (p.greedy()) {
+        d.ids = {argmax(logits, n_vocab)};
+        d.probs = {1.0f};
+        return d;
+    }
+    // candidates sorted by logit, descending (only the top k when top-k is on)
+    std::vector<int32_t> ids(n_vocab);
+    std::iota(ids.begin(), ids.end(), 0);
+    auto by_logit = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    const int k = (p.top_k > 0 && p.top_k < n_vocab) ? p.top_k : n_vocab;
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_logit);
+    ids.resize(k);
+
+    // untempered softmax over the candidates for the top-p / min-p cuts
+    const float max = logits[ids[0]];
+    std::vector<double> w(k);
+    double sum = 0.0;
+    for (int i = 0; i < k; ++i) sum += (w[i] = std::exp((double) (logits[ids[i]] - max)));
+    size_t keep = k;
+    if (p.top_p < 1.0f) {
+        double cum = 0.0;
+        for (size_t i = 0; i < (size_t) k; ++i) {
+            cum += w[i] / sum;
+            if (cum >= p.top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    if (p.min_p > 0.0f) {
+        size_t n = 1;  // the top token always survives
+        while (n < keep && w[n] >= p.min_p) ++n;  // w[0] == 1, so w[i] is p_i / p_max
+        keep = n;
+    }
+    ids.resize(keep);
+
+    // temperature on the survivors
+    d.ids = ids;
+    d.probs.resize(keep);
+    double z = 0.0;
+    std::vector<double> t(keep);
+    for (size_t i = 0; i < keep; ++i) z += (t[i] = std::exp((double) (logits[ids[i]] - max) / p.temperature));
+    for (size_t i = 0; i < keep; ++i) d.probs[i] = (float) (t[i] / z);
+    return d;
+}
+
+float Sampler::uniform() { return std::uniform_real_distribution<float>(0.0f, 1.0f)(rng_); }
+
+int32_t Sampler::sample(const Distribution & dist) {
+    const float u = uniform();
+    float cum = 0.0f;
+    for (size_t i = 0; i < dist.ids.size(); ++i) {
+        cum += dist.probs[i];
+        if (u < cum) return dist.ids[i];
+    }
+    return dist.ids.back();  // rounding: u landed past the last cumulative sum
+}
+
+int32_t Sampler::sample(const float * logits, int n_vocab, const SamplingParams & params) {
+    if (params.greedy()) return argmax(logits, n_vocab);
+    return sample(make_distribution(logits, n_vocab, params));
+}
+
+}  // namespace ke

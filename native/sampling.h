@@ -1,0 +1,47 @@
+// Token selection: greedy, or sampling with llama.cpp's filter order (top-k, top-p, min-p on the
+// untempered distribution, then temperature). The filtered distribution is exposed on its own
+// because speculative sampling needs the draft's and the model's probabilities, not just a token.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace ke {
+
+struct SamplingParams {
+    float temperature = 0.0f;  // <= 0: greedy
+    int top_k = 0;             // 0: off
+    float top_p = 1.0f;        // 1: off
+    float min_p = 0.0f;        // 0: off
+    uint64_t seed = 0xFFFFFFFFu;
+
+    bool greedy() const { return temperature <= 0.0f; }
+    void validate() const;  // throws InvalidArgument naming the bad parameter
+};
+
+// A sparse distribution over the tokens that survived the filters; probs sum to 1.
+struct Distribution {
+    std::vector<int32_t> ids;
+    std::vector<float> probs;
+    float prob_of(int32_t token) const;  // 0 if filtered out
+};
+
+int32_t argmax(const float * logits, int n_vocab);
+// Probability of the top-1 token under plain softmax, and that token.
+float top1_probability(const float * logits, int n_vocab, int32_t * token);
+Distribution make_distribution(const float * logits, int n_vocab, const SamplingParams & params);
+
+class Sampler {
+public:
+    explicit Sampler(uint64_t seed) : rng_(seed) {}
+    void reseed(uint64_t seed) { rng_.seed(seed); }
+    int32_t sample(const float * logits, int n_vocab, const SamplingParams & params);
+    int32_t sample(const Distribution & dist);
+    float uniform();  // in [0, 1)
+
+private:
+    std::mt19937_64 rng_;
+};
+
+}  // namespace ke
