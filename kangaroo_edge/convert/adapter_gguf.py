@@ -1,0 +1,211 @@
+"""Kangaroo adapter GGUF: write, read and validate (docs/formats.md, "Kangaroo adapter GGUF").
+
+Tensors are passed as numpy arrays in torch layout [out, in]; the gguf package writes them with
+the reverse ggml order (ne0 = in). Norm weights and biases are always F32, the projections F16 or
+F32. Only numpy and gguf are needed, except for reading a torch checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+ARCH = "kangaroo-adapter"
+PREFIX = "adapter."
+DEFAULT_TAU = 0.6     # the paper's confidence threshold
+DEFAULT_GAMMA = 6     # the paper's maximum drafts per cycle
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output")
+NORMS = ("attn_norm", "output_norm")
+BIASES = ("attn_q", "attn_k", "attn_v")
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    base_arch: str          # "llama" | "qwen2"
+    fingerprint: str        # base model fingerprint (docs/formats.md)
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    rms_eps: float
+    rope_freq_base: float
+    exit_layer: int
+    tau: float = DEFAULT_TAU
+    gamma: int = DEFAULT_GAMMA
+    name: str = "kangaroo adapter"
+
+
+# metadata key -> (AdapterMeta field, value type)
+KEYS = {
+    "general.name": ("name", GGUFValueType.STRING),
+    "kangaroo.base.architecture": ("base_arch", GGUFValueType.STRING),
+    "kangaroo.base.fingerprint": ("fingerprint", GGUFValueType.STRING),
+    "kangaroo.embedding_length": ("n_embd", GGUFValueType.UINT32),
+    "kangaroo.attention.head_count": ("n_head", GGUFValueType.UINT32),
+    "kangaroo.attention.head_count_kv": ("n_head_kv", GGUFValueType.UINT32),
+    "kangaroo.attention.key_length": ("head_dim", GGUFValueType.UINT32),
+    "kangaroo.attention.layer_norm_rms_epsilon": ("rms_eps", GGUFValueType.FLOAT32),
+    "kangaroo.rope.freq_base": ("rope_freq_base", GGUFValueType.FLOAT32),
+    "kangaroo.exit_layer": ("exit_layer", GGUFValueType.UINT32),
+    "kangaroo.draft.tau": ("tau", GGUFValueType.FLOAT32),
+    "kangaroo.draft.gamma": ("gamma", GGUFValueType.UINT32),
+}
+
+
+def expected_shapes(meta: AdapterMeta) -> dict[str, tuple[int, ...]]:
+    """Required tensor name -> numpy/torch shape [out, in]."""
+    q_dim, kv_dim = meta.n_head * meta.head_dim, meta.n_head_kv * meta.head_dim
+    return {
+        f"{PREFIX}attn_norm.weight": (meta.n_embd,),
+        f"{PREFIX}attn_q.weight": (q_dim, meta.n_embd),
+        f"{PREFIX}attn_k.weight": (kv_dim, meta.n_embd),
+        f"{PREFIX}attn_v.weight": (kv_dim, meta.n_embd),
+        f"{PREFIX}attn_output.weight": (meta.n_embd, q_dim),
+        f"{PREFIX}output_norm.weight": (meta.n_embd,),
+    }
+
+
+def bias_shapes(meta: AdapterMeta) -> dict[str, tuple[int, ...]]:
+    q_dim, kv_dim = meta.n_head * meta.head_dim, meta.n_head_kv * meta.head_dim
+    return {f"{PREFIX}attn_q.bias": (q_dim,), f"{PREFIX}attn_k.bias": (kv_dim,), f"{PREFIX}attn_v.bias": (kv_dim,)}
+
+
+def validate_tensors(path, tensors: dict[str, np.ndarray], meta: AdapterMeta) -> None:
+    """ValueError naming the file for a missing, unexpected or misshapen tensor."""
+    required, optional = expected_shapes(meta), bias_shapes(meta)
+    for name in required:
+        if name not in tensors:
+            raise ValueError(f"{path}: missing tensor '{name}'")
+    present_biases = [n for n in optional if n in tensors]
+    if present_biases and len(present_biases) != len(optional):
+        raise ValueError(f"{path}: q/k/v biases must come together, found only {present_biases}")
+    for name, arr in tensors.items():
+        shape = required.get(name) or optional.get(name)
+        if shape is None:
+            raise ValueError(f"{path}: unexpected tensor '{name}'")
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"{path}: tensor '{name}' has shape {tuple(arr.shape)}, expected {shape}")
+
+
+def write_adapter_gguf(path: str | Path, tensors: dict[str, np.ndarray], meta: AdapterMeta,
+                       dtype: str = "f16") -> None:
+    """tensors: GGUF names (`adapter.attn_q.weight`, ...) -> arrays in torch layout [out, in]."""
+    if dtype not in ("f16", "f32"):
+        raise ValueError(f"dtype must be 'f16' or 'f32', got {dtype!r}")
+    if meta.base_arch not in ("llama", "qwen2"):
+        raise ValueError(f"base architecture must be 'llama' or 'qwen2', got {meta.base_arch!r}")
+    validate_tensors(path, tensors, meta)
+    writer = GGUFWriter(str(path), ARCH)  # writes general.architecture
+    for key, (field, vtype) in KEYS.items():
+        value = getattr(meta, field)
+        {GGUFValueType.STRING: writer.add_string, GGUFValueType.UINT32: writer.add_uint32,
+         GGUFValueType.FLOAT32: writer.add_float32}[vtype](key, value)
+    proj_dtype = np.float16 if dtype == "f16" else np.float32
+    for name, arr in tensors.items():
+        is_projection = name.endswith(".weight") and name[len(PREFIX):-len(".weight")] in PROJECTIONS
+        writer.add_tensor(name, np.ascontiguousarray(arr, dtype=proj_dtype if is_projection else np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def read_adapter_gguf(path: str | Path) -> tuple[AdapterMeta, dict[str, np.ndarray]]:
+    """Reads and validates an adapter GGUF; tensors come back in torch layout [out, in], as stored
+    (F16 or F32), copied out of the file."""
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable GGUF file ({e})") from e
+    arch_field = reader.fields.get("general.architecture")
+    arch = arch_field.contents() if arch_field is not None else None
+    if arch != ARCH:
+        raise ValueError(f"{path}: general.architecture is {arch!r}, expected '{ARCH}' (not a Kangaroo adapter)")
+    values = {}
+    for key, (field, vtype) in KEYS.items():
+        f = reader.fields.get(key)
+        if f is None:
+            raise ValueError(f"{path}: missing metadata key '{key}'")
+        if f.types != [vtype]:
+            raise ValueError(f"{path}: metadata key '{key}' has type {f.types}, expected {vtype.name}")
+        values[field] = f.contents()
+    meta = AdapterMeta(**values)
+    if meta.base_arch not in ("llama", "qwen2"):
+        raise ValueError(f"{path}: kangaroo.base.architecture {meta.base_arch!r} is not 'llama' or 'qwen2'")
+    tensors = {}
+    for t in reader.tensors:
+        if t.data.dtype not in (np.float16, np.float32):
+            raise ValueError(f"{path}: tensor '{t.name}' has type {t.tensor_type.name}, expected F32 or F16")
+        tensors[t.name] = np.array(t.data)  # numpy shape [ne1, ne0] = torch [out, in]
+    validate_tensors(path, tensors, meta)
+    return meta, tensors
+
+
+# ---------------------------------------------------------------- from the torch side
+
+def adapter_state_to_tensors(state_dict) -> dict[str, np.ndarray]:
+    """A KangarooAdapter state dict (torch tensors or arrays) -> GGUF-named float32 arrays.
+    The module's parameter names are the GGUF names without the `adapter.` prefix."""
+    names = [f"{n}.weight" for n in NORMS + PROJECTIONS] + [f"{n}.bias" for n in BIASES]
+    out = {}
+    for name in names:
+        if name in state_dict:
+            value = state_dict[name]
+            if hasattr(value, "detach"):
+                value = value.detach().float().cpu().numpy()
+            out[PREFIX + name] = np.asarray(value, dtype=np.float32)
+    return out
+
+
+def tensors_to_adapter_state(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse: GGUF-named arrays -> state-dict names (load with torch.from_numpy)."""
+    return {name[len(PREFIX):]: np.asarray(arr, dtype=np.float32) for name, arr in tensors.items()}
+
+
+def checkpoint_to_gguf(checkpoint: str | Path, base_model: str | Path, out: str | Path,
+                       fingerprint: str | None = None, tau: float = DEFAULT_TAU, gamma: int = DEFAULT_GAMMA,
+                       dtype: str = "f16", name: str | None = None) -> AdapterMeta:
+    """Turns a `kangaroo_edge.train.fit` checkpoint into an adapter GGUF. The base model supplies
+    the metadata; the fingerprint defaults to the one recorded at training time."""
+    from kangaroo_edge.train.base_model import model_fingerprint, read_base_model_info
+    from kangaroo_edge.train.fit import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    info = read_base_model_info(base_model)
+    cfg = ckpt["config"]
+    base = {"n_embd": info.n_embd, "n_head": info.n_head, "n_head_kv": info.n_head_kv, "head_dim": info.head_dim}
+    for key, value in base.items():
+        if cfg[key] != value:
+            raise ValueError(f"{checkpoint}: adapter {key}={cfg[key]} does not match {base_model} ({value})")
+    exit_layer = ckpt["exit_layer"]
+    meta = AdapterMeta(
+        base_arch=info.arch, fingerprint=fingerprint or ckpt.get("fingerprint") or model_fingerprint(base_model),
+        n_embd=info.n_embd, n_head=info.n_head, n_head_kv=info.n_head_kv, head_dim=info.head_dim,
+        rms_eps=info.rms_eps, rope_freq_base=info.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma,
+        name=name or f"kangaroo adapter for {Path(base_model).stem}, exit layer {exit_layer}")
+    write_adapter_gguf(out, adapter_state_to_tensors(ckpt["state_dict"]), meta, dtype)
+    return meta
+
+
+def setup_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Convert a trained Kangaroo adapter checkpoint (.pt) to GGUF")
+    p.add_argument("checkpoint", help="checkpoint written by kangaroo_edge.train.fit")
+    p.add_argument("-m", "--model", required=True, help="the base model GGUF (metadata)")
+    p.add_argument("-o", "--out", required=True, help="adapter GGUF to write")
+    p.add_argument("--fingerprint", help="base model fingerprint (default: the one recorded in the checkpoint)")
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="default confidence threshold")
+    p.add_argument("--gamma", type=int, default=DEFAULT_GAMMA, help="default maximum drafts per cycle")
+    p.add_argument("--outtype", choices=("f16", "f32"), default="f16", help="type of the projections")
+    p.add_argument("--name", help="general.name")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = setup_arg_parser().parse_args(argv)
+    meta = checkpoint_to_gguf(a.checkpoint, a.model, a.out, a.fingerprint, a.tau, a.gamma, a.outtype, a.name)
+    print(f"wrote {a.out}: exit layer {meta.exit_layer}, base {meta.base_arch} {meta.fingerprint}")
+    return 0

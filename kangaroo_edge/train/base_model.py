@@ -1,0 +1,153 @@
+"""What training needs from the base GGUF: its hyperparameters, its frozen LM head, one layer's
+attention weights (to initialise the adapter) and its fingerprint (docs/formats.md).
+
+Torch never holds the whole base model: the features come from the engine, so only the head (and
+optionally one attention block) is dequantized here, with the `gguf` package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+SUPPORTED_ARCHS = ("llama", "qwen2")
+# ggml's RoPE mode per architecture: llama -> normal (adjacent pairs), qwen2 -> NeoX (split halves).
+ROPE_TYPES = {"llama": "normal", "qwen2": "neox"}
+NEWLINE = b"\n"
+ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    path: str
+    arch: str             # "llama" | "qwen2"
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    rms_eps: float
+    rope_freq_base: float
+    rope_type: str        # "normal" | "neox"
+    tied: bool            # no output.weight: the head is token_embd.weight
+    has_bias: bool        # q/k/v biases (qwen2)
+
+    @property
+    def head_tensor_name(self) -> str:
+        return "token_embd.weight" if self.tied else "output.weight"
+
+
+def _field(reader: GGUFReader, key: str, path, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        if default is None:
+            raise ValueError(f"{path}: missing metadata key '{key}'")
+        return default
+    return field.contents()
+
+
+def _tensor(reader: GGUFReader, name: str):
+    for t in reader.tensors:
+        if t.name == name:
+            return t
+    return None
+
+
+def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> BaseModelInfo:
+    """Hyperparameters of a llama/qwen2 base GGUF; ValueError naming the file when unsupported."""
+    reader = reader or GGUFReader(str(path))
+    arch = _field(reader, "general.architecture", path)
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"{path}: architecture '{arch}' is not supported (expected one of {SUPPORTED_ARCHS})")
+    n_embd = int(_field(reader, f"{arch}.embedding_length", path))
+    n_head = int(_field(reader, f"{arch}.attention.head_count", path))
+    head_dim = int(_field(reader, f"{arch}.attention.key_length", path, n_embd // n_head))
+    rope_dims = int(_field(reader, f"{arch}.rope.dimension_count", path, head_dim))
+    if rope_dims != head_dim:
+        raise ValueError(f"{path}: partial RoPE ({rope_dims} of {head_dim} dims) is not supported")
+    embd = _tensor(reader, "token_embd.weight")
+    if embd is None:
+        raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
+    return BaseModelInfo(
+        path=str(path),
+        arch=arch,
+        n_layer=int(_field(reader, f"{arch}.block_count", path)),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(_field(reader, f"{arch}.attention.head_count_kv", path, n_head)),
+        head_dim=head_dim,
+        n_vocab=int(embd.shape[1]),  # ne = [n_embd, n_vocab]
+        rms_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", path)),
+        rope_freq_base=float(_field(reader, f"{arch}.rope.freq_base", path, 10000.0)),
+        rope_type=ROPE_TYPES[arch],
+        tied=_tensor(reader, "output.weight") is None,
+        has_bias=_tensor(reader, "blk.0.attn_q.bias") is not None,
+    )
+
+
+def _dequantize(reader: GGUFReader, name: str, path) -> np.ndarray:
+    t = _tensor(reader, name)
+    if t is None:
+        raise ValueError(f"{path}: missing tensor '{name}'")
+    # reader data is numpy [ne1, ne0] (torch [out, in]); dequantize keeps that shape in float32
+    return np.array(dequantize(t.data, t.tensor_type), dtype=np.float32)  # a copy: the mmap is read-only
+
+
+def load_lm_head(path: str | Path, reader: GGUFReader | None = None) -> torch.Tensor:
+    """The frozen LM head as float32 [n_vocab, n_embd] (token_embd.weight when tied)."""
+    reader = reader or GGUFReader(str(path))
+    info = read_base_model_info(path, reader)
+    head = _dequantize(reader, info.head_tensor_name, path)
+    if head.shape != (info.n_vocab, info.n_embd):
+        raise ValueError(f"{path}: LM head has shape {head.shape}, expected {(info.n_vocab, info.n_embd)}")
+    return torch.from_numpy(head).requires_grad_(False)
+
+
+def load_rope_freq_factors(path: str | Path, reader: GGUFReader | None = None) -> torch.Tensor | None:
+    """Llama-3 style `rope_freqs.weight` [head_dim/2] (divides each RoPE frequency), or None."""
+    reader = reader or GGUFReader(str(path))
+    if _tensor(reader, "rope_freqs.weight") is None:
+        return None
+    return torch.from_numpy(_dequantize(reader, "rope_freqs.weight", path))
+
+
+def load_layer_attention(path: str | Path, layer: int, reader: GGUFReader | None = None) -> dict[str, torch.Tensor]:
+    """Layer `layer`'s attention block and the model's output norm as float32 tensors, keyed by the
+    adapter's parameter names (`attn_q.weight`, ...), to initialise a KangarooAdapter.
+
+    GGUF q/k weights are already in ggml's RoPE layout, consistent with the rope type above."""
+    reader = reader or GGUFReader(str(path))
+    info = read_base_model_info(path, reader)
+    if not 0 <= layer < info.n_layer:
+        raise ValueError(f"{path}: layer {layer} out of range [0, {info.n_layer})")
+    names = {f"{n}.weight": f"blk.{layer}.{n}.weight" for n in ATTN_TENSORS}
+    if info.has_bias:
+        names.update({f"{n}.bias": f"blk.{layer}.{n}.bias" for n in ("attn_q", "attn_k", "attn_v")})
+    names["output_norm.weight"] = "output_norm.weight"
+    return {ours: torch.from_numpy(_dequantize(reader, theirs, path)) for ours, theirs in names.items()}
+
+
+def model_fingerprint(path: str | Path, reader: GGUFReader | None = None) -> str:
+    """FNV-1a 64-bit of the architecture and vocabulary (docs/formats.md), 16 lower-case hex digits.
+    Must agree with the engine's `model.fingerprint`."""
+    reader = reader or GGUFReader(str(path))
+    info = read_base_model_info(path, reader)
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    if field is None:
+        raise ValueError(f"{path}: missing metadata key 'tokenizer.ggml.tokens'")
+    tokens = [bytes(field.parts[i]) for i in field.data]  # raw UTF-8 bytes as stored
+    header = f"{info.arch}|{info.n_layer}|{info.n_embd}|{info.n_head}|{info.n_head_kv}|{info.n_vocab}|"
+    return f"{fnv1a_64(header.encode() + NEWLINE.join(tokens)):016x}"
+
+
+def fnv1a_64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
