@@ -1,0 +1,1 @@
+"""The `kangaroo-edge` command: one module per subcommand."""

@@ -1,0 +1,56 @@
+"""`kangaroo-edge generate`: one prompt, streamed to stdout, with a speed line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import UserError, add_model_args, add_sampling_args, load_model, sampling_from_args
+
+DEFAULT_N_PREDICT = 256
+
+
+def setup_arg_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read from stdin)")
+    p.add_argument("-n", "--n-predict", type=int, default=DEFAULT_N_PREDICT,
+                   help=f"maximum new tokens (default {DEFAULT_N_PREDICT})")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user message")
+    p.add_argument("--no-spec", action="store_true", help="plain decoding (no Kangaroo speculation)")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, token_ids, finish_reason, stats)")
+    add_model_args(p)
+    add_sampling_args(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not prompt:
+        raise UserError("empty prompt: give -p TEXT or pipe text on stdin")
+    lm = load_model(args)
+    if args.chat:
+        prompt = lm.apply_chat_template([{"role": "user", "content": prompt}])
+    kwargs = dict(sampling=sampling_from_args(args), stop=args.stop, speculative=not args.no_spec)
+    if args.json:
+        r = lm.generate(prompt, args.n_predict, **kwargs)
+        print(json.dumps({"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+                          "stats": {k: v for k, v in r.stats.items() if k != "prompt_token_ids"}}))
+        return 0
+    stats = {}
+    for chunk in lm.generate(prompt, args.n_predict, stream=True, **kwargs):
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        stats = chunk.stats or stats
+    sys.stdout.write("\n")
+    print(speed_line(stats), file=sys.stderr)
+    return 0
+
+
+def speed_line(stats: dict) -> str:
+    line = (f"[{stats['n_tokens']} tokens, {stats['tokens_per_second']:.1f} tokens/s, "
+            f"prompt {stats['n_prompt_tokens']} tokens at {stats['prompt_tokens_per_second']:.0f} tokens/s")
+    if stats.get("speculative"):
+        line += f", {stats['mean_accepted']:.2f} tokens per verification"
+    elif stats.get("speculative_fallback"):
+        line += f"; {stats['speculative_fallback']}"
+    return line + "]"

@@ -1,0 +1,362 @@
+"""KangarooLM: load a GGUF model once, then generate, stream, or chat with it.
+
+Layering: the native engine (kangaroo_edge._native) does the compute; this module turns its
+steps into text, applies stop conditions, and shapes results like llama-cpp-python's.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from . import _native
+from .chat_template import ChatTemplate
+from .models import resolve_model
+from .types import GenerationChunk, GenerationResult, SamplingParams
+
+DEFAULT_N_CTX = 4096
+DEFAULT_MAX_TOKENS = 128
+DEVICES = ("auto", "cpu", "gpu")
+
+Prompt = Union[str, Sequence[int]]
+
+
+class KangarooLM:
+    """A loaded model (and, when available, its Kangaroo adapter).
+
+    >>> lm = KangarooLM()                      # the embedded default model
+    >>> lm.generate("Hello", max_tokens=16).text
+    """
+
+    def __init__(self, model_path: Optional[Union[str, os.PathLike]] = None,
+                 adapter_path: Optional[Union[str, os.PathLike]] = None,
+                 n_ctx: int = DEFAULT_N_CTX, n_threads: Optional[int] = None,
+                 device: str = "auto", verbose: bool = False):
+        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= 1 << 20:
+            raise ValueError(f"n_ctx must be an integer in [1, 1048576], got {n_ctx!r}")
+        if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 1024):
+            raise ValueError(f"n_threads must be None or an integer in [1, 1024], got {n_threads!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        self.model_path: Path = resolve_model(model_path)
+        if adapter_path is not None:
+            raise ValueError("adapter_path: Kangaroo adapters are not supported by this build yet")
+        self.adapter_path: Optional[Path] = None
+        _native.set_verbose(verbose)
+        start = time.perf_counter()
+        self._engine: Optional[_native.Engine] = _native.Engine(str(self.model_path), n_ctx, n_threads or 0, device)
+        self.load_seconds = time.perf_counter() - start
+        self._lock = threading.Lock()
+        self._chat_template: Optional[ChatTemplate] = None
+
+    # ---- model description -------------------------------------------------------------
+
+    @property
+    def engine(self) -> "_native.Engine":
+        if self._engine is None:
+            raise RuntimeError("this KangarooLM has been closed")
+        return self._engine
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.engine.n_vocab
+
+    def info(self) -> dict[str, Any]:
+        e = self.engine
+        return {
+            "model_path": str(self.model_path), "name": e.name, "arch": e.arch, "n_layer": e.n_layer,
+            "n_embd": e.n_embd, "n_head": e.n_head, "n_head_kv": e.n_head_kv, "n_vocab": e.n_vocab,
+            "n_ctx": e.n_ctx, "n_ctx_train": e.n_ctx_train, "weight_bytes": e.weight_bytes,
+            "kv_bytes": e.kv_bytes, "backend": e.backend, "n_threads": e.n_threads,
+            "fingerprint": e.fingerprint,
+            "adapter_path": str(self.adapter_path) if self.adapter_path else None,
+        }
+
+    def close(self) -> None:
+        """Frees the model's memory; the object cannot be used afterwards."""
+        with self._lock:
+            self._engine = None
+
+    def __enter__(self) -> "KangarooLM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- tokens --------------------------------------------------------------------------
+
+    def tokenize(self, text: Union[str, bytes], add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """llama.cpp's tokenization. Special tokens written in the text (e.g. <|im_start|>) are
+        parsed as such unless parse_special is False."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
+        return self.engine.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, token_ids: Sequence[int], special: bool = False) -> str:
+        ids = self._check_token_ids(token_ids, "token_ids")
+        return self.engine.detokenize(ids, special).decode("utf-8", errors="replace")
+
+    def _check_token_ids(self, token_ids: Sequence[int], name: str) -> list[int]:
+        ids = list(token_ids)
+        n_vocab = self.engine.n_vocab
+        for t in ids:
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < n_vocab:
+                raise ValueError(f"{name}: {t!r} is not a token id in [0, {n_vocab})")
+        return ids
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, (str, bytes)):
+            ids = self.tokenize(prompt)
+        else:
+            ids = self._check_token_ids(prompt, "prompt")
+        if not ids:
+            raise ValueError("prompt is empty: it must contain at least one token")
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"prompt has {len(ids)} tokens but the context holds n_ctx={self.n_ctx}; "
+                             "shorten the prompt or load the model with a larger n_ctx")
+        return ids
+
+    # ---- chat ----------------------------------------------------------------------------
+
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        if self._chat_template is None:
+            e = self.engine
+            bos = e.token_to_piece(e.bos, True).decode("utf-8", "replace") if e.bos >= 0 else ""
+            eos = e.token_to_piece(e.eos, True).decode("utf-8", "replace") if e.eos >= 0 else ""
+            self._chat_template = ChatTemplate(e.chat_template, bos, eos)
+        return self._chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    # ---- generation ----------------------------------------------------------------------
+
+    def generate(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, *,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 seed: Optional[int] = None, sampling: Optional[SamplingParams] = None,
+                 stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
+                 speculative: bool = True, tau: Optional[float] = None, gamma: Optional[int] = None,
+                 ) -> Union[GenerationResult, Iterator[GenerationChunk]]:
+        """Continues `prompt` (text, or token ids). With stream=True returns an iterator of
+        GenerationChunk; otherwise a GenerationResult with text, token_ids, finish_reason, stats.
+
+        max_tokens=None generates until an end-of-generation token or a full context.
+        """
+        if sampling is None:
+            sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
+        chunks = self.stream_generate(prompt, max_tokens, sampling=sampling, stop=stop,
+                                      speculative=speculative, tau=tau, gamma=gamma)
+        if stream:
+            return chunks
+        text, ids, last = [], [], None
+        for chunk in chunks:
+            text.append(chunk.text)
+            ids.extend(chunk.token_ids)
+            last = chunk
+        assert last is not None and last.finish_reason is not None
+        return GenerationResult(text="".join(text), token_ids=ids, finish_reason=last.finish_reason,
+                                stats=last.stats or {}, prompt_token_ids=(last.stats or {}).get("prompt_token_ids", []))
+
+    def stream_generate(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, *,
+                        sampling: SamplingParams = SamplingParams(),
+                        stop: Optional[Union[str, Sequence[str]]] = None, speculative: bool = True,
+                        tau: Optional[float] = None, gamma: Optional[int] = None) -> Iterator[GenerationChunk]:
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                       or max_tokens < 1):
+            raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
+        if tau is not None and not (isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0):
+            raise ValueError(f"tau must be a number in [0, 1], got {tau!r}")
+        if gamma is not None and (not isinstance(gamma, int) or isinstance(gamma, bool) or gamma < 1):
+            raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+        stops = _stop_list(stop)
+        prompt_ids = self._prompt_ids(prompt)
+        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative)
+
+    def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
+                stops: list[str], speculative: bool) -> Iterator[GenerationChunk]:
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
+                               "finish or close that generation first")
+        try:
+            engine = self.engine
+            stats: dict[str, Any] = {"speculative": False}
+            if speculative:
+                stats["speculative_fallback"] = "no Kangaroo adapter is loaded: plain decoding"
+            limit = max_tokens if max_tokens is not None else self.n_ctx
+            text = _TextAssembler(engine, stops)
+            t0 = time.perf_counter()
+            steps = _plain_steps(engine, prompt_ids, sampling)
+            generated: list[int] = []
+            finish = "length"
+            t_first = None
+            for step in steps:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                new_ids, new_text, hit = [], [], False
+                for tok in step:
+                    if engine.is_eog(tok):
+                        hit = True
+                        break
+                    generated.append(tok)
+                    new_ids.append(tok)
+                    piece, hit = text.add(tok)
+                    new_text.append(piece)
+                    if hit or len(generated) >= limit:
+                        break
+                if hit:
+                    finish = "stop"
+                done = hit or len(generated) >= limit or engine.n_past >= self.n_ctx
+                if done:
+                    new_text.append(text.flush())
+                    t_end = time.perf_counter()
+                    stats.update(_timing_stats(prompt_ids, generated, t0, t_first, t_end))
+                    yield GenerationChunk("".join(new_text), new_ids, finish, stats)
+                    return
+                yield GenerationChunk("".join(new_text), new_ids)
+        finally:
+            self._lock.release()
+
+    # ---- OpenAI-shaped completions -------------------------------------------------------
+
+    def create_completion(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
+                          stream: bool = False, **kwargs: Any) -> Union[dict, Iterator[dict]]:
+        """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming."""
+        cid, created, model = f"cmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+        chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
+
+        def shape(text: str, finish: Optional[str], stats: Optional[dict]) -> dict:
+            out = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                   "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+            if stats is not None:
+                out["usage"] = _usage(stats)
+                out["stats"] = stats
+            return out
+
+        if stream:
+            return (shape(c.text, c.finish_reason, c.stats) for c in chunks)
+        parts, last = [], None
+        for c in chunks:
+            parts.append(c.text)
+            last = c
+        return shape("".join(parts), last.finish_reason, last.stats)
+
+    def create_chat_completion(self, messages: Sequence[dict[str, Any]],
+                               max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
+                               **kwargs: Any) -> Union[dict, Iterator[dict]]:
+        """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes."""
+        prompt = self.apply_chat_template(messages, add_generation_prompt=True)
+        cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+        chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
+        if stream:
+            return _chat_chunks(chunks, cid, created, model)
+        parts, last = [], None
+        for c in chunks:
+            parts.append(c.text)
+            last = c
+        return {"id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                             "logprobs": None, "finish_reason": last.finish_reason}],
+                "usage": _usage(last.stats), "stats": last.stats}
+
+
+# ---- decoding steps ----------------------------------------------------------------------
+
+def _plain_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams) -> Iterator[list[int]]:
+    """Plain decoding: one token per step. A token is evaluated only when the next is asked
+    for, so stopping never costs a wasted forward pass."""
+    engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
+    engine.set_prompt(prompt_ids)
+    while True:
+        tok = engine.sample(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)
+        yield [tok]
+        if engine.n_past >= engine.n_ctx:
+            return
+        engine.append(tok)
+
+
+class _TextAssembler:
+    """Token bytes -> text, cut at the first stop string; text that might be the start of a
+    stop string is held back until it is known not to be one."""
+
+    def __init__(self, engine: "_native.Engine", stops: list[str]):
+        self._engine = engine
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = stops
+        self._held = ""  # decoded, not yet emitted
+
+    def add(self, token: int) -> tuple[str, bool]:
+        self._held += self._decoder.decode(self._engine.token_to_piece(token, False))
+        for s in self._stops:
+            i = self._held.find(s)
+            if i >= 0:
+                out, self._held = self._held[:i], ""
+                return out, True
+        keep = max((_overlap(self._held, s) for s in self._stops), default=0)
+        out = self._held[:len(self._held) - keep]
+        self._held = self._held[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out = self._held + self._decoder.decode(b"", final=True)
+        self._held = ""
+        return out
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of stop."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def _stop_list(stop: Optional[Union[str, Sequence[str]]]) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
+    return stops
+
+
+def _timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_first: float, t_end: float) -> dict:
+    prompt_s = t_first - t0
+    gen_s = max(t_end - t_first, 1e-9)
+    return {
+        "n_prompt_tokens": len(prompt_ids), "n_tokens": len(generated),
+        "prompt_seconds": prompt_s, "generation_seconds": gen_s,
+        "prompt_tokens_per_second": len(prompt_ids) / max(prompt_s, 1e-9),
+        # tokens after the first: the first token comes out of the prompt's forward pass
+        "tokens_per_second": max(len(generated) - 1, 0) / gen_s,
+        "prompt_token_ids": list(prompt_ids),
+    }
+
+
+def _usage(stats: dict) -> dict:
+    return {"prompt_tokens": stats["n_prompt_tokens"], "completion_tokens": stats["n_tokens"],
+            "total_tokens": stats["n_prompt_tokens"] + stats["n_tokens"]}
+
+
+def _chat_chunks(chunks: Iterator[GenerationChunk], cid: str, created: int, model: str) -> Iterator[dict]:
+    def shape(delta: dict, finish: Optional[str]) -> dict:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    yield shape({"role": "assistant"}, None)
+    for c in chunks:
+        if c.text:
+            yield shape({"content": c.text}, None)
+        if c.finish_reason is not None:
+            final = shape({}, c.finish_reason)
+            final["usage"] = _usage(c.stats)
+            final["stats"] = c.stats
+            yield final

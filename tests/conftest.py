@@ -1,0 +1,62 @@
+"""Shared fixtures: the two real models (loaded once per session), llama.cpp as the oracle, and
+Spec-Bench dev prompts rendered with the model's chat template."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kangaroo_edge import KangarooLM
+from kangaroo_edge.models import default_model_path, qwen_coder_path
+
+TEST_THREADS = 2
+TEST_N_CTX = 2048
+REPO = Path(__file__).resolve().parents[1]
+SPECBENCH = Path(os.environ.get("KANGAROO_EDGE_SPECBENCH", REPO.parent / "shared" / "specbench" / "dev.jsonl"))
+
+
+def load_questions(n: int, path: Path = SPECBENCH) -> list[dict]:
+    """The first n dev questions, taken round-robin over categories so every category appears."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_cat: dict[str, list[dict]] = {}
+    for r in rows:
+        by_cat.setdefault(r["category"], []).append(r)
+    out, i = [], 0
+    while len(out) < n:
+        for cat in sorted(by_cat):
+            if i < len(by_cat[cat]) and len(out) < n:
+                out.append(by_cat[cat][i])
+        i += 1
+    return out
+
+
+def chat_prompt(lm: KangarooLM, question: dict) -> str:
+    return lm.apply_chat_template([{"role": "user", "content": question["turns"][0]}])
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def qwen_path() -> Path:
+    return qwen_coder_path()
+
+
+@pytest.fixture(scope="session")
+def smollm(smollm_path) -> KangarooLM:
+    return KangarooLM(smollm_path, n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def qwen(qwen_path) -> KangarooLM:
+    return KangarooLM(qwen_path, n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
+
+
+@pytest.fixture(scope="session", params=["smollm", "qwen"])
+def any_model(request) -> KangarooLM:
+    return request.getfixturevalue(request.param)

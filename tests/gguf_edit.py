@@ -1,0 +1,46 @@
+"""Writes edited copies of real GGUF files (a key changed, a tensor dropped) for error tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import gguf
+
+
+def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str: Optional[dict[str, str]] = None,
+              drop_keys: Iterable[str] = ()) -> Path:
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.fields["general.architecture"].contents()
+    set_str = dict(set_str or {})
+    writer = gguf.GGUFWriter(str(dst), set_str.get("general.architecture", arch))
+    drop_keys = set(drop_keys) | {"general.architecture"}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in drop_keys:
+            continue
+        if name in set_str:
+            writer.add_string(name, set_str.pop(name))
+            continue
+        _add_field(writer, name, field)
+    for name, value in set_str.items():
+        if name != "general.architecture":
+            writer.add_string(name, value)
+    drop = set(drop_tensors)
+    for t in reader.tensors:
+        if t.name in drop:
+            continue
+        writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def _add_field(writer: gguf.GGUFWriter, name: str, field: Any) -> None:
+    vtype = field.types[0]
+    value = field.contents()
+    if vtype == gguf.GGUFValueType.ARRAY:
+        writer.add_array(name, value)
+    else:
+        writer.add_key_value(name, value, vtype)
