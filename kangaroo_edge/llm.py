@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from . import _native
 from .chat_template import ChatTemplate
-from .models import resolve_model
+from .models import default_adapter_path, resolve_model
 from .types import GenerationChunk, GenerationResult, SamplingParams
 
 DEFAULT_N_CTX = 4096
@@ -44,12 +44,18 @@ class KangarooLM:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self.model_path: Path = resolve_model(model_path)
-        if adapter_path is not None:
-            raise ValueError("adapter_path: Kangaroo adapters are not supported by this build yet")
-        self.adapter_path: Optional[Path] = None
+        if adapter_path is None and model_path is None:
+            adapter_path = default_adapter_path()  # the adapter shipped for the embedded model
+        elif adapter_path is not None:
+            adapter_path = Path(adapter_path)
+            if not adapter_path.is_file():
+                raise FileNotFoundError(f"adapter file not found: {adapter_path}")
         _native.set_verbose(verbose)
         start = time.perf_counter()
         self._engine: Optional[_native.Engine] = _native.Engine(str(self.model_path), n_ctx, n_threads or 0, device)
+        self.adapter_path: Optional[Path] = None
+        if adapter_path is not None:
+            self.load_adapter(adapter_path)
         self.load_seconds = time.perf_counter() - start
         self._lock = threading.Lock()
         self._chat_template: Optional[ChatTemplate] = None
@@ -79,7 +85,20 @@ class KangarooLM:
             "kv_bytes": e.kv_bytes, "backend": e.backend, "n_threads": e.n_threads,
             "fingerprint": e.fingerprint,
             "adapter_path": str(self.adapter_path) if self.adapter_path else None,
+            "adapter": e.adapter_info,
         }
+
+    def load_adapter(self, adapter_path: Union[str, os.PathLike]) -> None:
+        """Loads a Kangaroo adapter GGUF made for this model (replacing any loaded one)."""
+        path = Path(adapter_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"adapter file not found: {path}")
+        self.engine.load_adapter(str(path))
+        self.adapter_path = path
+
+    @property
+    def adapter_info(self) -> Optional[dict]:
+        return self.engine.adapter_info
 
     def close(self) -> None:
         """Frees the model's memory; the object cannot be used afterwards."""
@@ -178,22 +197,29 @@ class KangarooLM:
             raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
         stops = _stop_list(stop)
         prompt_ids = self._prompt_ids(prompt)
-        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative)
+        draft = None
+        if speculative and self.engine.has_adapter:
+            info = self.engine.adapter_info
+            draft = (info["tau"] if tau is None else float(tau), info["gamma"] if gamma is None else gamma)
+        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool) -> Iterator[GenerationChunk]:
+                stops: list[str], speculative: bool, draft: Optional[tuple[float, int]]) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
         try:
             engine = self.engine
-            stats: dict[str, Any] = {"speculative": False}
-            if speculative:
+            stats: dict[str, Any] = {"speculative": draft is not None}
+            if speculative and draft is None:
                 stats["speculative_fallback"] = "no Kangaroo adapter is loaded: plain decoding"
             limit = max_tokens if max_tokens is not None else self.n_ctx
             text = _TextAssembler(engine, stops)
             t0 = time.perf_counter()
-            steps = _plain_steps(engine, prompt_ids, sampling)
+            if draft is None:
+                steps = _plain_steps(engine, prompt_ids, sampling)
+            else:
+                steps = _kangaroo_steps(engine, prompt_ids, sampling, draft[0], draft[1], limit)
             generated: list[int] = []
             finish = "length"
             t_first = None
@@ -218,6 +244,8 @@ class KangarooLM:
                     new_text.append(text.flush())
                     t_end = time.perf_counter()
                     stats.update(_timing_stats(prompt_ids, generated, t0, t_first, t_end))
+                    if draft is not None:
+                        stats.update(_kangaroo_stats(engine, draft))
                     yield GenerationChunk("".join(new_text), new_ids, finish, stats)
                     return
                 yield GenerationChunk("".join(new_text), new_ids)
@@ -282,6 +310,19 @@ def _plain_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
         engine.append(tok)
 
 
+def _kangaroo_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
+                    tau: float, gamma: int, limit: int) -> Iterator[list[int]]:
+    """Kangaroo decoding: the first token comes from the prompt's forward pass, then each
+    cycle (draft, verify, accept, roll back: KangarooDecoder::step) adds one or more tokens."""
+    engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
+    yield [engine.kangaroo_start(prompt_ids, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)]
+    produced = 1
+    while produced < limit and engine.n_past < engine.n_ctx:
+        out = engine.kangaroo_step(tau, gamma, limit - produced)
+        produced += len(out)
+        yield out
+
+
 class _TextAssembler:
     """Token bytes -> text, cut at the first stop string; text that might be the start of a
     stop string is held back until it is known not to be one."""
@@ -338,6 +379,20 @@ def _timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_firs
         # tokens after the first: the first token comes out of the prompt's forward pass
         "tokens_per_second": max(len(generated) - 1, 0) / gen_s,
         "prompt_token_ids": list(prompt_ids),
+    }
+
+
+def _kangaroo_stats(engine: "_native.Engine", draft: tuple[float, int]) -> dict:
+    s = engine.kangaroo_stats()
+    cycles = max(s["cycles"], 1)
+    return {
+        "tau": draft[0], "gamma": draft[1], "cycles": s["cycles"], "drafted": s["drafted"],
+        "accepted": s["accepted"],
+        # tokens each verification adds: the accepted drafts plus the model's own token
+        "mean_accepted": s["cycle_tokens"] / cycles,
+        "acceptance_rate": s["accepted"] / max(s["drafted"], 1),
+        "accepted_hist": s["accepted_hist"], "draft_seconds": s["draft_seconds"],
+        "verify_seconds": s["verify_seconds"],
     }
 
 

@@ -108,3 +108,12 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         known = ", ".join(NAMED_MODELS)
         raise FileNotFoundError(f"model file not found: {path} (or use a known name: {known})")
     return path
+
+
+# The adapter the project trained for the default model ships inside this package.
+DEFAULT_ADAPTER_FILE = Path(__file__).parent / "data" / "smollm2-135m-instruct-q4_1.kangaroo.gguf"
+
+
+def default_adapter_path() -> "Path | None":
+    """The shipped Kangaroo adapter for the default model, or None while there is none."""
+    return DEFAULT_ADAPTER_FILE if DEFAULT_ADAPTER_FILE.is_file() else None

@@ -59,6 +59,11 @@ py::array_t<float> forward(Engine & e, py::object input, int layer_begin, int la
     return to_array(out, spec.n_outputs, cols);
 }
 
+KangarooDecoder & require_kangaroo(Engine & e) {
+    if (!e.kangaroo) throw InvalidArgument("no Kangaroo adapter is loaded");
+    return *e.kangaroo;
+}
+
 SamplingParams make_params(float temperature, int top_k, float top_p, float min_p) {
     SamplingParams p;
     p.temperature = temperature;
@@ -164,6 +169,67 @@ PYBIND11_MODULE(_native, m) {
                  return e.sampler.sample(l.data(), (int) l.size(), p);
              },
              py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"))
+        // Kangaroo
+        .def("load_adapter", [](Engine & e, const std::string & path) {
+            py::gil_scoped_release release;
+            e.load_adapter(path);
+        })
+        .def_property_readonly("has_adapter", &Engine::has_adapter)
+        .def_property_readonly("adapter_info", [](Engine & e) -> py::object {
+            if (!e.adapter) return py::none();
+            const AdapterParams & p = e.adapter->params();
+            py::dict d;
+            d["path"] = e.adapter->path();
+            d["exit_layer"] = p.exit_layer;
+            d["tau"] = p.default_tau;
+            d["gamma"] = p.default_gamma;
+            return d;
+        })
+        .def("kangaroo_start", [](Engine & e, const std::vector<int32_t> & prompt, float temperature, int top_k,
+                                  float top_p, float min_p) {
+                 const SamplingParams p = make_params(temperature, top_k, top_p, min_p);
+                 py::gil_scoped_release release;
+                 return require_kangaroo(e).start(prompt, p);
+             },
+             py::arg("prompt"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"))
+        .def("kangaroo_step", [](Engine & e, float tau, int gamma, int max_new) {
+                 if (!(tau >= 0.0f && tau <= 1.0f)) throw InvalidArgument(format("tau must be in [0, 1], got %g", tau));
+                 if (gamma < 1 || gamma > 64) throw InvalidArgument(format("gamma must be in [1, 64], got %d", gamma));
+                 DraftParams dp;
+                 dp.tau = tau;
+                 dp.gamma = gamma;
+                 py::gil_scoped_release release;
+                 return require_kangaroo(e).step(dp, std::max(1, max_new));
+             },
+             py::arg("tau"), py::arg("gamma"), py::arg("max_new"))
+        .def("kangaroo_stats", [](Engine & e) {
+            const KangarooStats & s = require_kangaroo(e).stats();
+            py::dict d;
+            d["cycles"] = s.cycles;
+            d["drafted"] = s.drafted;
+            d["accepted"] = s.accepted;
+            d["cycle_tokens"] = s.tokens;
+            d["accepted_hist"] = s.accepted_hist;
+            d["draft_seconds"] = s.draft_seconds;
+            d["verify_seconds"] = s.verify_seconds;
+            return d;
+        })
+        .def("adapter_logits", [](Engine & e, FloatArray hidden, int pos0) {
+            require_kangaroo(e);
+            const Hparams & hp = e.model.hparams();
+            if (hidden.ndim() != 2 || hidden.shape(1) != hp.n_embd) {
+                throw InvalidArgument("hidden states must have shape [n_tokens, n_embd=" + std::to_string(hp.n_embd) + "]");
+            }
+            const int n = (int) hidden.shape(0);
+            if (n < 1) throw InvalidArgument("adapter_logits needs at least one row");
+            std::vector<float> out((size_t) n * hp.n_vocab);
+            {
+                py::gil_scoped_release release;
+                e.sequence.truncate(0);
+                e.drafter->logits(hidden.data(), n, pos0, out.data());
+            }
+            return to_array(out, n, hp.n_vocab);
+        }, py::arg("hidden"), py::arg("pos0") = 0)
         .def("forward", &forward, py::arg("input"), py::arg("layer_begin"), py::arg("layer_end"),
              py::arg("pos0") = 0, py::arg("output") = "logits", py::arg("all_outputs") = true);
 }

@@ -44,3 +44,16 @@ Engine::Engine(const EngineParams & p)
 }
 
 }  // namespace ke
+
+namespace ke {
+
+void Engine::load_adapter(const std::string & path) {
+    kangaroo.reset();
+    drafter.reset();
+    runner.clear();  // cached graphs may point at the old adapter's cache
+    adapter = std::make_unique<Adapter>(path, model, backends, sequence.n_ctx());
+    drafter = std::make_unique<AdapterDrafter>(model, runner, sequence.kv(), *adapter);
+    kangaroo = std::make_unique<KangarooDecoder>(model, runner, sequence, *drafter, sampler);
+}
+
+}  // namespace ke

@@ -8,25 +8,23 @@
 namespace ke {
 
 namespace {
-constexpr size_t MAX_CACHED_GRAPHS = 24;
+constexpr size_t MAX_CACHED_GRAPHS = 32;
+}  // namespace
+
+bool GraphKey::operator==(const GraphKey & o) const {
+    return kind == o.kind && n_kv == o.n_kv && cache_a == o.cache_a && cache_b == o.cache_b &&
+           spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
+           spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
 }
 
 struct Runner::CachedGraph {
-    // identity
-    KvCache * kv;
-    ForwardSpec spec;
-    int n_kv;
-    // built graph
+    GraphKey key;
     ggml_context * ctx = nullptr;
     ggml_cgraph * gf = nullptr;
     ggml_backend_sched_t sched = nullptr;
     StepInputs in;
-    ggml_tensor * out = nullptr;
+    std::vector<ggml_tensor *> outs;
 
-    bool matches(const KvCache * k, const ForwardSpec & s, int nkv) const {
-        return k == kv && nkv == n_kv && s.layer_begin == spec.layer_begin && s.layer_end == spec.layer_end &&
-               s.n_tokens == spec.n_tokens && s.n_outputs == spec.n_outputs && s.output == spec.output;
-    }
     ~CachedGraph() {
         if (sched) ggml_backend_sched_free(sched);
         if (ctx) ggml_free(ctx);
@@ -39,38 +37,31 @@ Runner::~Runner() = default;
 
 void Runner::clear() { cache_.clear(); }
 
-Runner::CachedGraph & Runner::graph_for(KvCache & kv, const ForwardSpec & spec, int n_kv) {
+Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & body, int n_embd_kv) {
     for (auto it = cache_.begin(); it != cache_.end(); ++it) {
-        if ((*it)->matches(&kv, spec, n_kv)) {
+        if ((*it)->key == key) {
             cache_.splice(cache_.begin(), cache_, it);
             return *cache_.front();
         }
     }
     auto g = std::make_unique<CachedGraph>();
-    g->kv = &kv;
-    g->spec = spec;
-    g->n_kv = n_kv;
-
+    g->key = key;
     const Hparams & hp = model_.hparams();
-    const size_t max_nodes = 64 + (size_t) (spec.layer_end - spec.layer_begin + 1) * 48;
+    // Generous: a layer is ~40 nodes; the adapter block and head add a few dozen.
+    const size_t max_nodes = 256 + (size_t) hp.n_layer * 64;
     ggml_init_params params = {ggml_tensor_overhead() * max_nodes + ggml_graph_overhead_custom(max_nodes, false),
                                nullptr, true};
     g->ctx = ggml_init(params);
     g->gf = ggml_new_graph_custom(g->ctx, max_nodes, false);
 
     GraphBuilder b(g->ctx, g->gf, hp);
-    const bool from_tokens = spec.layer_begin == 0;
-    g->in = b.make_inputs(from_tokens, spec.n_tokens, n_kv, kv.n_embd_kv(), spec.n_outputs);
-    ggml_tensor * x = from_tokens ? ggml_get_rows(g->ctx, model_.tok_embd, g->in.tokens) : g->in.hidden;
-    x = b.layers(model_, kv, n_kv, x, spec.layer_begin, spec.layer_end, g->in);
-    if (spec.layer_end < hp.n_layer && g->in.out_ids) {
-        x = ggml_get_rows(g->ctx, x, g->in.out_ids);  // the last layer did not select rows
+    const ForwardSpec & spec = key.spec;
+    g->in = b.make_inputs(spec.layer_begin == 0, spec.n_tokens, key.n_kv, n_embd_kv, spec.n_outputs);
+    g->outs = body(b, g->in);
+    for (ggml_tensor * t : g->outs) {
+        ggml_set_output(t);
+        ggml_build_forward_expand(g->gf, t);
     }
-    if (spec.output != Output::Hidden) x = b.head(model_, x, spec.output == Output::Logits);
-    ggml_set_output(x);
-    ggml_build_forward_expand(g->gf, x);
-    g->out = x;
-
     g->sched = ggml_backend_sched_new(backends_.list().data(), backends_.buffer_types().data(),
                                       (int) backends_.list().size(), max_nodes, false, backends_.uses_gpu());
     if (!ggml_backend_sched_alloc_graph(g->sched, g->gf)) {
@@ -106,36 +97,63 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
     }
 }
 
-void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tokens, const float * hidden, int pos0,
-                     float * out) {
+void Runner::validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const {
     const Hparams & hp = model_.hparams();
-    if (spec.layer_begin < 0 || spec.layer_end > hp.n_layer || spec.layer_begin >= spec.layer_end) {
-        throw InvalidArgument(format("layer range [%d, %d) is not within [0, %d)", spec.layer_begin,
-                                     spec.layer_end, hp.n_layer));
-    }
     if (spec.n_tokens < 1 || spec.n_outputs < 1 || spec.n_outputs > spec.n_tokens) {
         throw InvalidArgument(format("bad batch: %d tokens, %d outputs", spec.n_tokens, spec.n_outputs));
     }
-    if (pos0 < 0 || pos0 + spec.n_tokens > kv.n_cells()) {
+    if (pos0 < 0 || pos0 + spec.n_tokens > n_cells) {
         throw InvalidArgument(format("positions %d..%d do not fit the context of %d", pos0,
-                                     pos0 + spec.n_tokens - 1, kv.n_cells()));
+                                     pos0 + spec.n_tokens - 1, n_cells));
     }
-    if (spec.layer_begin == 0) {
+    if (tokens) {
         for (int i = 0; i < spec.n_tokens; ++i) {
             if (tokens[i] < 0 || tokens[i] >= hp.n_vocab) {
                 throw InvalidArgument(format("token id %d is outside the vocabulary (0..%d)", tokens[i], hp.n_vocab - 1));
             }
         }
     }
-    const int n_kv = kv.n_kv_for(pos0 + spec.n_tokens);
-    CachedGraph & g = graph_for(kv, spec, n_kv);
+}
+
+void Runner::run(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells, const int32_t * tokens,
+                 const float * hidden, int pos0, const std::vector<float *> & outs) {
+    validate(key.spec, n_cells, key.spec.layer_begin == 0 ? tokens : nullptr, pos0);
+    CachedGraph & g = graph_for(key, body, n_embd_kv);
     if (g.in.tokens) ggml_backend_tensor_set(g.in.tokens, tokens, 0, ggml_nbytes(g.in.tokens));
     if (g.in.hidden) ggml_backend_tensor_set(g.in.hidden, hidden, 0, ggml_nbytes(g.in.hidden));
-    fill_step_inputs(g.in, pos0, spec.n_tokens, n_kv, kv.n_embd_kv(), kv.n_cells());
+    fill_step_inputs(g.in, pos0, key.spec.n_tokens, key.n_kv, n_embd_kv, n_cells);
     if (ggml_backend_sched_graph_compute(g.sched, g.gf) != GGML_STATUS_SUCCESS) {
         throw EngineError("graph computation failed");
     }
-    ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out));
+    for (size_t i = 0; i < outs.size() && i < g.outs.size(); ++i) {
+        if (outs[i]) ggml_backend_tensor_get(g.outs[i], outs[i], 0, ggml_nbytes(g.outs[i]));
+    }
+}
+
+void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tokens, const float * hidden, int pos0,
+                     float * out) {
+    const int n_layer = model_.hparams().n_layer;
+    if (spec.layer_begin < 0 || spec.layer_end > n_layer || spec.layer_begin >= spec.layer_end) {
+        throw InvalidArgument(format("layer range [%d, %d) is not within [0, %d)", spec.layer_begin,
+                                     spec.layer_end, n_layer));
+    }
+    GraphKey key;
+    key.kind = KIND_LAYER_RANGE;
+    key.spec = spec;
+    key.n_kv = kv.n_kv_for(pos0 + spec.n_tokens);
+    key.cache_a = &kv;
+    const Model & m = model_;
+    GraphBody body = [&m, &kv, &key](GraphBuilder & b, const StepInputs & in) {
+        const ForwardSpec & s = key.spec;
+        ggml_tensor * x = in.tokens ? ggml_get_rows(b.ctx(), m.tok_embd, in.tokens) : in.hidden;
+        x = b.layers(m, kv, key.n_kv, x, s.layer_begin, s.layer_end, in);
+        if (s.layer_end < m.hparams().n_layer && in.out_ids) {
+            x = ggml_get_rows(b.ctx(), x, in.out_ids);  // the model's last layer did not select rows
+        }
+        if (s.output != Output::Hidden) x = b.head(m, x, s.output == Output::Logits);
+        return std::vector<ggml_tensor *>{x};
+    };
+    run(key, body, kv.n_embd_kv(), kv.n_cells(), tokens, hidden, pos0, {out});
 }
 
 }  // namespace ke

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <vector>
@@ -23,6 +24,22 @@ struct ForwardSpec {
     Output output = Output::Logits;
 };
 
+// Identity of a cached graph: everything that changes its shape or the tensors it touches.
+// Graph kinds: one per graph-building function.
+enum GraphKind { KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3 };
+
+struct GraphKey {
+    int kind = KIND_LAYER_RANGE;
+    ForwardSpec spec;
+    int n_kv = 0;
+    const void * cache_a = nullptr;  // KV caches the graph writes
+    const void * cache_b = nullptr;
+    bool operator==(const GraphKey & o) const;
+};
+
+// Builds a graph's body on top of its step inputs and returns its outputs.
+using GraphBody = std::function<std::vector<ggml_tensor *>(GraphBuilder & b, const StepInputs & in)>;
+
 class Runner {
 public:
     Runner(const Model & model, Backends & backends);
@@ -34,12 +51,18 @@ public:
     void forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tokens, const float * hidden, int pos0,
                  float * out);
 
+    // Runs the graph `key` (built by `body` on first use) for tokens or hidden states at
+    // pos0.., then copies output i into outs[i] (each sized for that output).
+    void run(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells, const int32_t * tokens,
+             const float * hidden, int pos0, const std::vector<float *> & outs);
+
     // Drops cached graphs (and their compute buffers).
     void clear();
 
 private:
     struct CachedGraph;
-    CachedGraph & graph_for(KvCache & kv, const ForwardSpec & spec, int n_kv);
+    CachedGraph & graph_for(const GraphKey & key, const GraphBody & body, int n_embd_kv);
+    void validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const;
 
     const Model & model_;
     Backends & backends_;

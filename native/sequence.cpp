@@ -36,20 +36,28 @@ void Sequence::evaluate(const int32_t * tokens, int n_tokens, int pos0) {
     }
 }
 
-void Sequence::set_prompt(const std::vector<int32_t> & prompt) {
+void Sequence::check_prompt(const std::vector<int32_t> & prompt) const {
     if (prompt.empty()) throw InvalidArgument("the prompt is empty (it produced no tokens)");
     if ((int) prompt.size() > n_ctx_) {
         throw InvalidArgument(format("the prompt has %zu tokens but the context holds n_ctx=%d; "
                                      "shorten it or load the model with a larger n_ctx",
                                      prompt.size(), n_ctx_));
     }
+}
+
+int Sequence::reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse) {
+    check_prompt(prompt);
     size_t common = 0;
     while (common < tokens_.size() && common < prompt.size() && tokens_[common] == prompt[common]) ++common;
     // At least the last prompt token is evaluated: its logits are needed.
-    common = std::min(common, prompt.size() - 1);
-    tokens_.resize(common);
-    has_logits_ = false;
-    evaluate(prompt.data() + common, (int) (prompt.size() - common), (int) common);
+    common = std::min({common, prompt.size() - 1, (size_t) std::max(0, max_reuse)});
+    truncate((int) common);
+    return (int) common;
+}
+
+void Sequence::set_prompt(const std::vector<int32_t> & prompt) {
+    const int reuse = reuse_prefix(prompt, n_ctx_);
+    evaluate(prompt.data() + reuse, (int) prompt.size() - reuse, reuse);
     tokens_ = prompt;
     has_logits_ = true;
 }
@@ -66,12 +74,19 @@ void Sequence::truncate(int n) {
     if (n < 0 || n > n_past()) throw InvalidArgument(format("cannot truncate %d tokens to %d", n_past(), n));
     tokens_.resize(n);
     has_logits_ = false;
+    low_water_ = std::min(low_water_, n);
 }
 
-void Sequence::commit(const std::vector<int32_t> & tokens, const float * next_logits) {
-    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
-    std::memcpy(logits_.data(), next_logits, logits_.size() * sizeof(float));
-    has_logits_ = true;
+void Sequence::commit(const int32_t * tokens, int n_tokens, const float * next_logits) {
+    tokens_.insert(tokens_.end(), tokens, tokens + n_tokens);
+    has_logits_ = next_logits != nullptr;
+    if (next_logits) std::memcpy(logits_.data(), next_logits, logits_.size() * sizeof(float));
+}
+
+int Sequence::take_low_water() {
+    const int low = low_water_;
+    low_water_ = n_past();
+    return low;
 }
 
 const std::vector<float> & Sequence::logits() const {

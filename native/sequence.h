@@ -29,15 +29,22 @@ public:
     void append(int32_t token);
     // Keeps the first n tokens; logits() are invalid until the next evaluation.
     void truncate(int n);
-    // Commits tokens whose K/V were written elsewhere (e.g. by a speculative step) and whose
-    // next-token logits the caller supplies.
-    void commit(const std::vector<int32_t> & tokens, const float * next_logits);
+    // Keeps the longest prefix of the cached tokens that `prompt` starts with, at most
+    // max_reuse and always leaving the last prompt token to evaluate; returns its length.
+    int reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse);
+    // Commits tokens whose K/V were written elsewhere (prefill in parts, a speculative step);
+    // next_logits (may be null) are the logits that follow the last of them.
+    void commit(const int32_t * tokens, int n_tokens, const float * next_logits);
+    // The fewest tokens the sequence held since the previous call: K/V of other caches kept in
+    // step with this one (the drafter's) are stale from there on.
+    int take_low_water();
 
     const std::vector<float> & logits() const;  // [n_vocab]
     bool has_logits() const { return has_logits_; }
 
 private:
     void evaluate(const int32_t * tokens, int n_tokens, int pos0);
+    void check_prompt(const std::vector<int32_t> & prompt) const;
 
     const Model & model_;
     Runner & runner_;
@@ -46,6 +53,7 @@ private:
     std::vector<int32_t> tokens_;
     std::vector<float> logits_;
     bool has_logits_ = false;
+    int low_water_ = 0;
 };
 
 }  // namespace ke

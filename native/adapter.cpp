@@ -1,0 +1,99 @@
+#include "adapter.h"
+
+#include <cmath>
+
+#include "error.h"
+#include "graph.h"
+#include "gguf_file.h"
+
+namespace ke {
+
+namespace {
+
+const char * ADAPTER_ARCH = "kangaroo-adapter";
+
+// Reads and checks the adapter's metadata against the model before any tensor is touched.
+AdapterParams read_params(const GgufFile & f, const Model & model) {
+    const Hparams & hp = model.hparams();
+    const std::string & path = f.path();
+    const std::string arch = f.get_str("general.architecture");
+    if (arch != ADAPTER_ARCH) {
+        throw EngineError(format("'%s' is not a Kangaroo adapter (general.architecture is '%s', expected '%s')",
+                                 path.c_str(), arch.c_str(), ADAPTER_ARCH));
+    }
+    auto mismatch = [&](const char * what, const std::string & theirs, const std::string & ours) {
+        throw EngineError(format("adapter '%s' was made for another model: its %s is %s, the loaded model's (%s) is %s",
+                                 path.c_str(), what, theirs.c_str(), model.path().c_str(), ours.c_str()));
+    };
+    const std::string base_arch = f.get_str("kangaroo.base.architecture");
+    if (base_arch != hp.arch_name) mismatch("base architecture", base_arch, hp.arch_name);
+    const std::string fp = f.get_str("kangaroo.base.fingerprint");
+    if (fp != model.fingerprint()) mismatch("model fingerprint", fp, model.fingerprint());
+    auto same = [&](const char * key, int ours) {
+        const int theirs = (int) f.get_u32(key);
+        if (theirs != ours) mismatch(key, std::to_string(theirs), std::to_string(ours));
+    };
+    same("kangaroo.embedding_length", hp.n_embd);
+    same("kangaroo.attention.head_count", hp.n_head);
+    same("kangaroo.attention.head_count_kv", hp.n_head_kv);
+    same("kangaroo.attention.key_length", hp.head_dim);
+
+    AdapterParams p;
+    p.exit_layer = (int) f.get_u32("kangaroo.exit_layer");
+    if (p.exit_layer < 1 || p.exit_layer >= hp.n_layer) {
+        throw EngineError(format("adapter '%s': exit layer %d must be in [1, %d) for this %d-layer model",
+                                 path.c_str(), p.exit_layer, hp.n_layer, hp.n_layer));
+    }
+    p.default_tau = f.get_f32("kangaroo.draft.tau", 0.6f);
+    p.default_gamma = (int) f.get_u32("kangaroo.draft.gamma", 6);
+    if (!(p.default_tau >= 0.0f && p.default_tau <= 1.0f) || p.default_gamma < 1 || p.default_gamma > 64) {
+        throw EngineError(format("adapter '%s': default tau %g / gamma %d out of range", path.c_str(),
+                                 p.default_tau, p.default_gamma));
+    }
+    return p;
+}
+
+}  // namespace
+
+Adapter::Adapter(const std::string & path, const Model & model, Backends & backends, int n_ctx)
+    : path_(path),
+      model_(model),
+      kv_(backends.main_buffer_type(), 1, model.hparams().n_head_kv, model.hparams().head_dim, n_ctx) {
+    GgufFile f(path);
+    params_ = read_params(f, model);
+    const Hparams & hp = model.hparams();
+    const int64_t n_q = (int64_t) hp.n_head * hp.head_dim;
+    const int64_t n_kv = hp.n_embd_kv();
+
+    std::vector<std::pair<std::string, ggml_tensor *>> to_load;
+    auto add = [&](const std::string & name, int64_t ne0, int64_t ne1, bool required, ggml_op op) -> ggml_tensor * {
+        ggml_tensor * file_t = required ? f.require_tensor(name, ne0, ne1) : f.optional_tensor(name, ne0, ne1);
+        if (!file_t) return nullptr;
+        if (file_t->type != GGML_TYPE_F32 && file_t->type != GGML_TYPE_F16) {
+            throw EngineError(format("adapter '%s': tensor '%s' must be F32 or F16", path.c_str(), name.c_str()));
+        }
+        ggml_tensor * t = weights_.create(backends.weight_buffer_type(file_t, op), name, file_t);
+        to_load.emplace_back(name, t);
+        return t;
+    };
+    attn_.norm = add("adapter.attn_norm.weight", hp.n_embd, 0, true, GGML_OP_MUL);
+    attn_.wq = add("adapter.attn_q.weight", hp.n_embd, n_q, true, GGML_OP_MUL_MAT);
+    attn_.wk = add("adapter.attn_k.weight", hp.n_embd, n_kv, true, GGML_OP_MUL_MAT);
+    attn_.wv = add("adapter.attn_v.weight", hp.n_embd, n_kv, true, GGML_OP_MUL_MAT);
+    attn_.bq = add("adapter.attn_q.bias", n_q, 0, false, GGML_OP_ADD);
+    attn_.bk = add("adapter.attn_k.bias", n_kv, 0, false, GGML_OP_ADD);
+    attn_.bv = add("adapter.attn_v.bias", n_kv, 0, false, GGML_OP_ADD);
+    attn_.wo = add("adapter.attn_output.weight", n_q, hp.n_embd, true, GGML_OP_MUL_MAT);
+    output_norm_ = add("adapter.output_norm.weight", hp.n_embd, 0, true, GGML_OP_MUL);
+    weights_.allocate();
+    for (auto & [name, t] : to_load) f.load_tensor(name, t);
+}
+
+ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv) {
+    ggml_tensor * cur = b.rms_norm(h, attn_.norm);
+    cur = b.attention(attn_, kv_.layer(0), n_kv, cur, in, model_.rope_freqs);
+    cur = ggml_add(b.ctx(), cur, h);  // residual
+    return b.rms_norm(cur, output_norm_);
+}
+
+}  // namespace ke

@@ -1,0 +1,44 @@
+// The Kangaroo adapter: a small GGUF (docs/formats.md) holding one attention block and two
+// RMSNorms that turn the exit-layer hidden state into a draft distribution through the base
+// model's own LM head. Loading checks that the adapter was made for this model.
+#pragma once
+
+#include <string>
+
+#include "kv_cache.h"
+#include "model.h"
+
+namespace ke {
+
+class GraphBuilder;
+struct StepInputs;
+
+struct AdapterParams {
+    int exit_layer;      // N: reads the residual stream after layers [0, N)
+    float default_tau;   // confidence threshold of the second early exit
+    int default_gamma;   // most drafts per cycle
+};
+
+class Adapter {
+public:
+    Adapter(const std::string & path, const Model & model, Backends & backends, int n_ctx);
+
+    const std::string & path() const { return path_; }
+    const AdapterParams & params() const { return params_; }
+    KvCache & kv() { return kv_; }
+
+    // h: exit-layer hidden states [n_embd, n_tokens] -> adapter output before the LM head
+    // (normed, [n_embd, n_tokens]); writes the adapter's K/V at the step's positions.
+    ggml_tensor * build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv);
+
+private:
+    std::string path_;
+    const Model & model_;
+    AdapterParams params_{};
+    AttentionWeights attn_;
+    ggml_tensor * output_norm_ = nullptr;
+    WeightStore weights_;
+    KvCache kv_;
+};
+
+}  // namespace ke

@@ -1,0 +1,36 @@
+// A drafter proposes the tokens that a speculative step asks the full model to verify. Besides
+// the tokens it hands over the exit-layer hidden states of the verified inputs, so verification
+// only runs the deep layers [N, L). The Kangaroo adapter is one implementation.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sampling.h"
+
+namespace ke {
+
+struct DraftParams {
+    float tau = 0.6f;  // stop drafting once the draft's top-1 probability is below tau
+    int gamma = 6;     // and after at most gamma drafts
+};
+
+struct Draft {
+    std::vector<int32_t> tokens;    // d_1 .. d_k
+    std::vector<float> hidden;      // [k, n_embd] exit-layer states of the inputs pending, d_1 .. d_{k-1}
+    std::vector<Distribution> q;    // draft distributions of d_1 .. d_k (sampling only)
+};
+
+class Drafter {
+public:
+    virtual ~Drafter() = default;
+    virtual int exit_layer() const = 0;
+    // Lets the drafter see prompt positions pos0 .. pos0+n-1 through their exit-layer states
+    // [n, n_embd] (the adapter fills its own KV cache).
+    virtual void prefill(const float * hidden, int n, int pos0) = 0;
+    // Drafts up to max_drafts tokens following `pending`, which sits at position `pos`.
+    virtual Draft draft(int32_t pending, int pos, int max_drafts, float tau, const SamplingParams & sampling,
+                        Sampler & sampler) = 0;
+};
+
+}  // namespace ke

@@ -1,0 +1,230 @@
+#include "kangaroo.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "error.h"
+#include "graph.h"
+
+namespace ke {
+
+namespace {
+
+double now_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// norm(max(0, p - q)): where speculative sampling draws from after rejecting a draft.
+Distribution residual(const Distribution & p, const Distribution & q) {
+    Distribution r;
+    double z = 0.0;
+    for (size_t i = 0; i < p.ids.size(); ++i) {
+        const float w = std::max(0.0f, p.probs[i] - q.prob_of(p.ids[i]));
+        if (w > 0.0f) {
+            r.ids.push_back(p.ids[i]);
+            r.probs.push_back(w);
+            z += w;
+        }
+    }
+    if (z <= 0.0) return p;  // p == q up to rounding: the residual is p itself
+    for (float & w : r.probs) w = (float) (w / z);
+    return r;
+}
+
+}  // namespace
+
+// ---- drafting --------------------------------------------------------------------------------
+
+AdapterDrafter::AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter)
+    : model_(model), runner_(runner), model_kv_(model_kv), adapter_(adapter), logits_(model.hparams().n_vocab) {}
+
+void AdapterDrafter::prefill(const float * hidden, int n, int pos0) {
+    GraphKey key;
+    key.kind = KIND_ADAPTER_PREFILL;
+    key.spec = {exit_layer(), exit_layer(), n, n, Output::Hidden};  // input: hidden states
+    key.n_kv = adapter_.kv().n_kv_for(pos0 + n);
+    key.cache_a = &adapter_.kv();
+    Adapter & adapter = adapter_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&adapter, n_kv](GraphBuilder & b, const StepInputs & in) {
+        return std::vector<ggml_tensor *>{adapter.build(b, in.hidden, in, n_kv)};
+    };
+    std::vector<float> unused((size_t) n * model_.hparams().n_embd);
+    runner_.run(key, body, adapter_.kv().n_embd_kv(), adapter_.kv().n_cells(), nullptr, hidden, pos0, {unused.data()});
+}
+
+void AdapterDrafter::logits(const float * hidden, int n, int pos0, float * out) {
+    GraphKey key;
+    key.kind = KIND_ADAPTER_LOGITS;
+    key.spec = {exit_layer(), exit_layer(), n, n, Output::Logits};
+    key.n_kv = adapter_.kv().n_kv_for(pos0 + n);
+    key.cache_a = &adapter_.kv();
+    Adapter & adapter = adapter_;
+    const Model & m = model_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&adapter, &m, n_kv](GraphBuilder & b, const StepInputs & in) {
+        return std::vector<ggml_tensor *>{ggml_mul_mat(b.ctx(), m.output, adapter.build(b, in.hidden, in, n_kv))};
+    };
+    runner_.run(key, body, adapter_.kv().n_embd_kv(), adapter_.kv().n_cells(), nullptr, hidden, pos0, {out});
+}
+
+Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, float tau, const SamplingParams & sampling,
+                            Sampler & sampler) {
+    const int n_embd = model_.hparams().n_embd;
+    const int n_vocab = model_.hparams().n_vocab;
+    const int N = exit_layer();
+    // One graph per step: token -> layers [0, N) -> h (kept for verification) -> adapter -> LM head.
+    GraphKey key;
+    key.kind = KIND_DRAFT_STEP;
+    key.spec = {0, N, 1, 1, Output::Logits};
+    key.cache_a = &model_kv_;
+    key.cache_b = &adapter_.kv();
+    const Model & m = model_;
+    KvCache & kv = model_kv_;
+    Adapter & adapter = adapter_;
+
+    Draft d;
+    d.hidden.resize((size_t) max_drafts * n_embd);
+    int32_t x = pending;
+    for (int i = 0; i < max_drafts; ++i) {
+        key.n_kv = kv.n_kv_for(pos + i + 1);
+        const int n_kv = key.n_kv;
+        GraphBody body = [&m, &kv, &adapter, N, n_kv](GraphBuilder & b, const StepInputs & in) {
+            ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+            ggml_tensor * z = adapter.build(b, h, in, n_kv);
+            return std::vector<ggml_tensor *>{h, ggml_mul_mat(b.ctx(), m.output, z)};
+        };
+        runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), &x, nullptr, pos + i,
+                    {d.hidden.data() + (size_t) i * n_embd, logits_.data()});
+
+        int32_t top;
+        const float confidence = top1_probability(logits_.data(), n_vocab, &top);
+        int32_t t = top;
+        if (!sampling.greedy()) {
+            d.q.push_back(make_distribution(logits_.data(), n_vocab, sampling));
+            t = sampler.sample(d.q.back());
+        }
+        d.tokens.push_back(t);
+        if (confidence < tau) break;  // second early exit: the draft is unsure; verify what we have
+        x = t;
+    }
+    d.hidden.resize(d.tokens.size() * (size_t) n_embd);
+    return d;
+}
+
+// ---- the decoder -----------------------------------------------------------------------------
+
+KangarooDecoder::KangarooDecoder(const Model & model, Runner & runner, Sequence & sequence, Drafter & drafter,
+                                 Sampler & sampler)
+    : model_(model), runner_(runner), sequence_(sequence), drafter_(drafter), sampler_(sampler) {}
+
+int32_t KangarooDecoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
+    sampling.validate();
+    sampling_ = sampling;
+    stats_ = KangarooStats();
+    const int n_embd = model_.hparams().n_embd;
+    const int n_vocab = model_.hparams().n_vocab;
+    const int N = drafter_.exit_layer();
+    const int L = model_.hparams().n_layer;
+
+    // Reuse cached positions only as far as the drafter's cache is also valid.
+    drafter_valid_ = std::min(drafter_valid_, sequence_.take_low_water());
+    const int reuse = sequence_.reuse_prefix(prompt, drafter_valid_);
+    const int n = (int) prompt.size();
+    std::vector<float> hidden, logits(n_vocab);
+    for (int done = reuse; done < n; done += PREFILL_BATCH) {
+        const int b = std::min(PREFILL_BATCH, n - done);
+        const bool last = done + b == n;
+        // shallow layers for every token (the drafter reads them), then the deep layers
+        hidden.resize((size_t) b * n_embd);
+        runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done, hidden.data());
+        drafter_.prefill(hidden.data(), b, done);
+        std::vector<float> deep_out(last ? n_vocab : n_embd);
+        runner_.forward(sequence_.kv(), {N, L, b, 1, last ? Output::Logits : Output::Hidden}, nullptr, hidden.data(),
+                        done, deep_out.data());
+        if (last) logits = deep_out;
+    }
+    sequence_.commit(prompt.data() + reuse, n - reuse, logits.data());
+    drafter_valid_ = sequence_.n_past();
+    sequence_.take_low_water();
+    pending_ = sampler_.sample(logits.data(), n_vocab, sampling_);
+    return pending_;
+}
+
+std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_new) {
+    if (pending_ < 0) throw EngineError("start() must come before step()");
+    if (sequence_.take_low_water() < drafter_valid_) {
+        throw EngineError("the sequence changed since start(): call start() again");
+    }
+    const int pos = sequence_.n_past();  // where the pending token goes
+    const int room = sequence_.n_ctx() - pos;
+    if (room < 1) throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
+    const int max_drafts = std::max(1, std::min({params.gamma, room, max_new}));
+    const int n_vocab = model_.hparams().n_vocab;
+
+    // 1. Draft with the shallow layers and the adapter until unsure (tau) or max_drafts.
+    double t0 = now_seconds();
+    const Draft draft = drafter_.draft(pending_, pos, max_drafts, params.tau, sampling_, sampler_);
+    const int k = (int) draft.tokens.size();
+    double t1 = now_seconds();
+
+    // 2. Verify: the deep layers over the k stacked exit-layer states, one batch. Row j holds the
+    //    model's distribution for the token after input j (pending, d_1, ..., d_{k-1}).
+    verify_logits_.resize((size_t) k * n_vocab);
+    runner_.forward(sequence_.kv(), {drafter_.exit_layer(), model_.hparams().n_layer, k, k, Output::Logits}, nullptr,
+                    draft.hidden.data(), pos, verify_logits_.data());
+    stats_.draft_seconds += t1 - t0;
+    stats_.verify_seconds += now_seconds() - t1;
+
+    // 3. Accept the agreeing prefix plus the model's own token at the first disagreement.
+    int n_accepted = 0;
+    std::vector<int32_t> out = accept(draft, k, &n_accepted);
+
+    // 4. Roll back: the inputs whose K/V are now final are pending and the accepted drafts that
+    //    were themselves run (all but the last token out); later cells are masked and rewritten.
+    std::vector<int32_t> committed{pending_};
+    committed.insert(committed.end(), out.begin(), out.end() - 1);
+    sequence_.commit(committed.data(), (int) committed.size(), nullptr);
+    sequence_.take_low_water();
+    drafter_valid_ = sequence_.n_past();
+    pending_ = out.back();
+
+    stats_.cycles += 1;
+    stats_.drafted += k;
+    stats_.accepted += n_accepted;
+    stats_.tokens += (int64_t) out.size();
+    if ((int) stats_.accepted_hist.size() <= n_accepted) stats_.accepted_hist.resize(n_accepted + 1, 0);
+    stats_.accepted_hist[n_accepted] += 1;
+    return out;
+}
+
+std::vector<int32_t> KangarooDecoder::accept(const Draft & draft, int k, int * n_accepted) {
+    const int n_vocab = model_.hparams().n_vocab;
+    std::vector<int32_t> out;
+    for (int j = 0; j < k; ++j) {
+        const float * p_logits = verify_logits_.data() + (size_t) j * n_vocab;
+        const int32_t x = draft.tokens[j];
+        if (sampling_.greedy()) {
+            const int32_t t = argmax(p_logits, n_vocab);
+            out.push_back(t);
+            if (t != x) return out;  // the model's own token replaces the first wrong draft
+            *n_accepted += 1;
+            continue;
+        }
+        // Speculative sampling: keep x ~ q with probability min(1, p(x) / q(x)); otherwise draw
+        // from norm(max(0, p - q)). Either way the token is distributed exactly as p.
+        const Distribution p = make_distribution(p_logits, n_vocab, sampling_);
+        const float px = p.prob_of(x);
+        const float qx = draft.q[j].prob_of(x);
+        if (sampler_.uniform() * qx < px) {
+            out.push_back(x);
+            *n_accepted += 1;
+            continue;
+        }
+        out.push_back(sampler_.sample(residual(p, draft.q[j])));
+        return out;
+    }
+    return out;  // every draft accepted
+}
+
+}  // namespace ke
