@@ -1,8 +1,10 @@
-"""Flags shared by the subcommands, named as llama.cpp names them."""
+"""Flags shared by the subcommands, named as llama.cpp names them, and the one-line error policy."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn, Optional
 
 from ..llm import DEFAULT_N_CTX, KangarooLM
 from ..types import SamplingParams
@@ -14,27 +16,123 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit code 2."""
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (`prog: error: ...`), exit code 2,
+    instead of the usage block followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---- value checkers for `type=`: argparse turns their ValueError/ArgumentTypeError into one line
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def float_in(lo: float, hi: float, lo_open: bool = False):
+    """A float in [lo, hi] (or (lo, hi] with lo_open)."""
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (value > lo if lo_open else value >= lo) and value <= hi
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if lo_open else '['}{lo}, {hi}], got {text!r}")
+        return value
+    check.__name__ = "number"
+    return check
+
+
+positive_int.__name__ = "positive integer"
+non_negative_int.__name__ = "integer"
+
+
+# ---- flag groups -------------------------------------------------------------------------
+
+def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = DEFAULT_THREADS) -> None:
     g = p.add_argument_group("model")
     g.add_argument("-m", "--model", default=None,
-                   help="GGUF model path or a known name (smollm2-135m, qwen2.5-coder-0.5b); default: the embedded SmolLM2-135M-Instruct")
-    g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX, help=f"context size in tokens (default {DEFAULT_N_CTX})")
-    g.add_argument("-t", "--threads", type=int, default=DEFAULT_THREADS, help="CPU threads (default: physical cores)")
-    g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="compute device (default auto)")
+                   help="GGUF model path or a known name (smollm2-135m, qwen2.5-coder-0.5b); "
+                        "default: the embedded SmolLM2-135M-Instruct")
+    g.add_argument("--adapter", default=None, metavar="GGUF",
+                   help="Kangaroo adapter GGUF for the model (default: none, plain decoding)")
+    g.add_argument("-c", "--ctx-size", type=positive_int, default=DEFAULT_N_CTX,
+                   help=f"context size in tokens (default {DEFAULT_N_CTX})")
+    threads_default = "physical cores" if default_threads is None else str(default_threads)
+    g.add_argument("-t", "--threads", type=positive_int, default=default_threads,
+                   help=f"CPU threads (default: {threads_default})")
+    g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="compute device: auto = a GPU when llama.cpp was built with one (default auto)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, default_temp: float = 0.0) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--temp", type=float, default=default_temp, help=f"temperature; 0 = greedy (default {default_temp})")
-    g.add_argument("--top-k", type=int, default=0, help="top-k filter, 0 = off (default 0)")
-    g.add_argument("--top-p", type=float, default=1.0, help="top-p (nucleus) filter, 1 = off (default 1.0)")
-    g.add_argument("--min-p", type=float, default=0.0, help="min-p filter, 0 = off (default 0.0)")
-    g.add_argument("-s", "--seed", type=int, default=None, help="random seed (default: random)")
+    g.add_argument("--temp", type=float_in(0.0, 100.0), default=default_temp,
+                   help=f"temperature; 0 = greedy (default {default_temp})")
+    g.add_argument("--top-k", type=non_negative_int, default=0, help="top-k filter, 0 = off (default 0)")
+    g.add_argument("--top-p", type=float_in(0.0, 1.0, lo_open=True), default=1.0,
+                   help="top-p (nucleus) filter, 1 = off (default 1.0)")
+    g.add_argument("--min-p", type=float_in(0.0, 1.0), default=0.0, help="min-p filter, 0 = off (default 0.0)")
+    g.add_argument("-s", "--seed", type=non_negative_int, default=None, help="random seed (default: random)")
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculation (Kangaroo; used when an adapter is loaded)")
+    g.add_argument("--no-spec", action="store_true", help="plain decoding even when an adapter is loaded")
+    g.add_argument("--tau", type=float_in(0.0, 1.0), default=None,
+                   help="stop drafting when the draft's top-1 probability falls below this (default: the adapter's)")
+    g.add_argument("--gamma", type=positive_int, default=None,
+                   help="maximum drafted tokens per cycle (default: the adapter's)")
 
 
 def load_model(args: argparse.Namespace) -> KangarooLM:
-    return KangarooLM(model_path=args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+    return KangarooLM(model_path=args.model, adapter_path=getattr(args, "adapter", None),
+                      n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
+
+
+# ---- output ------------------------------------------------------------------------------
+
+def format_stats(stats: dict) -> str:
+    """One line: tokens, tokens/s, and (when speculating) mean accepted tokens per verification.
+    Fields the engine does not report yet are left out."""
+    parts = []
+    if "n_tokens" in stats:
+        parts.append(f"{stats['n_tokens']} tokens")
+    if "tokens_per_second" in stats:
+        parts.append(f"{stats['tokens_per_second']:.1f} tokens/s")
+    if "n_prompt_tokens" in stats and "prompt_tokens_per_second" in stats:
+        parts.append(f"prompt {stats['n_prompt_tokens']} tokens at {stats['prompt_tokens_per_second']:.0f} tokens/s")
+    if stats.get("speculative") and stats.get("mean_accepted") is not None:
+        parts.append(f"{stats['mean_accepted']:.2f} tokens per verification")
+    line = ", ".join(parts)
+    if not stats.get("speculative") and stats.get("speculative_fallback"):
+        line += f"; {stats['speculative_fallback']}"
+    return f"[{line}]"
+
+
+def dim(text: str, stream=None) -> str:
+    """ANSI dim when the stream is a terminal, plain text otherwise."""
+    stream = stream or sys.stdout
+    return f"\033[2m{text}\033[0m" if stream.isatty() else text

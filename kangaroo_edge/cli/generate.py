@@ -6,21 +6,22 @@ import argparse
 import json
 import sys
 
-from .common import UserError, add_model_args, add_sampling_args, load_model, sampling_from_args
+from .common import (UserError, add_model_args, add_sampling_args, add_spec_args, format_stats, load_model,
+                     positive_int, sampling_from_args)
 
 DEFAULT_N_PREDICT = 256
 
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read from stdin)")
-    p.add_argument("-n", "--n-predict", type=int, default=DEFAULT_N_PREDICT,
+    p.add_argument("-n", "--n-predict", type=positive_int, default=DEFAULT_N_PREDICT,
                    help=f"maximum new tokens (default {DEFAULT_N_PREDICT})")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user message")
-    p.add_argument("--no-spec", action="store_true", help="plain decoding (no Kangaroo speculation)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object (text, token_ids, finish_reason, stats)")
     add_model_args(p)
     add_sampling_args(p)
+    add_spec_args(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,7 +31,8 @@ def main(args: argparse.Namespace) -> int:
     lm = load_model(args)
     if args.chat:
         prompt = lm.apply_chat_template([{"role": "user", "content": prompt}])
-    kwargs = dict(sampling=sampling_from_args(args), stop=args.stop, speculative=not args.no_spec)
+    kwargs = dict(sampling=sampling_from_args(args), stop=args.stop, speculative=not args.no_spec,
+                  tau=args.tau, gamma=args.gamma)
     if args.json:
         r = lm.generate(prompt, args.n_predict, **kwargs)
         print(json.dumps({"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
@@ -47,10 +49,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 def speed_line(stats: dict) -> str:
-    line = (f"[{stats['n_tokens']} tokens, {stats['tokens_per_second']:.1f} tokens/s, "
-            f"prompt {stats['n_prompt_tokens']} tokens at {stats['prompt_tokens_per_second']:.0f} tokens/s")
-    if stats.get("speculative"):
-        line += f", {stats['mean_accepted']:.2f} tokens per verification"
-    elif stats.get("speculative_fallback"):
-        line += f"; {stats['speculative_fallback']}"
-    return line + "]"
+    return format_stats(stats)

@@ -1,0 +1,130 @@
+"""`kangaroo-edge info`: what a model (and adapter) file is, and how it would run here.
+
+The model is loaded (small models load in well under a second) so that the backend and threads
+shown are the ones a run would use; the file type and tensor types come from the GGUF header.
+The adapter is read from its GGUF header and checked against the model's fingerprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+from .common import UserError, add_model_args, load_model
+
+ADAPTER_ARCH = "kangaroo-adapter"
+
+
+def setup_arg_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_model_args(p)
+
+
+def _field(reader: Any, key: str) -> Any:
+    """A scalar or string metadata value of a GGUF, or None."""
+    f = reader.fields.get(key)
+    if f is None or not f.data:
+        return None
+    part = f.parts[f.data[0]]
+    import gguf
+
+    if f.types and f.types[0] == gguf.GGUFValueType.STRING:
+        return bytes(part).decode("utf-8", errors="replace")
+    value = part.tolist()[0]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def _read_gguf(path: Path) -> Any:
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError) as e:
+        raise UserError(f"{path}: not a readable GGUF file ({e})") from None
+
+
+def model_file_info(path: Path) -> dict[str, Any]:
+    """File type (quantization), tensor type counts and parameter count from the GGUF header."""
+    import gguf
+
+    r = _read_gguf(path)
+    ftype = _field(r, "general.file_type")
+    try:
+        ftype_name = gguf.LlamaFileType(ftype).name.replace("MOSTLY_", "") if ftype is not None else None
+    except ValueError:
+        ftype_name = f"unknown ({ftype})"
+    types = Counter(t.tensor_type.name for t in r.tensors)
+    return {"file_type": ftype_name, "tensor_types": dict(types.most_common()),
+            "n_params": int(sum(int(t.n_elements) for t in r.tensors)), "file_bytes": path.stat().st_size}
+
+
+def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter file not found: {path}")
+    r = _read_gguf(path)
+    arch = _field(r, "general.architecture")
+    if arch != ADAPTER_ARCH:
+        raise UserError(f"{path}: general.architecture is {arch!r}, not a Kangaroo adapter ({ADAPTER_ARCH!r})")
+    base_fp = _field(r, "kangaroo.base.fingerprint")
+    return {
+        "path": str(path), "name": _field(r, "general.name"),
+        "exit_layer": _field(r, "kangaroo.exit_layer"), "tau": _field(r, "kangaroo.draft.tau"),
+        "gamma": _field(r, "kangaroo.draft.gamma"), "base_architecture": _field(r, "kangaroo.base.architecture"),
+        "base_fingerprint": base_fp, "matches_model": base_fp == model_fingerprint,
+        "n_params": int(sum(int(t.n_elements) for t in r.tensors)), "file_bytes": path.stat().st_size,
+    }
+
+
+def gather(args: argparse.Namespace) -> dict[str, Any]:
+    adapter_path: Optional[str] = args.adapter
+    args.adapter = None  # loaded below from its header, so that info works whatever the engine supports
+    lm = load_model(args)
+    info = lm.info()
+    info.update(model_file_info(Path(info["model_path"])))
+    info["load_seconds"] = round(lm.load_seconds, 4)
+    info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
+    if info["adapter"]:
+        info["adapter"]["share_of_model_params"] = info["adapter"]["n_params"] / max(info["n_params"], 1)
+    info.pop("adapter_path", None)
+    return info
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def format_table(info: dict[str, Any]) -> str:
+    rows = [
+        ("model", info["model_path"]),
+        ("name", info["name"]),
+        ("architecture", f"{info['arch']}, {info['n_layer']} layers, n_embd {info['n_embd']}, "
+                         f"heads {info['n_head']} (kv {info['n_head_kv']}), vocab {info['n_vocab']}"),
+        ("quantization", f"{info['file_type']} (tensors: "
+                         + ", ".join(f"{k} {v}" for k, v in info["tensor_types"].items()) + ")"),
+        ("parameters", f"{info['n_params'] / 1e6:.1f} M"),
+        ("size", f"file {_mib(info['file_bytes'])}, weights {_mib(info['weight_bytes'])}, "
+                 f"KV cache {_mib(info['kv_bytes'])} at n_ctx {info['n_ctx']}"),
+        ("n_ctx_train", str(info["n_ctx_train"])),
+        ("fingerprint", info["fingerprint"]),
+        ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
+    ]
+    a = info.get("adapter")
+    if a is None:
+        rows.append(("adapter", "none (plain decoding)"))
+    else:
+        match = "matches the model" if a["matches_model"] else f"DOES NOT match the model ({a['base_fingerprint']})"
+        rows += [("adapter", f"{a['path']} ({_mib(a['file_bytes'])}, {a['n_params'] / 1e6:.2f} M parameters, "
+                             f"{100 * a['share_of_model_params']:.2f}% of the model)"),
+                 ("exit layer", f"{a['exit_layer']} of {info['n_layer']}; draft tau {a['tau']}, gamma {a['gamma']}"),
+                 ("adapter base", f"{a['base_architecture']}, fingerprint {match}")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    info = gather(args)
+    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    return 0

@@ -1,0 +1,130 @@
+"""The CLI's other subcommands, run as a user runs them: generate --json, info, bench, --help,
+and user errors (one line on stderr, non-zero exit, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kangaroo_edge.bench.runner import SYSTEMS
+
+REPO = Path(__file__).resolve().parents[1]
+SPECBENCH = REPO.parent / "shared" / "specbench" / "dev.jsonl"
+SMALL = ["-c", "1024", "-t", "2"]
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kangaroo_edge.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_generate_json_fields():
+    r = cli("generate", "-p", "The kangaroo is", "-n", "16", *SMALL, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"text", "token_ids", "finish_reason", "stats"}
+    assert out["finish_reason"] in ("stop", "length") and 0 < len(out["token_ids"]) <= 16
+    for key in ("n_prompt_tokens", "n_tokens", "prompt_seconds", "generation_seconds", "prompt_tokens_per_second",
+                "tokens_per_second", "speculative"):
+        assert key in out["stats"], key
+    assert out["stats"]["n_tokens"] == len(out["token_ids"])
+
+
+def test_info_table_and_json():
+    r = cli("info", *SMALL)
+    assert r.returncode == 0, r.stderr
+    for word in ("architecture", "llama", "30 layers", "Q4_1", "n_ctx_train", "fingerprint", "backend", "adapter"):
+        assert word in r.stdout, word
+    r = cli("info", *SMALL, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["arch"] == "llama" and info["n_layer"] == 30 and info["file_type"] == "Q4_1"
+    assert info["n_threads"] == 2 and info["n_ctx"] == 1024 and info["adapter"] is None
+    assert len(info["fingerprint"]) == 16 and info["file_bytes"] > 0 and info["n_ctx_train"] > 0
+
+
+@pytest.mark.parametrize("command", ["chat", "generate", "info", "bench"])
+def test_help_describes_every_flag(command):
+    r = cli(command, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+    assert "-m MODEL" in r.stdout and "-t THREADS" in r.stdout
+
+
+def _one_line_error(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["chat", "-n", "0"],
+    ["generate", "-p", "x", "--temp", "hot"],
+    ["generate", "-p", "x", "-t", "-3"],
+    ["generate", "-p", "x", "--top-p", "1.5"],
+    ["generate", "-p", "x", "--bogus-flag"],
+    ["generate", "-p", "x", "-m", "/nonexistent/model.gguf"],
+    ["info", "-m", str(REPO / "README.md")],  # not a GGUF
+    ["info", *SMALL, "--adapter", "/nonexistent/adapter.gguf"],
+    ["info", *SMALL, "--adapter", str(REPO / "README.md")],
+    ["bench", "--questions", "/nonexistent/q.jsonl"],
+    ["bench", "--questions", str(SPECBENCH), "--categories", "no_such_category", "-c", "1024"],
+    ["bench", "--limit", "0"],
+    ["no-such-command"],
+    [],
+])
+def test_user_errors_are_one_line(args):
+    _one_line_error(cli(*args))
+
+
+@pytest.mark.parametrize("command", ["train", "convert"])
+def test_registered_commands_answer(command):
+    """train/convert are registered; before their modules land they say so in one line."""
+    r = cli(command, "--help")
+    if r.returncode == 0:
+        assert "usage:" in r.stdout
+    else:
+        _one_line_error(r)
+
+
+@pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")
+def test_bench_small_run(tmp_path):
+    js, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    r = cli("bench", "--questions", str(SPECBENCH), "--limit", "2", "--max-new-tokens", "8",
+            "--categories", "qa,writing", "-t", "2", "--no-progress",
+            "--json", str(js), "--markdown", str(md), "--chart", str(png))
+    assert r.returncode == 0, r.stderr
+    assert "| **overall** |" in r.stdout and md.read_text() in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    res = json.loads(js.read_text())
+    assert set(res) >= {"config", "machine", "model", "load_seconds", "kangaroo_fallback", "questions", "summary"}
+    cfg = res["config"]
+    assert cfg["threads"] == 2 and cfg["max_new_tokens"] == 8 and cfg["n_questions"] == 2
+    assert cfg["categories"] == ["qa", "writing"] and cfg["systems"] == list(SYSTEMS)
+    assert {"cpu", "cpu_count", "platform", "llama_cpp_python", "ggml"} <= set(res["machine"])
+    assert sorted(q["category"] for q in res["questions"]) == ["qa", "writing"]
+    for q in res["questions"]:
+        assert {"question_id", "category", "n_prompt_tokens", "order", "systems", "match_kangaroo_vs_plain",
+                "match_plain_vs_llamacpp", "match_pld_vs_llamacpp"} <= set(q)
+        assert set(q["systems"]) == set(SYSTEMS) and sorted(q["order"]) == sorted(SYSTEMS)
+        for run in q["systems"].values():
+            assert {"n_tokens", "tokens_per_second", "generation_seconds", "prefill_seconds",
+                    "prefill_tokens_per_second", "token_ids"} <= set(run)
+            assert 0 < run["n_tokens"] <= 8
+        assert q["match_plain_vs_llamacpp"] is True  # greedy: our plain decoding is llama.cpp's
+        assert q["match_kangaroo_vs_plain"] is True  # lossless (or the plain fallback)
+    if res["kangaroo_fallback"] is None:  # an adapter was used: the speculation counters are there
+        assert all("mean_accepted" in q["systems"]["ours_kangaroo"] for q in res["questions"])
+    for group in ("qa", "writing", "overall"):
+        g = res["summary"][group]
+        assert {"n_questions", "systems", "match_rate_kangaroo_vs_plain", "match_rate_plain_vs_llamacpp"} <= set(g)
+        for name in SYSTEMS:
+            s = g["systems"][name]
+            assert {"median_tokens_per_second", "median_prefill_tokens_per_second", "speedup_vs_llamacpp",
+                    "speedup_vs_ours_plain", "total_tokens"} <= set(s)
+        assert "mean_accepted" in g["systems"]["llamacpp_pld"]
