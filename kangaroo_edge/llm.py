@@ -100,6 +100,14 @@ class KangarooLM:
     def adapter_info(self) -> Optional[dict]:
         return self.engine.adapter_info
 
+    def reset(self) -> None:
+        """Forgets the cached conversation: the next prompt is evaluated from scratch.
+
+        Reusing a cached prefix evaluates the rest of a prompt in a different batch shape than a
+        fresh run would, and ggml's batched kernels round differently from its one-token ones, so
+        near-ties can then break differently (as in llama.cpp)."""
+        self.engine.truncate(0)
+
     def close(self) -> None:
         """Frees the model's memory; the object cannot be used afterwards."""
         with self._lock:

@@ -35,7 +35,6 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cach
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
-    const int64_t n_cells = cache.k->ne[1];
 
     ggml_tensor * q = ggml_mul_mat(ctx_, w.wq, x);  // [n_head*hd, n_tokens]
     if (w.bq) q = ggml_add(ctx_, q, w.bq);
@@ -65,6 +64,26 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cach
     ggml_tensor * v_cache_flat = ggml_reshape_2d(ctx_, cache.v, 1, ggml_nelements(cache.v));
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
 
+    ggml_tensor * cur;
+    if (!in.per_token) {
+        cur = attend(cache, n_kv, ggml_permute(ctx_, q, 0, 2, 1, 3), in.kq_mask);
+    } else {
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const int n_kv_t = t < in.split ? in.n_kv_before : n_kv;
+            ggml_tensor * q_t = ggml_view_3d(ctx_, q, hd, hp_.n_head, 1, q->nb[1], q->nb[2], t * q->nb[2]);
+            ggml_tensor * mask_t = ggml_view_2d(ctx_, in.kq_mask, n_kv_t, 1, in.kq_mask->nb[1], t * in.kq_mask->nb[1]);
+            ggml_tensor * out_t = attend(cache, n_kv_t, ggml_permute(ctx_, q_t, 0, 2, 1, 3), mask_t);
+            cur = t == 0 ? out_t : ggml_concat(ctx_, cur, out_t, 1);
+        }
+    }
+    ggml_build_forward_expand(gf_, cur);
+    return ggml_mul_mat(ctx_, w.wo, cur);  // [n_embd, n_tokens]
+}
+
+ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask) {
+    const int64_t hd = hp_.head_dim;
+    const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
+    const int64_t n_cells = cache.k->ne[1];
     // The first n_kv cells: K as [hd, n_kv, n_head_kv], V^T as [n_kv, hd, n_head_kv]
     ggml_tensor * K = ggml_view_3d(ctx_, cache.k, hd, hp_.n_head_kv, n_kv, ggml_row_size(cache.k->type, hd),
                                    ggml_row_size(cache.k->type, n_embd_kv), 0);
@@ -72,16 +91,13 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cach
     ggml_tensor * Vt = ggml_view_3d(ctx_, cache.v, n_kv, hp_.n_head_kv, hd, ggml_row_size(cache.v->type, n_cells * hd),
                                     ggml_row_size(cache.v->type, n_cells), 0);
     Vt = ggml_permute(ctx_, Vt, 0, 2, 1, 3);
-    ggml_tensor * Q = ggml_permute(ctx_, q, 0, 2, 1, 3);  // [hd, n_tokens, n_head]
 
     ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head]; GQA broadcasts
     ggml_prec_set_acc(kq, GGML_PREC_F32);
-    kq = ggml_soft_max_ext(ctx_, kq, in.kq_mask, 1.0f / sqrtf((float) hd), 0.0f);
+    kq = ggml_soft_max_ext(ctx_, kq, mask, 1.0f / sqrtf((float) hd), 0.0f);
     ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, kq);  // [hd, n_tokens, n_head]
     ggml_tensor * cur = ggml_permute(ctx_, kqv, 0, 2, 1, 3);
-    cur = ggml_cont_2d(ctx_, cur, hd * hp_.n_head, n_tokens);
-    ggml_build_forward_expand(gf_, cur);
-    return ggml_mul_mat(ctx_, w.wo, cur);  // [n_embd, n_tokens]
+    return ggml_cont_2d(ctx_, cur, hd * hp_.n_head, Q->ne[1]);  // [n_head*hd, n_tokens]
 }
 
 ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {

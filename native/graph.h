@@ -20,6 +20,15 @@ struct StepInputs {
     ggml_tensor * k_idxs = nullptr;   // I64 [n_tokens]               cache cell per token
     ggml_tensor * v_idxs = nullptr;   // I64 [n_embd_kv * n_tokens]   element index into transposed V
     ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]              rows kept at the last layer (or null: all)
+
+    // Attention layout. Batched (prefill, as llama.cpp): one product over n_kv cells for all
+    // tokens. Per token (speculative verification): one product per token over the cells that
+    // token would read in a one-token step: tokens before `split` read `n_kv_before` cells, the
+    // rest n_kv. ggml's batched kernels round differently from its one-token kernels, so this
+    // makes every verified row bit-identical to plain decoding.
+    bool per_token = false;
+    int split = 0;
+    int n_kv_before = 0;
 };
 
 enum class Output { Hidden, NormedHidden, Logits };
@@ -36,6 +45,8 @@ public:
     ggml_tensor * attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
                             const StepInputs & in, ggml_tensor * rope_freqs);
     ggml_tensor * ffn(const LayerWeights & w, ggml_tensor * x);
+    // softmax(K^T Q / sqrt(hd) + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
+    ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask);
 
     // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
     // in.out_ids is set, only those rows continue through the last FFN (as llama.cpp does).

@@ -171,8 +171,9 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
     // 2. Verify: the deep layers over the k stacked exit-layer states, one batch. Row j holds the
     //    model's distribution for the token after input j (pending, d_1, ..., d_{k-1}).
     verify_logits_.resize((size_t) k * n_vocab);
-    runner_.forward(sequence_.kv(), {drafter_.exit_layer(), model_.hparams().n_layer, k, k, Output::Logits}, nullptr,
-                    draft.hidden.data(), pos, verify_logits_.data());
+    //    Attention runs per token so each row is computed exactly as plain decoding computes it.
+    ForwardSpec verify{drafter_.exit_layer(), model_.hparams().n_layer, k, k, Output::Logits, /*per_token=*/true};
+    runner_.forward(sequence_.kv(), verify, nullptr, draft.hidden.data(), pos, verify_logits_.data());
     stats_.draft_seconds += t1 - t0;
     stats_.verify_seconds += now_seconds() - t1;
 

@@ -12,7 +12,8 @@ constexpr size_t MAX_CACHED_GRAPHS = 32;
 }  // namespace
 
 bool GraphKey::operator==(const GraphKey & o) const {
-    return kind == o.kind && n_kv == o.n_kv && cache_a == o.cache_a && cache_b == o.cache_b &&
+    return kind == o.kind && n_kv == o.n_kv && split == o.split && n_kv_before == o.n_kv_before &&
+           cache_a == o.cache_a && cache_b == o.cache_b && spec.per_token_attention == o.spec.per_token_attention &&
            spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
            spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
 }
@@ -47,8 +48,10 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     auto g = std::make_unique<CachedGraph>();
     g->key = key;
     const Hparams & hp = model_.hparams();
-    // Generous: a layer is ~40 nodes; the adapter block and head add a few dozen.
-    const size_t max_nodes = 256 + (size_t) hp.n_layer * 64;
+    // Generous: a layer is ~40 nodes (plus ~16 per token with per-token attention); the
+    // adapter block and head add a few dozen.
+    const size_t per_layer = 64 + (key.spec.per_token_attention ? 24 * (size_t) key.spec.n_tokens : 0);
+    const size_t max_nodes = 256 + (size_t) hp.n_layer * per_layer;
     ggml_init_params params = {ggml_tensor_overhead() * max_nodes + ggml_graph_overhead_custom(max_nodes, false),
                                nullptr, true};
     g->ctx = ggml_init(params);
@@ -57,6 +60,9 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     GraphBuilder b(g->ctx, g->gf, hp);
     const ForwardSpec & spec = key.spec;
     g->in = b.make_inputs(spec.layer_begin == 0, spec.n_tokens, key.n_kv, n_embd_kv, spec.n_outputs);
+    g->in.per_token = spec.per_token_attention;
+    g->in.split = key.split;
+    g->in.n_kv_before = key.n_kv_before;
     g->outs = body(b, g->in);
     for (ggml_tensor * t : g->outs) {
         ggml_set_output(t);
@@ -141,6 +147,11 @@ void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tok
     key.kind = KIND_LAYER_RANGE;
     key.spec = spec;
     key.n_kv = kv.n_kv_for(pos0 + spec.n_tokens);
+    if (spec.per_token_attention) {
+        // the cells each token reads in a one-token step (the count grows in steps of KV_PAD)
+        key.n_kv_before = kv.n_kv_for(pos0 + 1);
+        while (key.split < spec.n_tokens && kv.n_kv_for(pos0 + key.split + 1) < key.n_kv) ++key.split;
+    }
     key.cache_a = &kv;
     const Model & m = model_;
     GraphBody body = [&m, &kv, &key](GraphBuilder & b, const StepInputs & in) {

@@ -22,6 +22,7 @@ struct ForwardSpec {
     int n_tokens = 1;
     int n_outputs = 1;          // rows returned: the last n_outputs tokens (1 or n_tokens)
     Output output = Output::Logits;
+    bool per_token_attention = false;  // see StepInputs::per_token
 };
 
 // Identity of a cached graph: everything that changes its shape or the tensors it touches.
@@ -32,6 +33,8 @@ struct GraphKey {
     int kind = KIND_LAYER_RANGE;
     ForwardSpec spec;
     int n_kv = 0;
+    int split = 0;        // per-token attention: tokens before `split` read n_kv_before cells
+    int n_kv_before = 0;
     const void * cache_a = nullptr;  // KV caches the graph writes
     const void * cache_b = nullptr;
     bool operator==(const GraphKey & o) const;
