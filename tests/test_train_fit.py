@@ -123,7 +123,7 @@ def test_fit_lowers_heldout_loss_and_raises_agreement(tiny, tmp_path):
     gguf_path = tmp_path / "adapter.gguf"
     subprocess.run([sys.executable, str(REPO / "convert/adapter_to_gguf.py"), str(out), "-m",
                     str(tiny / "base.gguf"), "-o", str(gguf_path), "--tau", "0.5", "--gamma", "4"],
-                   check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                   check=True, env=dict(os.environ))
     meta, tensors = read_adapter_gguf(gguf_path)
     assert (meta.exit_layer, meta.tau, meta.gamma) == (EXIT, 0.5, 4)
     assert meta.fingerprint == model_fingerprint(tiny / "base.gguf")
@@ -145,7 +145,7 @@ def test_fit_under_torchrun_with_two_processes(tiny, tmp_path):
            "-m", "kangaroo_edge.train.fit", "--features", str(tiny / "features"), "--model",
            str(tiny / "base.gguf"), "-o", str(out), "--exit-layer", str(EXIT), "--epochs", "2",
            "--batch-size", "8", "--max-len", "64", "--heldout-frac", "0.2", "--lr", "3e-2", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "2 process(es)" in proc.stderr
