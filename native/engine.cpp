@@ -48,10 +48,12 @@ Engine::Engine(const EngineParams & p)
 namespace ke {
 
 void Engine::load_adapter(const std::string & path) {
+    // Loaded and checked first, so that a bad file leaves the current adapter in place.
+    auto fresh = std::make_unique<Adapter>(path, model, backends, sequence.n_ctx());
     kangaroo.reset();
     drafter.reset();
     runner.clear();  // cached graphs may point at the old adapter's cache
-    adapter = std::make_unique<Adapter>(path, model, backends, sequence.n_ctx());
+    adapter = std::move(fresh);
     drafter = std::make_unique<AdapterDrafter>(model, runner, sequence.kv(), *adapter);
     kangaroo = std::make_unique<KangarooDecoder>(model, runner, sequence, *drafter, sampler);
 }

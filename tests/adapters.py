@@ -22,11 +22,11 @@ def adapter_meta(lm: KangarooLM, exit_layer: int, tau: float = 0.6, gamma: int =
 
 
 def make_adapter(lm: KangarooLM, path: Path, exit_layer: int, init: str = "layer", seed: int = 0,
-                 noise: float = 0.0, **meta_kw) -> Path:
+                 noise: float = 0.0, random_std: float = 0.05, **meta_kw) -> Path:
     state = {k: v.numpy() for k, v in load_layer_attention(lm.model_path, exit_layer).items()}
     rng = np.random.default_rng(seed)
     if init == "random":
-        state = {k: (np.ones_like(v) if "norm" in k else rng.normal(0, 0.05, v.shape)).astype(np.float32)
+        state = {k: (np.ones_like(v) if "norm" in k else rng.normal(0, random_std, v.shape)).astype(np.float32)
                  for k, v in state.items()}
     elif noise:
         state = {k: v + rng.normal(0, noise * float(np.std(v)), v.shape).astype(np.float32) for k, v in state.items()}

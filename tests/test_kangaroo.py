@@ -1,0 +1,152 @@
+"""Kangaroo speculative decoding is lossless: greedy output equals plain greedy output token for
+token, sampling keeps the model's exact distribution, and the caches stay consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters import make_adapter
+from conftest import TEST_THREADS, chat_prompt, load_questions
+from kangaroo_edge import EngineError, KangarooLM
+
+N_PROMPTS = 20
+N_NEW = 128
+# (exit layer, tau, gamma) cycled over the prompts. An exit just below the last layer with the
+# model's own attention block drafts well (many multi-token acceptances); an exit at layer 2
+# drafts badly (mostly rejections). tau=0 always drafts gamma tokens; gamma=1 drafts one.
+SETTINGS = [("shallow", 0.6, 6), ("deep", 0.0, 4), ("deep", 0.6, 6), ("shallow", 0.0, 1), ("deep", 0.0, 1)]
+
+
+def exit_layers(lm: KangarooLM) -> dict[str, int]:
+    return {"shallow": 2, "deep": lm.engine.n_layer - 1}
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, smollm, qwen) -> dict:
+    out = {}
+    for name, lm in (("smollm", smollm), ("qwen", qwen)):
+        d = tmp_path_factory.mktemp(f"adapters-{name}")
+        out[name] = {kind: make_adapter(lm, d / f"{kind}.gguf", layer) for kind, layer in exit_layers(lm).items()}
+    return out
+
+
+@pytest.mark.parametrize("model", ["smollm", "qwen"])
+def test_greedy_kangaroo_equals_plain(request, adapters, model):
+    lm: KangarooLM = request.getfixturevalue(model)
+    accepted_multi = 0
+    for i, q in enumerate(load_questions(N_PROMPTS)):
+        kind, tau, gamma = SETTINGS[i % len(SETTINGS)]
+        lm.load_adapter(adapters[model][kind])
+        prompt = chat_prompt(lm, q)
+        lm.reset()
+        plain = lm.generate(prompt, N_NEW, speculative=False)
+        lm.reset()
+        spec = lm.generate(prompt, N_NEW, speculative=True, tau=tau, gamma=gamma)
+        assert spec.stats["speculative"] and spec.stats["cycles"] > 0
+        assert spec.token_ids == plain.token_ids, (q["question_id"], kind, tau, gamma)
+        assert spec.finish_reason == plain.finish_reason
+        assert spec.stats["drafted"] >= spec.stats["cycles"]
+        if gamma == 1:
+            assert spec.stats["drafted"] == spec.stats["cycles"]
+        if tau == 0.0:  # always drafts gamma (unless the token budget is smaller)
+            assert spec.stats["drafted"] >= gamma * (spec.stats["cycles"] - 1)
+        accepted_multi += sum(spec.stats["accepted_hist"][2:])
+    assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
+
+
+def test_stats_are_consistent(smollm, adapters):
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    r = smollm.generate(chat_prompt(smollm, load_questions(1)[0]), 64, tau=0.0, gamma=4)
+    s = r.stats
+    assert sum(s["accepted_hist"]) == s["cycles"]
+    assert sum(a * n for a, n in enumerate(s["accepted_hist"])) == s["accepted"]
+    assert s["accepted"] <= s["drafted"]
+    # every cycle adds its accepted drafts plus one token; the first token comes from the prompt
+    assert abs(s["mean_accepted"] * s["cycles"] - (s["accepted"] + s["cycles"])) < 1e-6
+    assert len(r.token_ids) <= 1 + s["accepted"] + s["cycles"]
+    assert s["draft_seconds"] > 0 and s["verify_seconds"] > 0
+
+
+def test_plain_continuation_after_kangaroo_uses_consistent_caches(smollm, adapters):
+    """K/V written during speculation (including rejected drafts that were rolled back) must be
+    exactly what plain decoding would have written."""
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    prompt = smollm.tokenize(chat_prompt(smollm, load_questions(2)[1]))
+    smollm.reset()
+    reference = smollm.generate(prompt, 80, speculative=False).token_ids
+    smollm.reset()
+    first = smollm.generate(prompt, 48, speculative=True, tau=0.0, gamma=6).token_ids
+    assert first == reference[:48]
+    # continue plainly from the cache the Kangaroo run left behind
+    rest = smollm.generate(prompt + first, 32, speculative=False).token_ids
+    assert rest == reference[48:80]
+    # and speculate again from that state
+    again = smollm.generate(prompt + first, 32, speculative=True, tau=0.0, gamma=3).token_ids
+    assert again == reference[48:80]
+
+
+def test_stream_equals_non_stream_with_speculation(smollm, adapters):
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    prompt = chat_prompt(smollm, load_questions(3)[2])
+    full = smollm.generate(prompt, 60)
+    chunks = list(smollm.generate(prompt, 60, stream=True))
+    assert [t for c in chunks for t in c.token_ids] == full.token_ids
+    assert "".join(c.text for c in chunks) == full.text
+
+
+def test_max_tokens_is_exact_with_speculation(smollm, adapters):
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    for n in (1, 2, 7):
+        r = smollm.generate("Once upon a time, in a land far away,", n, tau=0.0, gamma=6)
+        assert len(r.token_ids) == n and r.finish_reason == "length"
+
+
+def test_speculative_false_is_plain(smollm, adapters):
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    r = smollm.generate("Hello", 8, speculative=False)
+    assert r.stats["speculative"] is False and "cycles" not in r.stats
+
+
+# ---- bad adapters ------------------------------------------------------------------------------
+
+def test_adapter_for_another_model(qwen, adapters):
+    with pytest.raises(EngineError, match="made for another model"):
+        qwen.load_adapter(adapters["smollm"]["shallow"])
+    assert qwen.generate("Hi", 2, speculative=False).token_ids  # still usable
+
+
+def test_adapter_with_other_fingerprint(tmp_path, smollm):
+    bad = make_adapter(smollm, tmp_path / "fp.gguf", 2, fingerprint="0123456789abcdef")
+    with pytest.raises(EngineError, match=r"fingerprint is 0123456789abcdef"):
+        KangarooLM(smollm.model_path, adapter_path=bad, n_ctx=64, n_threads=TEST_THREADS)
+
+
+def test_adapter_exit_layer_out_of_range(tmp_path, smollm):
+    bad = make_adapter(smollm, tmp_path / "exit.gguf", 2)
+    from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf, write_adapter_gguf
+    meta, tensors = read_adapter_gguf(bad)
+    meta.exit_layer = smollm.engine.n_layer
+    write_adapter_gguf(tmp_path / "exit30.gguf", tensors, meta)
+    with pytest.raises(EngineError, match="exit layer 30"):
+        smollm.load_adapter(tmp_path / "exit30.gguf")
+
+
+def test_corrupt_and_foreign_adapter_files(tmp_path, smollm, adapters):
+    data = Path(adapters["smollm"]["shallow"]).read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineError, match="cut.gguf"):
+        smollm.load_adapter(tmp_path / "cut.gguf")
+    with pytest.raises(EngineError, match="not a Kangaroo adapter"):
+        smollm.load_adapter(smollm.model_path)  # a base model is not an adapter
+    with pytest.raises(FileNotFoundError):
+        smollm.load_adapter(tmp_path / "missing.gguf")
+
+
+def test_bad_tau_gamma(smollm, adapters):
+    smollm.load_adapter(adapters["smollm"]["shallow"])
+    for kw in ({"tau": -0.1}, {"tau": 1.01}, {"gamma": 0}, {"gamma": -2}):
+        with pytest.raises(ValueError):
+            smollm.generate("Hi", 4, **kw)

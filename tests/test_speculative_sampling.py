@@ -1,0 +1,104 @@
+"""Speculative sampling keeps the model's exact distribution (tiny random-weight model).
+
+We sample the first two generated tokens (t1 comes from the prompt's forward pass, t2 from the
+first Kangaroo cycle: a draft from the adapter, accepted with probability min(1, p/q) or
+replaced from norm(max(0, p - q))) and compare their empirical joint distribution with the
+exact one computed from the model's logits. A random adapter makes q very different from p, so a
+wrong acceptance rule shifts t2 towards q; the same statistic on draws from q must fail
+(negative control), which shows the test has the power to catch it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from adapters import make_adapter
+from kangaroo_edge import KangarooLM
+from tiny_models import make_tiny_gguf
+
+TOP_K = 4            # support of each step: 4 tokens, so 16 joint outcomes
+TEMPERATURE = 8.0    # flattens the tiny random model's very peaked distributions
+N_SAMPLES = 3000
+ALPHA = 1e-3         # significance level of the chi-square goodness-of-fit test
+
+
+def transform(logits: np.ndarray) -> dict[int, float]:
+    """The engine's sampling transform for top-k + temperature: softmax over the top k logits."""
+    top = np.argsort(-logits, kind="stable")[:TOP_K]
+    z = np.exp((logits[top] - logits[top].max()) / TEMPERATURE)
+    return {int(t): float(p) for t, p in zip(top, z / z.sum())}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    lm = KangarooLM(make_tiny_gguf(d, "llama"), n_ctx=128, n_threads=1)
+    lm.load_adapter(make_adapter(lm, d / "random-adapter.gguf", exit_layer=1, init="random", seed=4,
+                                 random_std=0.15))
+    return lm
+
+
+def conditionals(lm: KangarooLM, prompt: list[int]) -> tuple[dict, dict, dict]:
+    """p(t1), and for each t1: the model's p(t2 | t1) and the adapter's draft q(t2 | t1)."""
+    e = lm.engine
+    p1 = transform(e.forward(prompt, 0, e.n_layer, 0, "logits", True)[-1])
+    p2, q2 = {}, {}
+    for t1 in p1:
+        p2[t1] = transform(e.forward(prompt + [t1], 0, e.n_layer, 0, "logits", True)[-1])
+        hidden = e.forward(prompt + [t1], 0, 1, 0, "hidden", True)
+        q2[t1] = transform(e.adapter_logits(hidden, 0)[-1])
+    return p1, p2, q2
+
+
+def joint(p1: dict, second: dict) -> dict[tuple[int, int], float]:
+    return {(t1, t2): a * b for t1, a in p1.items() for t2, b in second[t1].items()}
+
+
+def wrong_rule_no_residual(p: dict, q: dict) -> dict:
+    """A plausible bug: accept with min(1, p/q) but on rejection resample from p itself."""
+    accept = sum(min(p.get(x, 0.0), qx) for x, qx in q.items())
+    return {x: min(px, q.get(x, 0.0)) + (1 - accept) * px for x, px in p.items()}
+
+
+def chi_square_pvalue(counts: dict, expected: dict, n: int) -> float:
+    """Pearson's goodness of fit; bins expecting fewer than 5 samples are pooled (the test's
+    chi-square approximation needs that)."""
+    keys = sorted(expected)
+    total = sum(expected.values())
+    exp = np.array([expected[k] / total * n for k in keys])
+    obs = np.array([counts.get(k, 0) for k in keys], dtype=float)
+    assert sum(counts.values()) == obs.sum(), "a sample fell outside the model's support"
+    small = exp < 5
+    if small.any():
+        exp = np.append(exp[~small], exp[small].sum())
+        obs = np.append(obs[~small], obs[small].sum())
+    return float(scipy_stats.chisquare(obs, exp).pvalue)
+
+
+def test_speculative_sampling_matches_model_distribution(tiny):
+    prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    p1, p2, q2 = conditionals(tiny, prompt)
+    exact = joint(p1, p2)
+    # the draft is far from the model (total variation ~0.7), so a wrong rule would be visible
+    tv = np.mean([sum(abs(p2[t].get(x, 0) - q2[t].get(x, 0)) for x in set(p2[t]) | set(q2[t])) / 2 for t in p1])
+    assert tv > 0.2
+
+    counts: dict[tuple[int, int], int] = {}
+    rejected = 0
+    for seed in range(N_SAMPLES):
+        r = tiny.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1)
+        key = tuple(r.token_ids)
+        counts[key] = counts.get(key, 0) + 1
+        rejected += r.stats["accepted"] == 0
+    assert 0 < rejected < N_SAMPLES  # both branches (accept, resample from the residual) ran
+    assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
+
+    # Negative control: as many draws from a subtly wrong rule fail the same test.
+    wrong = joint(p1, {t: wrong_rule_no_residual(p2[t], q2[t]) for t in p1})
+    keys = sorted(wrong)
+    rng = np.random.default_rng(0)
+    draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
+    wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
+    assert chi_square_pvalue(wrong_counts, exact, N_SAMPLES) < ALPHA
