@@ -3,6 +3,7 @@ token, sampling keeps the model's exact distribution, and the caches stay consis
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,12 @@ def test_stats_are_consistent(smollm, adapters):
     assert sum(s["accepted_hist"]) == s["cycles"]
     assert sum(a * n for a, n in enumerate(s["accepted_hist"])) == s["accepted"]
     assert s["accepted"] <= s["drafted"]
-    # every cycle adds its accepted drafts plus one token; the first token comes from the prompt
-    assert abs(s["mean_accepted"] * s["cycles"] - (s["accepted"] + s["cycles"])) < 1e-6
-    assert len(r.token_ids) <= 1 + s["accepted"] + s["cycles"]
+    # a cycle adds its accepted drafts, plus the model's own token when it rejected one
+    cycle_tokens = round(s["mean_accepted"] * s["cycles"])
+    assert s["accepted"] <= cycle_tokens <= s["accepted"] + s["cycles"]
+    # the first token comes from the prompt's forward pass
+    if r.finish_reason == "length":
+        assert len(r.token_ids) == 1 + cycle_tokens
     assert s["draft_seconds"] > 0 and s["verify_seconds"] > 0
 
 
@@ -128,8 +132,7 @@ def test_adapter_exit_layer_out_of_range(tmp_path, smollm):
     bad = make_adapter(smollm, tmp_path / "exit.gguf", 2)
     from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf, write_adapter_gguf
     meta, tensors = read_adapter_gguf(bad)
-    meta.exit_layer = smollm.engine.n_layer
-    write_adapter_gguf(tmp_path / "exit30.gguf", tensors, meta)
+    write_adapter_gguf(tmp_path / "exit30.gguf", tensors, dataclasses.replace(meta, exit_layer=smollm.engine.n_layer))
     with pytest.raises(EngineError, match="exit layer 30"):
         smollm.load_adapter(tmp_path / "exit30.gguf")
 
