@@ -43,8 +43,9 @@ def summarize_group(rows: list[dict], systems: list[str]) -> dict[str, Any]:
                                   for r in rows if name in r["systems"] and base in r["systems"]])
         cycles = sum(x.get("cycles") or 0 for x in runs)
         if cycles:
-            # tokens per verification over the whole group: committed tokens / verification passes
-            s["mean_accepted"] = s["total_tokens"] / cycles
+            # tokens per verification over the whole group: each run's mean weighted by its cycles
+            s["mean_accepted"] = sum((x.get("mean_accepted") or 0) * (x.get("cycles") or 0) for x in runs) / cycles
+            s["cycles"] = cycles
             s["drafted"] = sum(x.get("drafted") or 0 for x in runs)
             if any("accepted" in x for x in runs):
                 s["accepted"] = sum(x.get("accepted") or 0 for x in runs)

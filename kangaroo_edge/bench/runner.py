@@ -98,6 +98,10 @@ def load_questions(path: Path, categories: Optional[list[str]] = None, limit: Op
 
 # ---- systems -----------------------------------------------------------------------------
 
+_OWN_TIMING_KEYS = {"prompt_token_ids", "n_prompt_tokens", "n_tokens", "prompt_seconds", "generation_seconds",
+                    "prompt_tokens_per_second", "tokens_per_second"}
+
+
 class OursSystem:
     """Our engine through the public API (speculative=False: plain; True: Kangaroo)."""
 
@@ -109,9 +113,9 @@ class OursSystem:
         self.lm.engine.truncate(0)  # no prefix reuse across systems: every prefill is a full one
         r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative)
         s = r.stats
-        extra = {k: s[k] for k in ("cycles", "drafted", "accepted", "mean_accepted", "accept_hist",
-                                   "draft_seconds", "verify_seconds", "speculative", "speculative_fallback")
-                 if k in s}
+        # every counter the engine reports (speculative, cycles, drafted, accepted, mean_accepted,
+        # accepted_hist, draft/verify seconds, fallback reason ...), whatever it grows into
+        extra = {k: v for k, v in s.items() if k not in _OWN_TIMING_KEYS}
         return Run(list(r.token_ids), s["prompt_seconds"], s["generation_seconds"], len(prompt_ids), extra)
 
 
@@ -208,8 +212,10 @@ class LlamaCppPromptLookup:
 def _llama(model_path: str, n_ctx: int, threads: int, draft_model: Any = None) -> Any:
     from llama_cpp import Llama
 
+    # logits_all=True with a draft model: llama-cpp-python 0.3.36 turns it on internally but sizes
+    # its score buffer from the argument (n_batch rows), so prompts longer than n_batch would fail
     return Llama(model_path=model_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                 n_gpu_layers=0, draft_model=draft_model, verbose=False)
+                 n_gpu_layers=0, draft_model=draft_model, logits_all=draft_model is not None, verbose=False)
 
 
 # ---- the benchmark -----------------------------------------------------------------------
@@ -301,7 +307,7 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
     for i in (progress(indices) if progress else indices):
         q, ids = questions[i], prompts[i]
         order = names[i % len(names):] + names[:i % len(names)]  # rotate: spread drift and noise
-        runs = {name: systems[name].run(ids, cfg.max_new_tokens) for name in order}
+        runs = {name: _run(systems[name], name, q, ids, cfg.max_new_tokens) for name in order}
         per_question.append(_question_record(q, ids, order, runs))
 
     info = machine_info()
@@ -316,6 +322,14 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         "kangaroo_fallback": _fallback(per_question),
         "questions": per_question,
     }
+
+
+def _run(system: Any, name: str, q: dict, prompt_ids: list[int], max_new_tokens: int) -> Run:
+    try:
+        return system.run(prompt_ids, max_new_tokens)
+    except Exception as e:  # a failure of a system under test is a bug to report, not a user error
+        raise RuntimeError(f"{LABELS[name]} failed on question {q.get('question_id')} "
+                           f"({q['category']}, {len(prompt_ids)} prompt tokens): {e}") from e
 
 
 def _question_record(q: dict, prompt_ids: list[int], order: list[str], runs: dict[str, Run]) -> dict[str, Any]:

@@ -80,11 +80,13 @@ def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
 
 def gather(args: argparse.Namespace) -> dict[str, Any]:
     adapter_path: Optional[str] = args.adapter
-    args.adapter = None  # loaded below from its header, so that info works whatever the engine supports
+    args.adapter = None  # read below from its header: a mismatch is reported, not an error
     lm = load_model(args)
     info = lm.info()
     info.update(model_file_info(Path(info["model_path"])))
     info["load_seconds"] = round(lm.load_seconds, 4)
+    if adapter_path is None and lm.adapter_path is not None:  # the adapter shipped for the default model
+        adapter_path = str(lm.adapter_path)
     info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
     if info["adapter"]:
         info["adapter"]["share_of_model_params"] = info["adapter"]["n_params"] / max(info["n_params"], 1)
