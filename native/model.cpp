@@ -154,11 +154,17 @@ void Model::create_weights(const GgufFile & f, Backends & backends) {
     output_norm = req("output_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
     output = opt("output.weight", hp.n_embd, hp.n_vocab, GGML_OP_MUL_MAT);
     if (!output) {
-        // Tied head: a second copy of the embedding, placed for matmul (e.g. repacked), as
-        // llama.cpp does; get_rows and mul_mat want different layouts.
+        // Tied head. When matmul wants another buffer type than get_rows (e.g. repacked
+        // weights), the head gets its own copy placed for matmul, as llama.cpp does; otherwise
+        // the embedding itself serves as the head.
         ggml_tensor * file_t = f.find_tensor("token_embd.weight");
-        output = weights_.create(backends.weight_buffer_type(file_t, GGML_OP_MUL_MAT), "output.weight(tied)", file_t);
-        to_load_.emplace_back("token_embd.weight", output);
+        ggml_backend_buffer_type_t head_buft = backends.weight_buffer_type(file_t, GGML_OP_MUL_MAT);
+        if (head_buft == backends.weight_buffer_type(file_t, GGML_OP_GET_ROWS)) {
+            output = tok_embd;
+        } else {
+            output = weights_.create(head_buft, "output.weight(tied)", file_t);
+            to_load_.emplace_back("token_embd.weight", output);
+        }
     }
     rope_freqs = opt("rope_freqs.weight", hp.head_dim / 2, 0, GGML_OP_ROPE);
 
