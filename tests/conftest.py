@@ -37,6 +37,17 @@ def chat_prompt(lm: KangarooLM, question: dict) -> str:
     return lm.apply_chat_template([{"role": "user", "content": question["turns"][0]}])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_outside_the_source_tree(tmp_path_factory):
+    """Subprocesses started with `python -m kangaroo_edge...` put the working directory first on
+    sys.path; from the repository root they would import the source tree (which has no compiled
+    extension on a fresh clone) instead of the installed package."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 @pytest.fixture(scope="session")
 def smollm_path() -> Path:
     return default_model_path()
