@@ -195,3 +195,23 @@ def test_qwen_coder_is_assembled_once(tmp_path, monkeypatch):
     mtime = path.stat().st_mtime_ns
     assert models.resolve_model(models.QWEN_CODER_NAME) == path  # reused, not rebuilt
     assert path.stat().st_mtime_ns == mtime
+
+
+# Our engine keeps K/V in F16 (llama.cpp's default too), which rounds every key and value by up to
+# 2^-11 relative: with the f32 export that alone moves logits by ~5e-3, so 2e-2 leaves margin while
+# a layout mistake in the export or the engine gives errors of 1-7.
+ENGINE_TOLERANCE = dict(atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_engine_logits_match_transformers(tiny_root, arch):
+    from kangaroo_edge import KangarooLM
+
+    path = make_tiny_gguf(tiny_root, arch, "f32")
+    ids = hf_tokenizer(tiny_root, arch).encode(PROMPT).ids
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_root / f"tiny-{arch}")
+    expected = hf_logits(hf, ids)
+    lm = KangarooLM(path, n_ctx=128, n_threads=N_THREADS)
+    got = lm.engine.forward(ids, 0, lm.engine.n_layer, 0, "logits", True)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **ENGINE_TOLERANCE)
