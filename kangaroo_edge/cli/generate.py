@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         stats = chunk.stats or stats
     sys.stdout.write("\n")
+    sys.stdout.flush()  # the answer's last line before the speed line on a shared terminal
     print(speed_line(stats), file=sys.stderr)
     return 0
 
