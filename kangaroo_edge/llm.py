@@ -176,6 +176,9 @@ class KangarooLM:
         GenerationChunk; otherwise a GenerationResult with text, token_ids, finish_reason, stats.
 
         max_tokens=None generates until an end-of-generation token or a full context.
+        With an adapter loaded, speculative=True drafts with it: tau=None (default) lets the
+        speculation controller draft only when it pays on this machine; a float is a fixed
+        confidence threshold (the paper's rule). gamma caps the drafts per cycle.
         """
         if sampling is None:
             sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
@@ -208,11 +211,13 @@ class KangarooLM:
         draft = None
         if speculative and self.engine.has_adapter:
             info = self.engine.adapter_info
-            draft = (info["tau"] if tau is None else float(tau), info["gamma"] if gamma is None else gamma)
+            # tau None: the speculation controller decides when to draft and how far (gamma caps it)
+            draft = (None if tau is None else float(tau), info["gamma"] if gamma is None else gamma)
         return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool, draft: Optional[tuple[float, int]]) -> Iterator[GenerationChunk]:
+                stops: list[str], speculative: bool, draft: Optional[tuple[Optional[float], int]]
+                ) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
@@ -319,7 +324,7 @@ def _plain_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
 
 
 def _kangaroo_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
-                    tau: float, gamma: int, limit: int) -> Iterator[list[int]]:
+                    tau: Optional[float], gamma: int, limit: int) -> Iterator[list[int]]:
     """Kangaroo decoding: the first token comes from the prompt's forward pass, then each
     cycle (draft, verify, accept, roll back: KangarooDecoder::step) adds one or more tokens."""
     engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
@@ -390,11 +395,15 @@ def _timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_firs
     }
 
 
-def _kangaroo_stats(engine: "_native.Engine", draft: tuple[float, int]) -> dict:
+def _kangaroo_stats(engine: "_native.Engine", draft: tuple[Optional[float], int]) -> dict:
     s = engine.kangaroo_stats()
     cycles = max(s["cycles"], 1)
     return {
-        "tau": draft[0], "gamma": draft[1], "cycles": s["cycles"], "drafted": s["drafted"],
+        "tau": "auto" if draft[0] is None else draft[0], "gamma": draft[1],
+        # tokens the controller decoded without drafting (auto mode), and its speculative tries
+        # while speculation was switched off
+        "plain_steps": s["plain_steps"], "probes": s["probes"],
+        "cycles": s["cycles"], "drafted": s["drafted"],
         "accepted": s["accepted"],
         # tokens each verification adds: the accepted drafts plus the model's own token
         "mean_accepted": s["cycle_tokens"] / cycles,

@@ -192,16 +192,20 @@ PYBIND11_MODULE(_native, m) {
                  return require_kangaroo(e).start(prompt, p);
              },
              py::arg("prompt"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"))
-        .def("kangaroo_step", [](Engine & e, float tau, int gamma, int max_new) {
-                 if (!(tau >= 0.0f && tau <= 1.0f)) throw InvalidArgument(format("tau must be in [0, 1], got %g", tau));
+        .def("kangaroo_step", [](Engine & e, std::optional<float> tau, int gamma, int max_new) {
+                 if (tau && !(*tau >= 0.0f && *tau <= 1.0f)) {
+                     throw InvalidArgument(format("tau must be in [0, 1], got %g", *tau));
+                 }
                  if (gamma < 1 || gamma > 64) throw InvalidArgument(format("gamma must be in [1, 64], got %d", gamma));
                  DraftParams dp;
-                 dp.tau = tau;
+                 dp.auto_tune = !tau;
+                 dp.tau = tau.value_or(0.0f);
                  dp.gamma = gamma;
                  py::gil_scoped_release release;
                  return require_kangaroo(e).step(dp, std::max(1, max_new));
              },
-             py::arg("tau"), py::arg("gamma"), py::arg("max_new"))
+             py::arg("tau"), py::arg("gamma"), py::arg("max_new"),
+             "One Kangaroo step; tau=None lets the speculation controller decide whether and how far to draft.")
         .def("kangaroo_stats", [](Engine & e) {
             const KangarooStats & s = require_kangaroo(e).stats();
             py::dict d;
@@ -212,6 +216,23 @@ PYBIND11_MODULE(_native, m) {
             d["accepted_hist"] = s.accepted_hist;
             d["draft_seconds"] = s.draft_seconds;
             d["verify_seconds"] = s.verify_seconds;
+            const SpeculationController & c = require_kangaroo(e).controller();
+            d["plain_steps"] = c.stats().plain_steps;
+            d["probes"] = c.stats().probes;
+            d["switches_off"] = c.stats().switches_off;
+            return d;
+        })
+        .def("kangaroo_cost_model", [](Engine & e) {
+            // What the controller has measured on this machine, for `bench --tune` and docs.
+            const SpeculationController & c = require_kangaroo(e).controller();
+            py::dict d;
+            d["plain_seconds"] = c.costs().plain();
+            d["draft_step_seconds"] = c.costs().draft_step();
+            std::vector<double> verify;
+            for (int k = 1; k <= 16; ++k) verify.push_back(c.costs().verify(k));
+            d["verify_seconds"] = verify;  // [k-1]: verifying k rows
+            d["acceptance_by_confidence"] = c.calibration().table();
+            d["drafts_by_confidence"] = c.calibration().counts();
             return d;
         })
         .def("adapter_logits", [](Engine & e, FloatArray hidden, int pos0) {

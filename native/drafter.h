@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "sampling.h"
@@ -13,11 +14,18 @@ namespace ke {
 struct DraftParams {
     float tau = 0.6f;  // stop drafting once the draft's top-1 probability is below tau
     int gamma = 6;     // and after at most gamma drafts
+    // Instead of tau, let the speculation controller decide when to draft at all and when to
+    // stop (gamma still caps a draft).
+    bool auto_tune = false;
 };
+
+// Asked after the k-th draft token with the drafter's top-1 probability for it: draft another?
+using KeepDrafting = std::function<bool(int k, float confidence)>;
 
 struct Draft {
     std::vector<int32_t> tokens;    // d_1 .. d_k
     std::vector<float> hidden;      // [k, n_embd] exit-layer states of the inputs pending, d_1 .. d_{k-1}
+    std::vector<float> confidence;  // the drafter's top-1 probability at each draft step
     std::vector<Distribution> q;    // draft distributions of d_1 .. d_k (sampling only)
 };
 
@@ -28,9 +36,10 @@ public:
     // Lets the drafter see prompt positions pos0 .. pos0+n-1 through their exit-layer states
     // [n, n_embd] (the adapter fills its own KV cache).
     virtual void prefill(const float * hidden, int n, int pos0) = 0;
-    // Drafts up to max_drafts tokens following `pending`, which sits at position `pos`.
-    virtual Draft draft(int32_t pending, int pos, int max_drafts, float tau, const SamplingParams & sampling,
-                        Sampler & sampler) = 0;
+    // Drafts up to max_drafts tokens following `pending`, which sits at position `pos`, while
+    // keep_drafting agrees.
+    virtual Draft draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,
+                        const SamplingParams & sampling, Sampler & sampler) = 0;
 };
 
 }  // namespace ke

@@ -68,8 +68,8 @@ void AdapterDrafter::logits(const float * hidden, int n, int pos0, float * out) 
     runner_.run(key, body, adapter_.kv().n_embd_kv(), adapter_.kv().n_cells(), nullptr, hidden, pos0, {out});
 }
 
-Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, float tau, const SamplingParams & sampling,
-                            Sampler & sampler) {
+Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,
+                            const SamplingParams & sampling, Sampler & sampler) {
     const int n_embd = model_.hparams().n_embd;
     const int n_vocab = model_.hparams().n_vocab;
     const int N = exit_layer();
@@ -105,7 +105,9 @@ Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, float tau,
             t = sampler.sample(d.q.back());
         }
         d.tokens.push_back(t);
-        if (confidence < tau) break;  // second early exit: the draft is unsure; verify what we have
+        d.confidence.push_back(confidence);
+        // second early exit: the draft is unsure; verify what we have
+        if (!keep_drafting((int) d.tokens.size(), confidence)) break;
         x = t;
     }
     d.hidden.resize(d.tokens.size() * (size_t) n_embd);
@@ -122,6 +124,8 @@ int32_t KangarooDecoder::start(const std::vector<int32_t> & prompt, const Sampli
     sampling.validate();
     sampling_ = sampling;
     stats_ = KangarooStats();
+    controller_.begin_generation();
+    controller_.reset_stats();
     const int n_embd = model_.hparams().n_embd;
     const int n_vocab = model_.hparams().n_vocab;
     const int N = drafter_.exit_layer();
@@ -156,15 +160,50 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
     if (sequence_.take_low_water() < drafter_valid_) {
         throw EngineError("the sequence changed since start(): call start() again");
     }
+    if (sequence_.n_past() >= sequence_.n_ctx()) {
+        throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
+    }
+    if (params.auto_tune && !controller_.should_speculate()) return plain_step();
+    return speculative_step(params, max_new);
+}
+
+std::vector<int32_t> KangarooDecoder::plain_step() {
+    const int pos = sequence_.n_past();
+    const int n_embd = model_.hparams().n_embd;
+    const int n_vocab = model_.hparams().n_vocab;
+    const int N = drafter_.exit_layer();
+    const double t0 = now_seconds();
+    // [0, N) + [N, L) over one token computes exactly what one [0, L) step does; the exit-layer
+    // state also goes to the drafter so that drafting can resume at any step.
+    std::vector<float> hidden(n_embd), logits(n_vocab);
+    runner_.forward(sequence_.kv(), {0, N, 1, 1, Output::Hidden}, &pending_, nullptr, pos, hidden.data());
+    drafter_.prefill(hidden.data(), 1, pos);
+    runner_.forward(sequence_.kv(), {N, model_.hparams().n_layer, 1, 1, Output::Logits}, nullptr, hidden.data(), pos,
+                    logits.data());
+    sequence_.commit(&pending_, 1, logits.data());
+    sequence_.take_low_water();
+    drafter_valid_ = sequence_.n_past();
+    pending_ = sampler_.sample(logits.data(), n_vocab, sampling_);
+    controller_.record_plain(now_seconds() - t0);
+    return {pending_};
+}
+
+std::vector<int32_t> KangarooDecoder::speculative_step(const DraftParams & params, int max_new) {
     const int pos = sequence_.n_past();  // where the pending token goes
     const int room = sequence_.n_ctx() - pos;
-    if (room < 1) throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
     const int max_drafts = std::max(1, std::min({params.gamma, room, max_new}));
     const int n_vocab = model_.hparams().n_vocab;
 
-    // 1. Draft with the shallow layers and the adapter until unsure (tau) or max_drafts.
+    // 1. Draft with the shallow layers and the adapter until unsure or max_drafts. Unsure means
+    //    a top-1 probability below tau, or (auto) one more draft not worth its cost.
+    double p_all = 1.0;  // chance that every draft so far will be accepted
+    const KeepDrafting keep_drafting = [&](int k, float confidence) {
+        if (!params.auto_tune) return confidence >= params.tau;
+        p_all *= controller_.acceptance(confidence);
+        return controller_.draft_more(k, p_all);
+    };
     double t0 = now_seconds();
-    const Draft draft = drafter_.draft(pending_, pos, max_drafts, params.tau, sampling_, sampler_);
+    const Draft draft = drafter_.draft(pending_, pos, max_drafts, keep_drafting, sampling_, sampler_);
     const int k = (int) draft.tokens.size();
     double t1 = now_seconds();
 
@@ -174,8 +213,9 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
     //    Attention runs per token so each row is computed exactly as plain decoding computes it.
     ForwardSpec verify{drafter_.exit_layer(), model_.hparams().n_layer, k, k, Output::Logits, /*per_token=*/true};
     runner_.forward(sequence_.kv(), verify, nullptr, draft.hidden.data(), pos, verify_logits_.data());
+    const double t2 = now_seconds();
     stats_.draft_seconds += t1 - t0;
-    stats_.verify_seconds += now_seconds() - t1;
+    stats_.verify_seconds += t2 - t1;
 
     // 3. Accept the agreeing prefix plus the model's own token at the first disagreement.
     int n_accepted = 0;
@@ -189,6 +229,13 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
     sequence_.take_low_water();
     drafter_valid_ = sequence_.n_past();
     pending_ = out.back();
+
+    // What the controller learns: costs, and how often drafts of each confidence were right
+    // (drafts after the first rejection were never judged).
+    controller_.record_draft_step((t1 - t0) / k);
+    controller_.record_verify(k, t2 - t1);
+    for (int j = 0; j < std::min(k, n_accepted + 1); ++j) controller_.record_draft_outcome(draft.confidence[j], j < n_accepted);
+    controller_.record_cycle((int) out.size(), now_seconds() - t0);
 
     stats_.cycles += 1;
     stats_.drafted += k;

@@ -9,6 +9,7 @@
 #include "drafter.h"
 #include "runner.h"
 #include "sequence.h"
+#include "speculation_controller.h"
 
 namespace ke {
 
@@ -19,8 +20,8 @@ public:
     AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter);
     int exit_layer() const override { return adapter_.params().exit_layer; }
     void prefill(const float * hidden, int n, int pos0) override;
-    Draft draft(int32_t pending, int pos, int max_drafts, float tau, const SamplingParams & sampling,
-                Sampler & sampler) override;
+    Draft draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,
+                const SamplingParams & sampling, Sampler & sampler) override;
     // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0.. (for checks).
     void logits(const float * hidden, int n, int pos0, float * out);
 
@@ -52,8 +53,12 @@ public:
     // one (at least one); the last of them becomes the new pending token.
     std::vector<int32_t> step(const DraftParams & params, int max_new);
     const KangarooStats & stats() const { return stats_; }
+    const SpeculationController & controller() const { return controller_; }
 
 private:
+    // A step without drafting: exactly plain decoding's, with the drafter's cache kept in step.
+    std::vector<int32_t> plain_step();
+    std::vector<int32_t> speculative_step(const DraftParams & params, int max_new);
     // The tokens a cycle adds; *n_accepted counts the drafts among them.
     std::vector<int32_t> accept(const Draft & draft, int k, int * n_accepted);
 
@@ -67,6 +72,7 @@ private:
     int drafter_valid_ = 0;     // positions whose drafter K/V match the sequence
     std::vector<float> verify_logits_;  // [k, n_vocab]
     KangarooStats stats_;
+    SpeculationController controller_;
 };
 
 }  // namespace ke

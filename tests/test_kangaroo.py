@@ -17,8 +17,10 @@ N_PROMPTS = 20
 N_NEW = 128
 # (exit layer, tau, gamma) cycled over the prompts. An exit just below the last layer with the
 # model's own attention block drafts well (many multi-token acceptances); an exit at layer 2
-# drafts badly (mostly rejections). tau=0 always drafts gamma tokens; gamma=1 drafts one.
-SETTINGS = [("shallow", 0.6, 6), ("deep", 0.0, 4), ("deep", 0.6, 6), ("shallow", 0.0, 1), ("deep", 0.0, 1)]
+# drafts badly (mostly rejections). tau=0 always drafts gamma tokens; gamma=1 drafts one;
+# tau=None is the speculation controller, which mixes plain steps and cycles.
+SETTINGS = [("shallow", 0.6, 6), ("deep", 0.0, 4), ("deep", 0.6, 6), ("shallow", 0.0, 1), ("deep", 0.0, 1),
+            ("shallow", None, 6), ("deep", None, 4)]
 
 
 def exit_layers(lm: KangarooLM) -> dict[str, int]:
@@ -46,7 +48,7 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
         plain = lm.generate(prompt, N_NEW, speculative=False)
         lm.reset()
         spec = lm.generate(prompt, N_NEW, speculative=True, tau=tau, gamma=gamma)
-        assert spec.stats["speculative"] and spec.stats["cycles"] > 0
+        assert spec.stats["speculative"] and spec.stats["cycles"] + spec.stats["plain_steps"] > 0
         assert spec.token_ids == plain.token_ids, (q["question_id"], kind, tau, gamma)
         assert spec.finish_reason == plain.finish_reason
         assert spec.stats["drafted"] >= spec.stats["cycles"]
@@ -58,20 +60,45 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
     assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
 
 
-def test_stats_are_consistent(smollm, adapters):
+@pytest.mark.parametrize("tau", [0.0, None])
+def test_stats_are_consistent(smollm, adapters, tau):
     smollm.load_adapter(adapters["smollm"]["deep"])
-    r = smollm.generate(chat_prompt(smollm, load_questions(1)[0]), 64, tau=0.0, gamma=4)
+    r = smollm.generate(chat_prompt(smollm, load_questions(1)[0]), 64, tau=tau, gamma=4)
     s = r.stats
+    assert s["tau"] == ("auto" if tau is None else tau)
     assert sum(s["accepted_hist"]) == s["cycles"]
     assert sum(a * n for a, n in enumerate(s["accepted_hist"])) == s["accepted"]
     assert s["accepted"] <= s["drafted"]
     # a cycle adds its accepted drafts, plus the model's own token when it rejected one
     cycle_tokens = round(s["mean_accepted"] * s["cycles"])
     assert s["accepted"] <= cycle_tokens <= s["accepted"] + s["cycles"]
-    # the first token comes from the prompt's forward pass
+    # the first token comes from the prompt's forward pass; the controller's plain steps add one each
     if r.finish_reason == "length":
-        assert len(r.token_ids) == 1 + cycle_tokens
-    assert s["draft_seconds"] > 0 and s["verify_seconds"] > 0
+        assert len(r.token_ids) == 1 + cycle_tokens + s["plain_steps"]
+    if tau is not None:
+        assert s["plain_steps"] == 0
+    if s["cycles"]:
+        assert s["draft_seconds"] > 0 and s["verify_seconds"] > 0
+
+
+def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path):
+    """Random adapter weights: drafts are essentially never right, so every cycle costs more
+    than the plain step it replaces. The controller must notice and decode plainly, trying a
+    draft only now and then."""
+    smollm.load_adapter(make_adapter(smollm, tmp_path / "random.gguf", 2, init="random"))
+    prompt = chat_prompt(smollm, load_questions(4)[3])
+    smollm.reset()
+    plain = smollm.generate(prompt, 128, speculative=False)
+    smollm.reset()
+    r = smollm.generate(prompt, 128)
+    assert r.token_ids == plain.token_ids
+    s = r.stats
+    assert s["tau"] == "auto"
+    assert s["plain_steps"] > 3 * s["cycles"], s
+    model = smollm.engine.kangaroo_cost_model()
+    assert model["plain_seconds"] > 0 and model["draft_step_seconds"] > 0
+    # what it learned about the drafts: confident or not, they were wrong
+    assert sum(model["drafts_by_confidence"]) >= s["cycles"]
 
 
 def test_plain_continuation_after_kangaroo_uses_consistent_caches(smollm, adapters):

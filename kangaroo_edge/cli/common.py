@@ -98,7 +98,9 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speculation (Kangaroo; used when an adapter is loaded)")
     g.add_argument("--no-spec", action="store_true", help="plain decoding even when an adapter is loaded")
     g.add_argument("--tau", type=float_in(0.0, 1.0), default=None,
-                   help="stop drafting when the draft's top-1 probability falls below this (default: the adapter's)")
+                   help="a fixed threshold: stop drafting when the draft's top-1 probability falls below it "
+                        "(default: auto, a controller that measures what drafts cost and earn on this "
+                        "machine and drafts only when it pays)")
     g.add_argument("--gamma", type=positive_int, default=None,
                    help="maximum drafted tokens per cycle (default: the adapter's)")
 

@@ -1,0 +1,125 @@
+#include "speculation_controller.h"
+
+#include <algorithm>
+
+namespace ke {
+
+namespace {
+// Running averages weigh recent steps (context grows, other processes come and go) but smooth
+// single-step noise.
+constexpr double COST_SMOOTHING = 0.1;
+// The cycle-gain average spans ~8 cycles: single cycles are all-or-nothing (a rejected first
+// draft always loses a little, an accepted run wins a lot), so no single one should decide.
+constexpr double GAIN_SMOOTHING = 0.125;
+// Pseudo-observations that pull a sparsely seen confidence bin towards the confidence itself.
+constexpr double PRIOR_WEIGHT = 4.0;
+// Until measured, one more verified row is assumed to cost this fraction of a plain step (a
+// batch of 4 costs ~2x one token on a 2-core CPU, less on GPUs).
+constexpr double DEFAULT_ROW_COST = 0.3;
+}  // namespace
+
+// ---- StepCosts ---------------------------------------------------------------------------------
+
+void StepCosts::update(double & avg, int & n, double s) {
+    avg = n == 0 ? s : avg + COST_SMOOTHING * (s - avg);
+    n += 1;
+}
+
+void StepCosts::record_plain(double s) {
+    recent_plain_[n_plain_ % PLAIN_WINDOW] = s;
+    n_plain_ += 1;
+    std::array<double, PLAIN_WINDOW> sorted = recent_plain_;
+    const int n = std::min(n_plain_, PLAIN_WINDOW);
+    std::nth_element(sorted.begin(), sorted.begin() + n / 2, sorted.begin() + n);
+    plain_ = sorted[n / 2];
+}
+
+void StepCosts::record_verify(int k, double s) {
+    if (k < 1 || k > MAX_K) return;
+    update(verify_[k], n_verify_[k], s);
+}
+
+double StepCosts::verify(int k) const {
+    k = std::clamp(k, 1, MAX_K);
+    if (n_verify_[k] > 0) return verify_[k];
+    for (int j = k - 1; j >= 1; --j) {
+        if (n_verify_[j] > 0) return verify_[j] + (k - j) * DEFAULT_ROW_COST * plain_;
+    }
+    return plain_ * (1.0 + (k - 1) * DEFAULT_ROW_COST);
+}
+
+// ---- AcceptanceCalibration ---------------------------------------------------------------------
+
+int AcceptanceCalibration::bin(float confidence) {
+    return std::clamp((int) (confidence * BINS), 0, BINS - 1);
+}
+
+void AcceptanceCalibration::record(float confidence, bool accepted) {
+    const int b = bin(confidence);
+    seen_[b] += 1;
+    accepted_[b] += accepted ? 1 : 0;
+}
+
+double AcceptanceCalibration::predict(float confidence) const {
+    const int b = bin(confidence);
+    const double prior = std::clamp((double) confidence, 0.0, 1.0);
+    return (accepted_[b] + PRIOR_WEIGHT * prior) / (seen_[b] + PRIOR_WEIGHT);
+}
+
+std::vector<double> AcceptanceCalibration::table() const {
+    std::vector<double> t(BINS);
+    for (int b = 0; b < BINS; ++b) t[b] = predict((b + 0.5f) / BINS);
+    return t;
+}
+
+// ---- SpeculationController ---------------------------------------------------------------------
+
+void SpeculationController::begin_generation() {
+    // Costs, calibration and the gain estimate carry over (same machine, same adapter); a
+    // generation that starts while speculation is off probes soon, its content may suit it.
+    if (!on_) plain_left_ = std::min(plain_left_, MIN_BACKOFF);
+}
+
+bool SpeculationController::should_speculate() {
+    if (!costs_.knows_plain()) return false;  // a few plain steps first: the yardstick
+    if (on_) return ++steps_on_ % REMEASURE_EVERY != 0;
+    if (plain_left_ > 0) return false;
+    probing_ = true;
+    stats_.probes += 1;
+    return true;
+}
+
+void SpeculationController::record_plain(double seconds) {
+    costs_.record_plain(seconds);
+    stats_.plain_steps += 1;
+    if (plain_left_ > 0) plain_left_ -= 1;
+}
+
+void SpeculationController::record_cycle(int tokens, double seconds) {
+    const double g = tokens * costs_.plain() - seconds;  // > 0: faster than plain decoding
+    gain_ += GAIN_SMOOTHING * (g - gain_);
+    const bool was_probe = probing_;
+    probing_ = false;
+    if (gain_ >= 0.0) {
+        if (was_probe) backoff_ = MIN_BACKOFF;
+        on_ = true;
+        return;
+    }
+    if (on_) {
+        on_ = false;
+        stats_.switches_off += 1;
+    } else {
+        backoff_ = std::min(2 * backoff_, MAX_BACKOFF);  // another losing probe: wait longer
+    }
+    plain_left_ = backoff_;
+}
+
+bool SpeculationController::draft_more(int k, double p_all) const {
+    if (k >= StepCosts::MAX_K) return false;
+    // One more draft adds an expected p_all tokens (it counts only if all k so far are right),
+    // each worth a plain step; it costs a draft step and one more verified row.
+    const double extra_cost = costs_.draft_step() + costs_.verify(k + 1) - costs_.verify(k);
+    return p_all * costs_.plain() > extra_cost;
+}
+
+}  // namespace ke
