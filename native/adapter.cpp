@@ -1,6 +1,8 @@
 #include "adapter.h"
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "error.h"
 #include "graph.h"
@@ -85,8 +87,33 @@ Adapter::Adapter(const std::string & path, const Model & model, Backends & backe
     attn_.bv = add("adapter.attn_v.bias", n_kv, 0, false, GGML_OP_ADD);
     attn_.wo = add("adapter.attn_output.weight", n_q, hp.n_embd, true, GGML_OP_MUL_MAT);
     output_norm_ = add("adapter.output_norm.weight", hp.n_embd, 0, true, GGML_OP_MUL);
+    if (f.has_key("kangaroo.draft.vocab")) load_draft_vocab(f, backends);
     weights_.allocate();
     for (auto & [name, t] : to_load) f.load_tensor(name, t);
+    if (draft_head_) {
+        // the rows come from the base model's file, in its own (quantized) type
+        GgufFile base(model.path());
+        base.load_tensor_rows(base.find_tensor("output.weight") ? "output.weight" : "token_embd.weight", draft_vocab_,
+                              draft_head_);
+    }
+}
+
+void Adapter::load_draft_vocab(const GgufFile & f, Backends & backends) {
+    const int n_vocab = model_.hparams().n_vocab;
+    draft_vocab_ = f.get_i32_array("kangaroo.draft.vocab");
+    std::vector<int32_t> sorted = draft_vocab_;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted.empty() || sorted.front() < 0 || sorted.back() >= n_vocab ||
+        std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+        throw EngineError(format("adapter '%s': kangaroo.draft.vocab must list distinct token ids in [0, %d)",
+                                 path_.c_str(), n_vocab));
+    }
+    // a tensor description shaped like the head's selected rows, for the buffer-type choice
+    ggml_init_params params = {ggml_tensor_overhead(), nullptr, true};
+    std::unique_ptr<ggml_context, void (*)(ggml_context *)> meta(ggml_init(params), ggml_free);
+    ggml_tensor * like = ggml_new_tensor_2d(meta.get(), model_.output->type, model_.hparams().n_embd,
+                                            (int64_t) draft_vocab_.size());
+    draft_head_ = weights_.create(backends.weight_buffer_type(like, GGML_OP_MUL_MAT), "adapter.draft_head", like);
 }
 
 ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv) {

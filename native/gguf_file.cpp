@@ -199,4 +199,45 @@ void GgufFile::load_tensor(const std::string & name, ggml_tensor * dst) const {
     ggml_backend_tensor_set(dst, staging.data(), 0, nbytes);
 }
 
+std::vector<int32_t> GgufFile::get_i32_array(const std::string & key) const {
+    const int64_t id = key_id(key);
+    if (id < 0) fail_key(key, "is missing");
+    if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) fail_key(key, "is not an array");
+    const enum gguf_type t = gguf_get_arr_type(gguf_, id);
+    if (t != GGUF_TYPE_INT32 && t != GGUF_TYPE_UINT32) fail_key(key, "is not an array of 32-bit integers");
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    const auto * data = (const int32_t *) gguf_get_arr_data(gguf_, id);
+    std::vector<int32_t> out(data, data + n);
+    if (t == GGUF_TYPE_UINT32) {
+        for (int32_t v : out) if (v < 0) fail_key(key, "has an element out of range");
+    }
+    return out;
+}
+
+void GgufFile::load_tensor_rows(const std::string & name, const std::vector<int32_t> & rows, ggml_tensor * dst) const {
+    const ggml_tensor * src = find_tensor(name);
+    const int64_t id = gguf_find_tensor(gguf_, name.c_str());
+    if (!src || id < 0) throw EngineError(format("'%s': tensor '%s' is missing", path_.c_str(), name.c_str()));
+    const size_t row_bytes = ggml_row_size(src->type, src->ne[0]);
+    if (dst->type != src->type || dst->ne[0] != src->ne[0] || dst->ne[1] != (int64_t) rows.size() ||
+        ggml_nbytes(dst) != row_bytes * rows.size()) {
+        throw EngineError(format("'%s': rows of tensor '%s' do not fit the destination", path_.c_str(), name.c_str()));
+    }
+    std::unique_ptr<FILE, int (*)(FILE *)> f(fopen(path_.c_str(), "rb"), fclose);
+    if (!f) throw EngineError(format("cannot open '%s': %s", path_.c_str(), strerror(errno)));
+    const uint64_t base = gguf_get_data_offset(gguf_) + gguf_get_tensor_offset(gguf_, id);
+    std::vector<uint8_t> staging(row_bytes * rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i] < 0 || rows[i] >= src->ne[1]) {
+            throw EngineError(format("'%s': row %d of tensor '%s' is out of range [0, %lld)", path_.c_str(), rows[i],
+                                     name.c_str(), (long long) src->ne[1]));
+        }
+        if (fseeko(f.get(), (off_t) (base + (uint64_t) rows[i] * row_bytes), SEEK_SET) != 0 ||
+            fread(staging.data() + i * row_bytes, 1, row_bytes, f.get()) != row_bytes) {
+            throw EngineError(format("'%s' is truncated while reading tensor '%s'", path_.c_str(), name.c_str()));
+        }
+    }
+    ggml_backend_tensor_set(dst, staging.data(), 0, staging.size());
+}
+
 }  // namespace ke

@@ -33,6 +33,7 @@ public:
     float get_f32(const std::string & key, float fallback) const;
     bool get_bool(const std::string & key, bool fallback) const;
     std::vector<std::string> get_str_array(const std::string & key) const;
+    std::vector<int32_t> get_i32_array(const std::string & key) const;  // int32 or uint32 elements
 
     // nullptr if absent
     ggml_tensor * find_tensor(const std::string & name) const;
@@ -43,6 +44,9 @@ public:
 
     // Copies the data of file tensor `name` into `dst` (already in a backend buffer), in chunks.
     void load_tensor(const std::string & name, ggml_tensor * dst) const;
+    // Copies the listed rows (each in [0, ne1)) of 2-D file tensor `name` into `dst`, a tensor of
+    // the same type and row length with one row per entry.
+    void load_tensor_rows(const std::string & name, const std::vector<int32_t> & rows, ggml_tensor * dst) const;
 
 private:
     void check_tensor_bounds() const;

@@ -16,12 +16,18 @@ double now_seconds() {
 
 // norm(max(0, p - q)): where speculative sampling draws from after rejecting a draft.
 Distribution residual(const Distribution & p, const Distribution & q) {
+    // q as a dense table: p and q may each cover the whole vocabulary
+    int32_t max_id = 0;
+    for (int32_t id : q.ids) max_id = std::max(max_id, id);
+    std::vector<float> q_dense((size_t) max_id + 1, 0.0f);
+    for (size_t i = 0; i < q.ids.size(); ++i) q_dense[q.ids[i]] = q.probs[i];
     Distribution r;
     double z = 0.0;
     for (size_t i = 0; i < p.ids.size(); ++i) {
-        const float w = std::max(0.0f, p.probs[i] - q.prob_of(p.ids[i]));
+        const int32_t id = p.ids[i];
+        const float w = std::max(0.0f, p.probs[i] - (id <= max_id ? q_dense[id] : 0.0f));
         if (w > 0.0f) {
-            r.ids.push_back(p.ids[i]);
+            r.ids.push_back(id);
             r.probs.push_back(w);
             z += w;
         }
@@ -36,7 +42,7 @@ Distribution residual(const Distribution & p, const Distribution & q) {
 // ---- drafting --------------------------------------------------------------------------------
 
 AdapterDrafter::AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter)
-    : model_(model), runner_(runner), model_kv_(model_kv), adapter_(adapter), logits_(model.hparams().n_vocab) {}
+    : model_(model), runner_(runner), model_kv_(model_kv), adapter_(adapter), logits_(adapter.draft_vocab_size()) {}
 
 void AdapterDrafter::prefill(const float * hidden, int n, int pos0) {
     GraphKey key;
@@ -71,9 +77,10 @@ void AdapterDrafter::logits(const float * hidden, int n, int pos0, float * out) 
 Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,
                             const SamplingParams & sampling, Sampler & sampler) {
     const int n_embd = model_.hparams().n_embd;
-    const int n_vocab = model_.hparams().n_vocab;
+    const int n_rows = adapter_.draft_vocab_size();
+    const std::vector<int32_t> & vocab = adapter_.draft_vocab();  // row -> token id (empty: identity)
     const int N = exit_layer();
-    // One graph per step: token -> layers [0, N) -> h (kept for verification) -> adapter -> LM head.
+    // One graph per step: token -> layers [0, N) -> h (kept for verification) -> adapter -> draft head.
     GraphKey key;
     key.kind = KIND_DRAFT_STEP;
     key.spec = {0, N, 1, 1, Output::Logits};
@@ -92,17 +99,21 @@ Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, const Keep
         GraphBody body = [&m, &kv, &adapter, N, n_kv](GraphBuilder & b, const StepInputs & in) {
             ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
             ggml_tensor * z = adapter.build(b, h, in, n_kv);
-            return std::vector<ggml_tensor *>{h, ggml_mul_mat(b.ctx(), m.output, z)};
+            return std::vector<ggml_tensor *>{h, ggml_mul_mat(b.ctx(), adapter.draft_head(), z)};
         };
         runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), &x, nullptr, pos + i,
                     {d.hidden.data() + (size_t) i * n_embd, logits_.data()});
 
         int32_t top;
-        const float confidence = top1_probability(logits_.data(), n_vocab, &top);
-        int32_t t = top;
+        const float confidence = top1_probability(logits_.data(), n_rows, &top);
+        int32_t t = vocab.empty() ? top : vocab[top];
         if (!sampling.greedy()) {
-            d.q.push_back(make_distribution(logits_.data(), n_vocab, sampling));
-            t = sampler.sample(d.q.back());
+            // q over the draft vocabulary; tokens outside it have q = 0, which speculative
+            // sampling handles exactly (they can only come from the residual distribution)
+            Distribution q = make_distribution(logits_.data(), n_rows, sampling);
+            if (!vocab.empty()) for (int32_t & id : q.ids) id = vocab[id];
+            t = sampler.sample(q);
+            d.q.push_back(std::move(q));
         }
         d.tokens.push_back(t);
         d.confidence.push_back(confidence);

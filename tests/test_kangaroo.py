@@ -18,9 +18,11 @@ N_NEW = 128
 # (exit layer, tau, gamma) cycled over the prompts. An exit just below the last layer with the
 # model's own attention block drafts well (many multi-token acceptances); an exit at layer 2
 # drafts badly (mostly rejections). tau=0 always drafts gamma tokens; gamma=1 drafts one;
-# tau=None is the speculation controller, which mixes plain steps and cycles.
+# tau=None is the speculation controller, which mixes plain steps and cycles. "deep-vocab"
+# drafts from every other token id only (an FR-Spec draft head): its drafts are often not even
+# proposable, yet the output must not change.
 SETTINGS = [("shallow", 0.6, 6), ("deep", 0.0, 4), ("deep", 0.6, 6), ("shallow", 0.0, 1), ("deep", 0.0, 1),
-            ("shallow", None, 6), ("deep", None, 4)]
+            ("shallow", None, 6), ("deep", None, 4), ("deep-vocab", 0.0, 4)]
 
 
 def exit_layers(lm: KangarooLM) -> dict[str, int]:
@@ -33,6 +35,8 @@ def adapters(tmp_path_factory, smollm, qwen) -> dict:
     for name, lm in (("smollm", smollm), ("qwen", qwen)):
         d = tmp_path_factory.mktemp(f"adapters-{name}")
         out[name] = {kind: make_adapter(lm, d / f"{kind}.gguf", layer) for kind, layer in exit_layers(lm).items()}
+        out[name]["deep-vocab"] = make_adapter(lm, d / "deep-vocab.gguf", exit_layers(lm)["deep"],
+                                               draft_vocab=range(0, lm.engine.n_vocab, 2))
     return out
 
 
@@ -180,3 +184,10 @@ def test_bad_tau_gamma(smollm, adapters):
     for kw in ({"tau": -0.1}, {"tau": 1.01}, {"gamma": 0}, {"gamma": -2}):
         with pytest.raises(ValueError):
             smollm.generate("Hi", 4, **kw)
+
+
+def test_draft_vocabulary_outside_the_model_is_rejected(smollm, tmp_path):
+    n_vocab = smollm.engine.n_vocab
+    bad = make_adapter(smollm, tmp_path / "vocab.gguf", 2, draft_vocab=[0, 1, n_vocab + 5])
+    with pytest.raises(EngineError, match=r"kangaroo\.draft\.vocab must list distinct token ids in \[0, "):
+        smollm.load_adapter(bad)

@@ -77,6 +77,19 @@ def chi_square_pvalue(counts: dict, expected: dict, n: int) -> float:
     return float(scipy_stats.chisquare(obs, exp).pvalue)
 
 
+def sample_first_two(lm: KangarooLM, prompt: list[int]) -> dict[tuple[int, int], int]:
+    """Counts of (t1, t2) over N_SAMPLES seeds; t2 comes from a one-draft Kangaroo cycle."""
+    counts: dict[tuple[int, int], int] = {}
+    rejected = 0
+    for seed in range(N_SAMPLES):
+        r = lm.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1)
+        key = tuple(r.token_ids)
+        counts[key] = counts.get(key, 0) + 1
+        rejected += r.stats["accepted"] == 0
+    assert 0 < rejected < N_SAMPLES  # both branches (accept, resample from the residual) ran
+    return counts
+
+
 def test_speculative_sampling_matches_model_distribution(tiny):
     prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
     p1, p2, q2 = conditionals(tiny, prompt)
@@ -85,14 +98,7 @@ def test_speculative_sampling_matches_model_distribution(tiny):
     tv = np.mean([sum(abs(p2[t].get(x, 0) - q2[t].get(x, 0)) for x in set(p2[t]) | set(q2[t])) / 2 for t in p1])
     assert tv > 0.2
 
-    counts: dict[tuple[int, int], int] = {}
-    rejected = 0
-    for seed in range(N_SAMPLES):
-        r = tiny.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1)
-        key = tuple(r.token_ids)
-        counts[key] = counts.get(key, 0) + 1
-        rejected += r.stats["accepted"] == 0
-    assert 0 < rejected < N_SAMPLES  # both branches (accept, resample from the residual) ran
+    counts = sample_first_two(tiny, prompt)
     assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
 
     # Negative control: as many draws from a subtly wrong rule fail the same test.
@@ -102,3 +108,24 @@ def test_speculative_sampling_matches_model_distribution(tiny):
     draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
     wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
     assert chi_square_pvalue(wrong_counts, exact, N_SAMPLES) < ALPHA
+
+
+def test_draft_vocabulary_keeps_the_distribution(tiny, tmp_path):
+    """FR-Spec: the draft head scores only a subset of tokens, so q is 0 outside it. Tokens the
+    model likes but the draft cannot propose must still come out at their exact rate (through
+    the residual norm(max(0, p - q)))."""
+    prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    p1, p2, q2 = conditionals(tiny, prompt)
+    # after every first token, leave out a second token the model may pick but the draft rarely
+    # proposes (so that drafts and model still agree sometimes and both branches run)
+    banned = {min(p2[t1], key=lambda x: q2[t1].get(x, 0.0)) for t1 in p1}
+    vocab = [t for t in range(tiny.engine.n_vocab) if t not in banned]
+    default_adapter = tiny.engine.adapter_info["path"]
+    tiny.load_adapter(make_adapter(tiny, tmp_path / "vocab-adapter.gguf", exit_layer=1, init="random", seed=4,
+                                   random_std=0.15, draft_vocab=vocab))
+    try:
+        counts = sample_first_two(tiny, prompt)
+    finally:
+        tiny.load_adapter(default_adapter)
+    assert sum(c for (t1, t2), c in counts.items() if t2 in banned) > 0
+    assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA

@@ -101,6 +101,10 @@ def test_smoke_pipeline_writes_a_loadable_adapter(smoke_run, lm):
     assert meta.fingerprint == lm.engine.fingerprint
     assert (meta.tau, meta.gamma) == (pytest.approx(0.6), 6)
     assert tensors["adapter.attn_q.weight"].shape[1] == lm.engine.n_embd
+    # the draft head scores the tokens the answers used (all of them: fewer than 8192) and the
+    # end-of-turn token
+    answer_tokens = {t for r in responses for t in r["response_token_ids"]}
+    assert set(meta.draft_vocab) == answer_tokens | {lm.engine.eos}
 
     history = json.loads((work / "adapter.metrics.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]

@@ -156,3 +156,24 @@ def chart(result: dict[str, Any], path: str) -> None:
 
 
 __all__ = ["summarize", "markdown", "chart"]
+
+
+def cost_model_text(cm: Optional[dict]) -> str:
+    """The speculation controller's measurements and the drafting rule they imply (bench --tune)."""
+    if not cm:
+        return "speculation controller: nothing measured (no adapter loaded, or Kangaroo not run)"
+    plain, draft = cm["plain_seconds"], cm["draft_step_seconds"]
+    verify = cm["verify_seconds"]
+    lines = ["speculation controller, measured on this machine:",
+             f"  plain step {plain * 1e3:.2f} ms; draft step {draft * 1e3:.2f} ms ({draft / plain:.2f}x plain)",
+             "  verify k tokens: " + ", ".join(f"k={k + 1} {v / plain:.2f}x" for k, v in enumerate(verify[:8]))]
+    bins = len(cm["acceptance_by_confidence"])
+    lines.append("  draft accuracy by confidence (drafts seen): " + ", ".join(
+        f"{b / bins:.2f}-{(b + 1) / bins:.2f} {a:.2f} ({n})"
+        for b, (a, n) in enumerate(zip(cm["acceptance_by_confidence"], cm["drafts_by_confidence"])) if n))
+    # one more draft pays when P(it and all before are right) x plain > draft + one more verified row
+    extra = draft + verify[1] - verify[0]
+    need = extra / plain
+    lines.append(f"  a second draft pays when P(both drafts right) > {need:.2f}"
+                 + ("  (never: more than certain)" if need >= 1 else ""))
+    return "\n".join(lines)

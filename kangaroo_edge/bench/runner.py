@@ -105,13 +105,15 @@ _OWN_TIMING_KEYS = {"prompt_token_ids", "n_prompt_tokens", "n_tokens", "prompt_s
 class OursSystem:
     """Our engine through the public API (speculative=False: plain; True: Kangaroo)."""
 
-    def __init__(self, lm: Any, speculative: bool):
+    def __init__(self, lm: Any, speculative: bool, tau: Optional[float] = None, gamma: Optional[int] = None):
         self.lm = lm
         self.speculative = speculative
+        self.tau, self.gamma = tau, gamma  # tau None: the speculation controller
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
         self.lm.engine.truncate(0)  # no prefix reuse across systems: every prefill is a full one
-        r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative)
+        r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative,
+                             tau=self.tau, gamma=self.gamma)
         s = r.stats
         # every counter the engine reports (speculative, cycles, drafted, accepted, mean_accepted,
         # accepted_hist, draft/verify seconds, fallback reason ...), whatever it grows into
@@ -232,6 +234,8 @@ class BenchConfig:
     n_ctx: Optional[int] = None  # None: the longest prompt + max_new_tokens, rounded up
     device: str = "cpu"
     systems: tuple[str, ...] = SYSTEMS
+    tau: Optional[float] = None   # Kangaroo: None = the speculation controller, else a fixed threshold
+    gamma: Optional[int] = None   # Kangaroo: most drafts per cycle (None: the adapter's)
 
 
 def machine_info() -> dict[str, Any]:
@@ -292,7 +296,7 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         elif name == OURS_PLAIN:
             systems[name] = OursSystem(lm, speculative=False)
         elif name == OURS_KANGAROO:
-            systems[name] = OursSystem(lm, speculative=True)
+            systems[name] = OursSystem(lm, speculative=True, tau=cfg.tau, gamma=cfg.gamma)
         else:
             raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
         load_seconds.setdefault(name, time.perf_counter() - t)
@@ -320,6 +324,8 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         "model": {k: v for k, v in lm.info().items()},
         "load_seconds": load_seconds,
         "kangaroo_fallback": _fallback(per_question),
+        # what the speculation controller measured over the run (None: no adapter, or not run)
+        "cost_model": lm.engine.kangaroo_cost_model() if OURS_KANGAROO in systems and lm.engine.has_adapter else None,
         "questions": per_question,
     }
 

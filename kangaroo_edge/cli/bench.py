@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import UserError, non_negative_int, positive_int
+from .common import UserError, float_in, non_negative_int, positive_int
 
 DEFAULT_MAX_NEW_TOKENS = 128
 DEFAULT_THREADS = 2  # explicit and equal on every side, for reproducible numbers
@@ -45,6 +45,13 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                    help="write every per-question measurement, the summary, config and machine info as JSON")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the summary table as Markdown (it is also printed)")
     p.add_argument("--chart", default=None, metavar="FILE", help="write a PNG chart of the speedup per category")
+    p.add_argument("--tau", type=float_in(0.0, 1.0), default=None,
+                   help="Kangaroo with a fixed confidence threshold (the paper's rule) instead of the "
+                        "speculation controller (default: the controller)")
+    p.add_argument("--gamma", type=positive_int, default=None, help="Kangaroo: most drafts per cycle (default: the adapter's)")
+    p.add_argument("--tune", action="store_true",
+                   help="after the run, print what the speculation controller measured on this machine "
+                        "(step costs, draft accuracy by confidence) and the settings it implies")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -73,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = runner.BenchConfig(questions=args.questions, model=args.model, adapter=args.adapter, threads=args.threads,
                              max_new_tokens=args.max_new_tokens, limit=args.limit, categories=_split(args.categories),
-                             n_ctx=args.ctx_size or None, device=args.device, systems=systems)
+                             n_ctx=args.ctx_size or None, device=args.device, systems=systems,
+                             tau=args.tau, gamma=args.gamma)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -91,4 +99,6 @@ def main(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(table)
     if args.chart:
         report.chart(result, args.chart)
+    if args.tune:
+        print(report.cost_model_text(result.get("cost_model")))
     return 0

@@ -27,7 +27,7 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
-    from ..train.pipeline import DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_TAU, PRESETS
+    from ..train.pipeline import DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_TAU, DRAFT_VOCAB_SIZE, PRESETS
 
     p.add_argument("-m", "--model", default=None,
                    help="base GGUF model path or known name (default: the embedded SmolLM2-135M-Instruct)")
@@ -55,6 +55,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fit-device", default=None, help="torch device: cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"adapter's default confidence threshold (default {DEFAULT_TAU})")
     g.add_argument("--gamma", type=int, default=DEFAULT_GAMMA, help=f"adapter's default maximum drafts (default {DEFAULT_GAMMA})")
+    g.add_argument("--draft-vocab", type=int, default=DRAFT_VOCAB_SIZE,
+                   help="draft head size: the N tokens most frequent in the training answers (FR-Spec); "
+                        f"0 drafts over the whole vocabulary (default {DRAFT_VOCAB_SIZE})")
     g = p.add_argument_group("engine")
     g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX,
                    help=f"context size; prompt + response are cut to it (default {DEFAULT_N_CTX})")
@@ -77,13 +80,16 @@ def config_from_args(args: argparse.Namespace):
             raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     if not 0.0 <= args.tau <= 1.0:
         raise UserError(f"--tau must be in [0, 1], got {args.tau}")
+    if args.draft_vocab < 0:
+        raise UserError(f"--draft-vocab must be >= 0, got {args.draft_vocab}")
     if args.lr is not None and args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     return TrainConfig(exit_layer=args.exit_layer, model=args.model, out=args.out, workdir=args.workdir,
                        preset=args.preset, prompts_file=args.prompts_file, n_prompts=args.n_prompts,
                        max_new_tokens=args.max_new_tokens, sampled_fraction=args.sampled_fraction,
                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
-                       heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma, seed=args.seed,
+                       heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,
+                       draft_vocab=args.draft_vocab, seed=args.seed,
                        n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
                        fit_device=args.fit_device, progress=not args.no_progress)
 

@@ -37,7 +37,11 @@ class AdapterMeta:
     tau: float = DEFAULT_TAU
     gamma: int = DEFAULT_GAMMA
     name: str = "kangaroo adapter"
+    # FR-Spec draft vocabulary: the token ids the draft head scores (None: the whole vocabulary)
+    draft_vocab: tuple[int, ...] | None = None
 
+
+DRAFT_VOCAB_KEY = "kangaroo.draft.vocab"  # optional int32 array
 
 # metadata key -> (AdapterMeta field, value type)
 KEYS = {
@@ -104,6 +108,11 @@ def write_adapter_gguf(path: str | Path, tensors: dict[str, np.ndarray], meta: A
         value = getattr(meta, field)
         {GGUFValueType.STRING: writer.add_string, GGUFValueType.UINT32: writer.add_uint32,
          GGUFValueType.FLOAT32: writer.add_float32}[vtype](key, value)
+    if meta.draft_vocab is not None:
+        vocab = [int(t) for t in meta.draft_vocab]
+        if not vocab or min(vocab) < 0 or len(set(vocab)) != len(vocab):
+            raise ValueError("draft_vocab must be a non-empty list of distinct token ids")
+        writer.add_key_value(DRAFT_VOCAB_KEY, vocab, GGUFValueType.ARRAY, sub_type=GGUFValueType.INT32)
     proj_dtype = np.float16 if dtype == "f16" else np.float32
     for name, arr in tensors.items():
         is_projection = name.endswith(".weight") and name[len(PREFIX):-len(".weight")] in PROJECTIONS
@@ -133,6 +142,11 @@ def read_adapter_gguf(path: str | Path) -> tuple[AdapterMeta, dict[str, np.ndarr
         if f.types != [vtype]:
             raise ValueError(f"{path}: metadata key '{key}' has type {f.types}, expected {vtype.name}")
         values[field] = f.contents()
+    vocab = reader.fields.get(DRAFT_VOCAB_KEY)
+    if vocab is not None:
+        if vocab.types != [GGUFValueType.ARRAY, GGUFValueType.INT32]:
+            raise ValueError(f"{path}: metadata key '{DRAFT_VOCAB_KEY}' has type {vocab.types}, expected an INT32 array")
+        values["draft_vocab"] = tuple(int(t) for t in vocab.contents())
     meta = AdapterMeta(**values)
     if meta.base_arch not in ("llama", "qwen2"):
         raise ValueError(f"{path}: kangaroo.base.architecture {meta.base_arch!r} is not 'llama' or 'qwen2'")
@@ -168,7 +182,8 @@ def tensors_to_adapter_state(tensors: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def checkpoint_to_gguf(checkpoint: str | Path, base_model: str | Path, out: str | Path,
                        fingerprint: str | None = None, tau: float = DEFAULT_TAU, gamma: int = DEFAULT_GAMMA,
-                       dtype: str = "f16", name: str | None = None) -> AdapterMeta:
+                       dtype: str = "f16", name: str | None = None,
+                       draft_vocab: list[int] | None = None) -> AdapterMeta:
     """Turns a `kangaroo_edge.train.fit` checkpoint into an adapter GGUF. The base model supplies
     the metadata; the fingerprint defaults to the one recorded at training time."""
     from kangaroo_edge.train.base_model import model_fingerprint, read_base_model_info
@@ -186,7 +201,8 @@ def checkpoint_to_gguf(checkpoint: str | Path, base_model: str | Path, out: str 
         base_arch=info.arch, fingerprint=fingerprint or ckpt.get("fingerprint") or model_fingerprint(base_model),
         n_embd=info.n_embd, n_head=info.n_head, n_head_kv=info.n_head_kv, head_dim=info.head_dim,
         rms_eps=info.rms_eps, rope_freq_base=info.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma,
-        name=name or f"kangaroo adapter for {Path(base_model).stem}, exit layer {exit_layer}")
+        name=name or f"kangaroo adapter for {Path(base_model).stem}, exit layer {exit_layer}",
+        draft_vocab=tuple(draft_vocab) if draft_vocab is not None else None)
     write_adapter_gguf(out, adapter_state_to_tensors(ckpt["state_dict"]), meta, dtype)
     return meta
 

@@ -13,12 +13,13 @@ from .base_model import load_layer_attention
 
 
 def adapter_meta_for(engine, exit_layer: int, tau: float = 0.6, gamma: int = 6,
-                     fingerprint: str | None = None) -> AdapterMeta:
+                     fingerprint: str | None = None, draft_vocab=None) -> AdapterMeta:
     """Adapter metadata for the model loaded in `engine` (a kangaroo_edge native engine)."""
     e = engine
     return AdapterMeta(base_arch=e.arch, fingerprint=fingerprint or e.fingerprint, n_embd=e.n_embd,
                        n_head=e.n_head, n_head_kv=e.n_head_kv, head_dim=e.head_dim, rms_eps=e.rms_eps,
-                       rope_freq_base=e.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma)
+                       rope_freq_base=e.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma,
+                       draft_vocab=tuple(draft_vocab) if draft_vocab is not None else None)
 
 
 def write_initial_adapter(lm, path: Path, exit_layer: int, init: str = "layer", seed: int = 0,

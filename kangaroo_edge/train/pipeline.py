@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from .draft_vocab import DEFAULT_SIZE as DRAFT_VOCAB_SIZE
 from .prompts import run_prompts_stage, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class TrainConfig:
     shard_tokens: Optional[int] = None
     tau: float = DEFAULT_TAU
     gamma: int = DEFAULT_GAMMA
+    draft_vocab: int = DRAFT_VOCAB_SIZE   # FR-Spec draft head rows; 0: the full vocabulary
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
     n_threads: Optional[int] = None
@@ -194,9 +196,23 @@ class Pipeline:
         return report
 
     def run_fit(self):
-        report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma)
+        report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma,
+                                self.draft_vocab())
         self._record("fit", report)
         return report
+
+    def draft_vocab(self) -> Optional[list[int]]:
+        """The draft head's tokens, from the training answers' token counts (None: full head)."""
+        from .draft_vocab import frequent_tokens, token_counts
+
+        size = self.cfg.draft_vocab
+        if not size or size >= self.lm.engine.n_vocab:
+            return None
+        eos = [self.lm.engine.eos] if self.lm.engine.eos >= 0 else []
+        vocab, coverage = frequent_tokens(token_counts(self.workdir / "responses.jsonl"), size, eos)
+        logger.info("fit: draft vocabulary of %d tokens covers %.1f%% of the training answers' tokens",
+                    len(vocab), 100 * coverage)
+        return vocab
 
     def fit_config(self):
         from .fit import FitConfig
@@ -229,7 +245,8 @@ class FitReport:
         return self.epochs_done == 0 and not self.exported
 
 
-def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int) -> FitReport:
+def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int,
+                   draft_vocab: Optional[list[int]] = None) -> FitReport:
     """Trains (or resumes, or skips a finished) checkpoint, then writes the adapter GGUF unless an
     up-to-date one exists."""
     import time
@@ -257,7 +274,8 @@ def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int)
     exported = False
     if not out.exists() or out.stat().st_mtime < ckpt_path.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta = checkpoint_to_gguf(ckpt_path, fit_cfg.model, out, fingerprint=fingerprint, tau=tau, gamma=gamma)
+        meta = checkpoint_to_gguf(ckpt_path, fit_cfg.model, out, fingerprint=fingerprint, tau=tau, gamma=gamma,
+                                  draft_vocab=draft_vocab)
         exported = True
         logger.info("fit: wrote %s (exit layer %d, tau %.2f, gamma %d, base %s)", out, meta.exit_layer, tau, gamma,
                     meta.fingerprint)
