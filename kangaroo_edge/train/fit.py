@@ -63,6 +63,9 @@ class FitConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     grad_clip: float = DEFAULT_GRAD_CLIP
     heldout_frac: float = DEFAULT_HELDOUT_FRAC
+    # train on this fraction of the training sequences (the held-out set stays the same): for
+    # learning curves against data size
+    train_fraction: float = 1.0
     chunk: int = DEFAULT_CHUNK
     init: str = "layer"             # "layer": copy a base layer's attention; "random"
     init_layer: int | None = None   # default: the exit layer (the block the adapter stands in for)
@@ -213,6 +216,9 @@ def build_adapter(cfg: FitConfig, reader: GGUFReader, acfg: AdapterConfig, exit_
 
 def make_loaders(shards: FeatureShards, cfg: FitConfig, d: Dist):
     train_ids, held_ids = shards.split(cfg.heldout_frac, cfg.seed)
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    train_ids = train_ids[:max(1, round(len(train_ids) * cfg.train_fraction))]
     train_ds = SequenceDataset(shards, train_ids, cfg.max_len)
     held_ds = SequenceDataset(shards, held_ids, cfg.max_len)
     if len(train_ds) == 0 or len(held_ds) == 0:
@@ -350,6 +356,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
     p.add_argument("--grad-clip", type=float, default=DEFAULT_GRAD_CLIP)
     p.add_argument("--heldout-frac", type=float, default=DEFAULT_HELDOUT_FRAC)
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train on this fraction of the training sequences, same held-out set (learning curves)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="positions per LM-head chunk")
     p.add_argument("--init", choices=("layer", "random"), default="layer",
                    help="start from a base layer's attention weights, or random")
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FitConfig(features=a.features, model=a.model, out=a.out, exit_layer=a.exit_layer, lr=a.lr,
                     epochs=a.epochs, batch_size=a.batch_size, max_len=a.max_len, warmup_ratio=a.warmup_ratio,
                     min_lr_ratio=a.min_lr_ratio, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
-                    heldout_frac=a.heldout_frac, chunk=a.chunk, init=a.init, init_layer=a.init_layer,
+                    heldout_frac=a.heldout_frac, train_fraction=a.train_fraction, chunk=a.chunk, init=a.init, init_layer=a.init_layer,
                     seed=a.seed, resume=not a.fresh, device=a.device, num_workers=a.num_workers,
                     progress=not a.no_progress)
     try:
