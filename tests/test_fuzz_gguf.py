@@ -69,3 +69,25 @@ def test_adapter_with_f16_projections_loads(tmp_path, lm_and_adapter):
     for path in (f32, f16):
         lm.load_adapter(path)
         assert lm.generate("Hi", max_tokens=4).stats["speculative"] is True
+
+
+def with_string_byte(data: bytes, key: str, index: int, byte: int) -> bytes:
+    """data with byte `index` of the string value of metadata `key` replaced."""
+    at = data.index(key.encode()) + len(key) + 4 + 8  # past the key, the u32 value type, the u64 length
+    out = bytearray(data)
+    out[at + index] = byte
+    return bytes(out)
+
+
+def test_metadata_that_is_not_utf8(tmp_path, smollm_path):
+    # the error quotes the bad architecture name: it must arrive as an EngineError, not as a
+    # UnicodeDecodeError raised while building the message
+    bad = tmp_path / "arch.gguf"
+    bad.write_bytes(with_string_byte(smollm_path.read_bytes(), "general.architecture", 2, 0xFF))
+    with pytest.raises(EngineError, match="arch\\.gguf.*unsupported architecture 'll\ufffdma'"):
+        load(bad)
+    named = tmp_path / "name.gguf"
+    named.write_bytes(with_string_byte(smollm_path.read_bytes(), "general.name", 0, 0xFF))
+    lm = load(named)
+    assert lm.info()["name"].startswith("\ufffd")
+    assert lm.generate("Hi", max_tokens=2).token_ids
