@@ -249,7 +249,8 @@ def _child(target: str, model: Path, mutated: Path, report: Path, stderr_path: P
         os.environ["GGML_NO_BACKTRACE"] = "1"  # ggml would run gdb on itself when it aborts
         fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 2)
-        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+        if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan reserves terabytes of shadow
+            resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
         from kangaroo_edge import KangarooLM
         result: dict = {}
         try:
