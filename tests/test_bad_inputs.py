@@ -110,6 +110,7 @@ def test_empty_prompts_of_every_kind(lm, prompt):
     ({"tau": float("-inf")}, "tau"),
     ({"tau": -0.1}, "tau"),
     ({"tau": "0.5"}, "tau"),
+    ({"tau": True}, "tau"),
     ({"gamma": -1}, "gamma"),
     ({"gamma": -(2 ** 40)}, "gamma"),
     ({"gamma": 2.5}, "gamma"),
