@@ -308,7 +308,7 @@ def verdict(res: dict, rss_limit_mb: int) -> Optional[str]:
     return None
 
 
-def make_adapter_file(model: Path, dst: Path, workdir: Path) -> None:
+def make_adapter_file(model: Path, dst: Path) -> None:
     """The reference adapter, written in a child (it needs a loaded model)."""
     pid = os.fork()
     if pid == 0:
@@ -330,7 +330,7 @@ def fuzz(n_cases: int, seed: int, model: Path, workdir: Path, only: Optional[int
          keep: Optional[Path] = None, log=print) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     adapter = workdir / "adapter.gguf"
-    make_adapter_file(model, adapter, workdir)
+    make_adapter_file(model, adapter)
     sources = {"model": model.read_bytes(), "adapter": adapter.read_bytes()}
     layouts = {k: walk(v) for k, v in sources.items()}
     mutated = workdir / "mutated.gguf"
