@@ -74,6 +74,7 @@ Adapter::Adapter(const std::string & path, const Model & model, Backends & backe
         if (file_t->type != GGML_TYPE_F32 && file_t->type != GGML_TYPE_F16) {
             throw EngineError(format("adapter '%s': tensor '%s' must be F32 or F16", path.c_str(), name.c_str()));
         }
+        check_weight_type(path, name, file_t->type, op);  // norms and biases: F32 only
         ggml_tensor * t = weights_.create(backends.weight_buffer_type(file_t, op), name, file_t);
         to_load.emplace_back(name, t);
         return t;

@@ -64,6 +64,15 @@ KangarooDecoder & require_kangaroo(Engine & e) {
     return *e.kangaroo;
 }
 
+// Text that comes from a model file (its name, chat template, or an error message quoting its
+// metadata) need not be UTF-8: decoded with U+FFFD replacements instead of raising
+// UnicodeDecodeError, which would hide the real message.
+py::str lossy_str(const std::string & s) {
+    PyObject * o = PyUnicode_DecodeUTF8(s.data(), (Py_ssize_t) s.size(), "replace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
 SamplingParams make_params(float temperature, int top_k, float top_p, float min_p) {
     SamplingParams p;
     p.temperature = temperature;
@@ -87,9 +96,9 @@ PYBIND11_MODULE(_native, m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const InvalidArgument & e) {
-            py::set_error(invalid_argument, e.what());
+            PyErr_SetObject(invalid_argument.ptr(), lossy_str(e.what()).ptr());
         } catch (const EngineError & e) {
-            py::set_error(engine_error, e.what());
+            PyErr_SetObject(engine_error.ptr(), lossy_str(e.what()).ptr());
         }
     });
 
@@ -121,8 +130,8 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("rope_freq_base", [](Engine & e) { return e.model.hparams().rope_freq_base; })
         .def_property_readonly("n_ctx", [](Engine & e) { return e.sequence.n_ctx(); })
         .def_property_readonly("fingerprint", [](Engine & e) { return e.model.fingerprint(); })
-        .def_property_readonly("chat_template", [](Engine & e) { return e.model.chat_template(); })
-        .def_property_readonly("name", [](Engine & e) { return e.model.name(); })
+        .def_property_readonly("chat_template", [](Engine & e) { return lossy_str(e.model.chat_template()); })
+        .def_property_readonly("name", [](Engine & e) { return lossy_str(e.model.name()); })
         .def_property_readonly("weight_bytes", [](Engine & e) { return e.model.weight_bytes(); })
         .def_property_readonly("kv_bytes", [](Engine & e) { return e.sequence.kv().bytes(); })
         .def_property_readonly("backend", [](Engine & e) { return e.backends.description(); })

@@ -1,10 +1,56 @@
 #include "kv_cache.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <unistd.h>
 
 #include "error.h"
 
 namespace ke {
+
+namespace {
+
+uint64_t read_u64_file(const char * path) {  // 0 when absent or not a number ("max")
+    std::ifstream f(path);
+    unsigned long long v = 0;
+    return (f >> v) ? v : 0;
+}
+
+// Memory this process can still get: MemAvailable, capped by a cgroup limit (v2 or v1) when
+// there is one; physical memory where /proc is absent; 0 when unknown.
+uint64_t available_memory() {
+    uint64_t avail = 0;
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    unsigned long long kb;
+    std::string unit;
+    while (meminfo >> key >> kb >> unit) {
+        if (key == "MemAvailable:") {
+            avail = (uint64_t) kb * 1024;
+            break;
+        }
+    }
+    if (avail == 0) {
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) avail = (uint64_t) pages * (uint64_t) page;
+    }
+    const std::pair<const char *, const char *> cgroups[] = {
+        {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+        {"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"},
+    };
+    for (const auto & [limit_path, usage_path] : cgroups) {
+        const uint64_t limit = read_u64_file(limit_path), usage = read_u64_file(usage_path);
+        if (limit > 0 && limit < (1ull << 60)) {  // v1 reports "no limit" as a huge number
+            const uint64_t left = limit > usage ? limit - usage : 0;
+            avail = avail ? std::min(avail, left) : left;
+        }
+    }
+    return avail;
+}
+
+}  // namespace
 
 KvCache::KvCache(ggml_backend_buffer_type_t buft, int n_layers, int n_head_kv, int head_dim, int n_ctx)
     : n_cells_(GGML_PAD(n_ctx, KV_PAD)), n_head_kv_(n_head_kv), head_dim_(head_dim) {
@@ -16,6 +62,17 @@ KvCache::KvCache(ggml_backend_buffer_type_t buft, int n_layers, int n_head_kv, i
         layers_[il].v = ggml_new_tensor_2d(ctx_, GGML_TYPE_F16, n_embd_kv(), n_cells_);
         ggml_format_name(layers_[il].k, "cache_k_l%d", il);
         ggml_format_name(layers_[il].v, "cache_v_l%d", il);
+    }
+    // An absurd n_ctx must be an error, not an allocation that the kernel's OOM killer answers
+    // once the cache is zeroed below (GPU allocations fail cleanly by themselves).
+    if (ggml_backend_buft_is_host(buft)) {
+        const uint64_t need = n_layers > 0 ? 2ull * n_layers * ggml_nbytes(layers_[0].k) : 0;
+        const uint64_t avail = available_memory();
+        if (avail > 0 && need > avail) {
+            ggml_free(ctx_);
+            throw EngineError(format("n_ctx=%d needs a %.1f GiB KV cache but only %.1f GiB of memory is available; "
+                                     "use a smaller n_ctx", n_ctx, need / 1073741824.0, avail / 1073741824.0));
+        }
     }
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buffer_) {

@@ -1,9 +1,29 @@
 #include "model.h"
 
 #include "error.h"
+#include "ggml-cpu.h"
 #include "gguf_file.h"
 
 namespace ke {
+
+void check_weight_type(const std::string & path, const std::string & name, ggml_type type, ggml_op op) {
+    bool ok;
+    const char * need;
+    if (op == GGML_OP_MUL_MAT) {
+        ok = ggml_get_type_traits_cpu(type)->vec_dot != nullptr;
+        need = "a matrix type ggml can multiply";
+    } else if (op == GGML_OP_GET_ROWS) {
+        ok = type == GGML_TYPE_F32 || ggml_get_type_traits(type)->to_float != nullptr;
+        need = "a type ggml can convert to F32";
+    } else {
+        ok = type == GGML_TYPE_F32;
+        need = "F32";
+    }
+    if (!ok) {
+        throw EngineError(format("'%s': tensor '%s' has type %s, expected %s", path.c_str(), name.c_str(),
+                                 ggml_type_name(type), need));
+    }
+}
 
 WeightStore::~WeightStore() {
     for (auto b : buffers_) ggml_backend_buffer_free(b);
@@ -138,6 +158,7 @@ void Model::create_weights(const GgufFile & f, Backends & backends) {
         if (ggml_get_type_traits(file_t->type)->blck_size == 0) {
             throw EngineError(format("'%s': tensor '%s' has an unsupported type", f.path().c_str(), name.c_str()));
         }
+        check_weight_type(f.path(), name, file_t->type, op);
         ggml_backend_buffer_type_t buft = backends.weight_buffer_type(file_t, op);
         ggml_tensor * t = weights_.create(buft, name, file_t);
         to_load_.emplace_back(name, t);
@@ -158,6 +179,7 @@ void Model::create_weights(const GgufFile & f, Backends & backends) {
         // weights), the head gets its own copy placed for matmul, as llama.cpp does; otherwise
         // the embedding itself serves as the head.
         ggml_tensor * file_t = f.find_tensor("token_embd.weight");
+        check_weight_type(f.path(), "token_embd.weight (tied output)", file_t->type, GGML_OP_MUL_MAT);
         ggml_backend_buffer_type_t head_buft = backends.weight_buffer_type(file_t, GGML_OP_MUL_MAT);
         if (head_buft == backends.weight_buffer_type(file_t, GGML_OP_GET_ROWS)) {
             output = tok_embd;

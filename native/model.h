@@ -102,6 +102,11 @@ private:
     std::vector<std::pair<std::string, ggml_tensor *>> to_load_;
 };
 
+// Throws unless ggml's CPU kernels can run `op` with a weight of this type: they abort on a
+// type they have no code for, and a retyped tensor of the same byte size (an F32 norm marked
+// I32) gets past every size check. 1-D weights (norms, biases, RoPE factors) must be F32.
+void check_weight_type(const std::string & path, const std::string & name, ggml_type type, ggml_op op);
+
 // FNV-1a 64 over the model's identity (docs/formats.md, "Model fingerprint").
 std::string model_fingerprint(const Hparams & hp, const std::vector<std::string> & tokens);
 

@@ -1,4 +1,5 @@
-"""Writes edited copies of real GGUF files (a key changed, a tensor dropped) for error tests."""
+"""Writes edited copies of real GGUF files (a key changed, a tensor dropped, a tensor retyped)
+for error tests."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import gguf
+import numpy as np
 
 
 def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str: Optional[dict[str, str]] = None,
-              drop_keys: Iterable[str] = ()) -> Path:
+              drop_keys: Iterable[str] = (), retype: Optional[dict[str, gguf.GGMLQuantizationType]] = None) -> Path:
+    """retype: tensor name -> new type. Between F32 and F16 the values are converted; any other
+    retype relabels the bytes as they are (the new type must give the same byte size)."""
     reader = gguf.GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
     set_str = dict(set_str or {})
@@ -26,10 +30,17 @@ def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str
         if name != "general.architecture":
             writer.add_string(name, value)
     drop = set(drop_tensors)
+    retype = dict(retype or {})
+    floats = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
     for t in reader.tensors:
         if t.name in drop:
             continue
-        writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+        new = retype.get(t.name, t.tensor_type)
+        if new != t.tensor_type and t.tensor_type in floats and new in floats:
+            data = np.asarray(t.data, dtype=floats[new])
+            writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=new)
+        else:
+            writer.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=new)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
