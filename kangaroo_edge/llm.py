@@ -7,6 +7,7 @@ steps into text, applies stop conditions, and shapes results like llama-cpp-pyth
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import threading
 import time
@@ -53,11 +54,11 @@ class KangarooLM:
         _native.set_verbose(verbose)
         start = time.perf_counter()
         self._engine: Optional[_native.Engine] = _native.Engine(str(self.model_path), n_ctx, n_threads or 0, device)
+        self._lock = threading.Lock()
         self.adapter_path: Optional[Path] = None
         if adapter_path is not None:
             self.load_adapter(adapter_path)
         self.load_seconds = time.perf_counter() - start
-        self._lock = threading.Lock()
         self._chat_template: Optional[ChatTemplate] = None
 
     # ---- model description -------------------------------------------------------------
@@ -93,8 +94,9 @@ class KangarooLM:
         path = Path(adapter_path)
         if not path.is_file():
             raise FileNotFoundError(f"adapter file not found: {path}")
-        self.engine.load_adapter(str(path))
-        self.adapter_path = path
+        with self._idle("load an adapter"):
+            self.engine.load_adapter(str(path))
+            self.adapter_path = path
 
     @property
     def adapter_info(self) -> Optional[dict]:
@@ -106,12 +108,26 @@ class KangarooLM:
         Reusing a cached prefix evaluates the rest of a prompt in a different batch shape than a
         fresh run would, and ggml's batched kernels round differently from its one-token ones, so
         near-ties can then break differently (as in llama.cpp)."""
-        self.engine.truncate(0)
+        with self._idle("reset"):
+            self.engine.truncate(0)
 
     def close(self) -> None:
         """Frees the model's memory; the object cannot be used afterwards."""
-        with self._lock:
+        with self._idle("close"):
             self._engine = None
+
+    @contextlib.contextmanager
+    def _idle(self, what: str) -> Iterator[None]:
+        """Holds the generation lock for a state change, refusing it while a generation (an
+        open stream, or another thread) uses the model: waiting could deadlock on a stream
+        that the caller's own thread holds open."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"cannot {what}: this model is generating (an unfinished stream, or another "
+                               "thread); finish or close that generation first")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "KangarooLM":
         return self
@@ -128,6 +144,10 @@ class KangarooLM:
             text = text.decode("utf-8", errors="replace")
         if not isinstance(text, str):
             raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates: no UTF-8 for the tokenizer
+            raise ValueError(f"text is not valid Unicode: {e.reason} at position {e.start}") from None
         return self.engine.tokenize(text, add_special, parse_special)
 
     def detokenize(self, token_ids: Sequence[int], special: bool = False) -> str:
@@ -202,10 +222,10 @@ class KangarooLM:
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        if tau is not None and not (isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0):
+        if tau is not None and (not isinstance(tau, (int, float)) or isinstance(tau, bool) or not 0.0 <= tau <= 1.0):
             raise ValueError(f"tau must be a number in [0, 1], got {tau!r}")
-        if gamma is not None and (not isinstance(gamma, int) or isinstance(gamma, bool) or gamma < 1):
-            raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+        if gamma is not None and (not isinstance(gamma, int) or isinstance(gamma, bool) or not 1 <= gamma <= 64):
+            raise ValueError(f"gamma must be an integer in [1, 64], got {gamma!r}")
         stops = _stop_list(stop)
         prompt_ids = self._prompt_ids(prompt)
         draft = None
@@ -226,7 +246,8 @@ class KangarooLM:
             stats: dict[str, Any] = {"speculative": draft is not None}
             if speculative and draft is None:
                 stats["speculative_fallback"] = "no Kangaroo adapter is loaded: plain decoding"
-            limit = max_tokens if max_tokens is not None else self.n_ctx
+            # no generation outgrows the context: the clamp keeps the count a C int for the engine
+            limit = self.n_ctx if max_tokens is None else min(max_tokens, self.n_ctx)
             text = _TextAssembler(engine, stops)
             t0 = time.perf_counter()
             if draft is None:
