@@ -115,5 +115,6 @@ DEFAULT_ADAPTER_FILE = Path(__file__).parent / "data" / "smollm2-135m-instruct-q
 
 
 def default_adapter_path() -> "Path | None":
-    """The shipped Kangaroo adapter for the default model, or None while there is none."""
+    """The shipped Kangaroo adapter for the default model (None only in a broken install, which
+    then decodes plainly and says so; tests/test_shipped_adapter.py guards the package)."""
     return DEFAULT_ADAPTER_FILE if DEFAULT_ADAPTER_FILE.is_file() else None
