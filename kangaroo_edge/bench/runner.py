@@ -317,7 +317,8 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
     info = machine_info()
     info["load_average_before"] = load_before
     return {
-        "config": {**asdict(cfg), "n_ctx": n_ctx, "model_path": model_path, "n_questions": len(questions),
+        "config": {**asdict(cfg), "adapter": str(lm.adapter_path) if lm.adapter_path else None,
+                   "n_ctx": n_ctx, "model_path": model_path, "n_questions": len(questions),
                    "systems": names, "pld": {"max_ngram_size": PLD_MAX_NGRAM, "num_pred_tokens": PLD_NUM_PRED_TOKENS},
                    "warmup_tokens": WARMUP_TOKENS, "greedy": True},
         "machine": info,
