@@ -43,7 +43,11 @@ def test_info_table_and_json():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["arch"] == "llama" and info["n_layer"] == 30 and info["file_type"] == "Q4_1"
-    assert info["n_threads"] == 2 and info["n_ctx"] == 1024 and info["adapter"] is None
+    assert info["n_threads"] == 2 and info["n_ctx"] == 1024
+    # the embedded model comes with its shipped adapter, which must be built for exactly this model file
+    adapter = info["adapter"]
+    assert adapter["path"].endswith(".kangaroo.gguf") and adapter["matches_model"]
+    assert adapter["base_fingerprint"] == info["fingerprint"] and adapter["exit_layer"] < info["n_layer"]
     assert len(info["fingerprint"]) == 16 and info["file_bytes"] > 0 and info["n_ctx_train"] > 0
 
 
