@@ -124,4 +124,8 @@ ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs
     return b.rms_norm(cur, output_norm_);
 }
 
+void Adapter::build_kv(GraphBuilder & b, ggml_tensor * h, const StepInputs & in) {
+    b.store_kv(attn_, kv_.layer(0), b.rms_norm(h, attn_.norm), in, model_.rope_freqs);
+}
+
 }  // namespace ke

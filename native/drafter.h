@@ -9,7 +9,12 @@
 
 #include "sampling.h"
 
+struct ggml_tensor;
+
 namespace ke {
+
+class GraphBuilder;
+struct StepInputs;
 
 struct DraftParams {
     float tau = 0.6f;  // stop drafting once the draft's top-1 probability is below tau
@@ -36,6 +41,11 @@ public:
     // Lets the drafter see prompt positions pos0 .. pos0+n-1 through their exit-layer states
     // [n, n_embd] (the adapter fills its own KV cache).
     virtual void prefill(const float * hidden, int n, int pos0) = 0;
+    // The same inside a graph that runs the full model (a plain step): adds what the drafter
+    // keeps of the step's positions, from their exit-layer states `hidden` [n_embd, n_tokens].
+    virtual void record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) = 0;
+    // Identifies the state record() writes (part of a cached graph's identity).
+    virtual const void * state() const = 0;
     // Drafts up to max_drafts tokens following `pending`, which sits at position `pos`, while
     // keep_drafting agrees.
     virtual Draft draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,

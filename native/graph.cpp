@@ -30,39 +30,44 @@ ggml_tensor * GraphBuilder::rms_norm(ggml_tensor * x, ggml_tensor * weight) {
     return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, hp_.rms_eps), weight);
 }
 
-ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
-                                      const StepInputs & in, ggml_tensor * rope_freqs) {
+ggml_tensor * GraphBuilder::rope(ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs) {
+    // llama.cpp's defaults for plain (non-YaRN) RoPE
+    const float ext_factor = 0.0f, attn_factor = 1.0f, beta_fast = 32.0f, beta_slow = 1.0f;
+    return ggml_rope_ext(ctx_, x, in.pos, rope_freqs, (int) hp_.head_dim, hp_.rope_mode, hp_.n_ctx_train,
+                         hp_.rope_freq_base, hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
+}
+
+void GraphBuilder::store_kv(const AttentionWeights & w, KvLayer & cache, ggml_tensor * x, const StepInputs & in,
+                            ggml_tensor * rope_freqs) {
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
-
-    ggml_tensor * q = ggml_mul_mat(ctx_, w.wq, x);  // [n_head*hd, n_tokens]
-    if (w.bq) q = ggml_add(ctx_, q, w.bq);
     ggml_tensor * k = ggml_mul_mat(ctx_, w.wk, x);  // [n_embd_kv, n_tokens]
     if (w.bk) k = ggml_add(ctx_, k, w.bk);
     ggml_tensor * v = ggml_mul_mat(ctx_, w.wv, x);  // [n_embd_kv, n_tokens]
     if (w.bv) v = ggml_add(ctx_, v, w.bv);
-
-    q = ggml_reshape_3d(ctx_, q, hd, hp_.n_head, n_tokens);
-    k = ggml_reshape_3d(ctx_, k, hd, hp_.n_head_kv, n_tokens);
+    k = rope(ggml_reshape_3d(ctx_, k, hd, hp_.n_head_kv, n_tokens), in, rope_freqs);
     v = ggml_reshape_3d(ctx_, v, hd, hp_.n_head_kv, n_tokens);
 
-    // llama.cpp's defaults for plain (non-YaRN) RoPE
-    const float ext_factor = 0.0f, attn_factor = 1.0f, beta_fast = 32.0f, beta_slow = 1.0f;
-    q = ggml_rope_ext(ctx_, q, in.pos, rope_freqs, (int) hd, hp_.rope_mode, hp_.n_ctx_train, hp_.rope_freq_base,
-                      hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
-    k = ggml_rope_ext(ctx_, k, in.pos, rope_freqs, (int) hd, hp_.rope_mode, hp_.n_ctx_train, hp_.rope_freq_base,
-                      hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
-    ggml_build_forward_expand(gf_, q);
-    ggml_build_forward_expand(gf_, v);
-    ggml_build_forward_expand(gf_, k);
-
-    // Store this step's K (a row per cell) and V (transposed: one element per row of a flat view).
+    // K: a row per cell; V transposed: one element per row of a flat view.
     ggml_tensor * k_rows = ggml_view_2d(ctx_, k, n_embd_kv, n_tokens, k->nb[2], 0);
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, cache.k, k_rows, in.k_idxs));
     ggml_tensor * v_flat = ggml_reshape_2d(ctx_, v, 1, ggml_nelements(v));
     ggml_tensor * v_cache_flat = ggml_reshape_2d(ctx_, cache.v, 1, ggml_nelements(cache.v));
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
+}
+
+ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
+                                      const StepInputs & in, ggml_tensor * rope_freqs) {
+    const int64_t n_tokens = x->ne[1];
+    const int64_t hd = hp_.head_dim;
+
+    ggml_tensor * q = ggml_mul_mat(ctx_, w.wq, x);  // [n_head*hd, n_tokens]
+    if (w.bq) q = ggml_add(ctx_, q, w.bq);
+    q = ggml_reshape_3d(ctx_, q, hd, hp_.n_head, n_tokens);
+    q = rope(q, in, rope_freqs);
+    ggml_build_forward_expand(gf_, q);
+    store_kv(w, cache, x, in, rope_freqs);
 
     ggml_tensor * cur;
     if (!in.per_token) {

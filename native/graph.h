@@ -45,6 +45,10 @@ public:
     ggml_tensor * attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
                             const StepInputs & in, ggml_tensor * rope_freqs);
     ggml_tensor * ffn(const LayerWeights & w, ggml_tensor * x);
+    // Writes the K/V of the step's tokens (norm'ed input x [n_embd, n_tokens]) into the cache:
+    // what a later token needs of these ones, without attending from them.
+    void store_kv(const AttentionWeights & w, KvLayer & cache, ggml_tensor * x, const StepInputs & in,
+                  ggml_tensor * rope_freqs);
     // softmax(K^T Q / sqrt(hd) + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
     ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask);
 
@@ -58,6 +62,9 @@ public:
     ggml_context * ctx() { return ctx_; }
 
 private:
+    // RoPE at the step's positions on x [hd, n_heads, n_tokens]
+    ggml_tensor * rope(ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs);
+
     ggml_context * ctx_;
     ggml_cgraph * gf_;
     const Hparams & hp_;

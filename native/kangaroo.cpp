@@ -51,12 +51,15 @@ void AdapterDrafter::prefill(const float * hidden, int n, int pos0) {
     key.n_kv = adapter_.kv().n_kv_for(pos0 + n);
     key.cache_a = &adapter_.kv();
     Adapter & adapter = adapter_;
-    const int n_kv = key.n_kv;
-    GraphBody body = [&adapter, n_kv](GraphBuilder & b, const StepInputs & in) {
-        return std::vector<ggml_tensor *>{adapter.build(b, in.hidden, in, n_kv)};
+    GraphBody body = [&adapter](GraphBuilder & b, const StepInputs & in) {
+        adapter.build_kv(b, in.hidden, in);
+        return std::vector<ggml_tensor *>{};  // the graph only writes the adapter's K/V
     };
-    std::vector<float> unused((size_t) n * model_.hparams().n_embd);
-    runner_.run(key, body, adapter_.kv().n_embd_kv(), adapter_.kv().n_cells(), nullptr, hidden, pos0, {unused.data()});
+    runner_.run(key, body, adapter_.kv().n_embd_kv(), adapter_.kv().n_cells(), nullptr, hidden, pos0, {});
+}
+
+void AdapterDrafter::record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) {
+    adapter_.build_kv(b, hidden, in);
 }
 
 void AdapterDrafter::logits(const float * hidden, int n, int pos0, float * out) {
@@ -180,21 +183,34 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
 
 std::vector<int32_t> KangarooDecoder::plain_step() {
     const int pos = sequence_.n_past();
-    const int n_embd = model_.hparams().n_embd;
     const int n_vocab = model_.hparams().n_vocab;
     const int N = drafter_.exit_layer();
+    const int L = model_.hparams().n_layer;
     const double t0 = now_seconds();
-    // [0, N) + [N, L) over one token computes exactly what one [0, L) step does; the exit-layer
-    // state also goes to the drafter so that drafting can resume at any step.
-    std::vector<float> hidden(n_embd), logits(n_vocab);
-    runner_.forward(sequence_.kv(), {0, N, 1, 1, Output::Hidden}, &pending_, nullptr, pos, hidden.data());
-    drafter_.prefill(hidden.data(), 1, pos);
-    runner_.forward(sequence_.kv(), {N, model_.hparams().n_layer, 1, 1, Output::Logits}, nullptr, hidden.data(), pos,
-                    logits.data());
-    sequence_.commit(&pending_, 1, logits.data());
+    // Plain decoding's own graph, layers [0, L) over the pending token, with one branch added at
+    // the exit layer: the drafter records the position (the adapter writes its K/V), so that
+    // drafting can resume at any step. One graph, so the step costs what a plain one costs.
+    KvCache & kv = sequence_.kv();
+    GraphKey key;
+    key.kind = KIND_PLAIN_STEP;
+    key.spec = {0, L, 1, 1, Output::Logits};
+    key.n_kv = kv.n_kv_for(pos + 1);
+    key.cache_a = &kv;
+    key.cache_b = drafter_.state();
+    const Model & m = model_;
+    Drafter & drafter = drafter_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&m, &kv, &drafter, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+        drafter.record(b, h, in);
+        return std::vector<ggml_tensor *>{b.head(m, b.layers(m, kv, n_kv, h, N, L, in), true)};
+    };
+    plain_logits_.resize(n_vocab);
+    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), &pending_, nullptr, pos, {plain_logits_.data()});
+    sequence_.commit(&pending_, 1, plain_logits_.data());
     sequence_.take_low_water();
     drafter_valid_ = sequence_.n_past();
-    pending_ = sampler_.sample(logits.data(), n_vocab, sampling_);
+    pending_ = sampler_.sample(plain_logits_.data(), n_vocab, sampling_);
     controller_.record_plain(now_seconds() - t0);
     return {pending_};
 }

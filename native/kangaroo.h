@@ -20,6 +20,8 @@ public:
     AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter);
     int exit_layer() const override { return adapter_.params().exit_layer; }
     void prefill(const float * hidden, int n, int pos0) override;
+    void record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) override;
+    const void * state() const override { return &adapter_.kv(); }
     Draft draft(int32_t pending, int pos, int max_drafts, const KeepDrafting & keep_drafting,
                 const SamplingParams & sampling, Sampler & sampler) override;
     // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0.. (for checks).
@@ -71,6 +73,7 @@ private:
     int32_t pending_ = -1;      // the newest token: chosen, not yet run through the model
     int drafter_valid_ = 0;     // positions whose drafter K/V match the sequence
     std::vector<float> verify_logits_;  // [k, n_vocab]
+    std::vector<float> plain_logits_;   // [n_vocab] of the last plain step
     KangarooStats stats_;
     SpeculationController controller_;
 };

@@ -9,6 +9,12 @@ namespace ke {
 
 namespace {
 constexpr size_t MAX_CACHED_GRAPHS = 32;
+
+// Uploads an input's values; an input the graph never reads (a graph that only writes K/V has no
+// use for the mask) was not allocated, and is skipped.
+void set_input(ggml_tensor * t, const void * data) {
+    if (t && t->buffer) ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
+}
 }  // namespace
 
 bool GraphKey::operator==(const GraphKey & o) const {
@@ -91,15 +97,15 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
         float * row = mask.data() + (size_t) i * n_kv;
         for (int j = 0; j < n_kv; ++j) row[j] = j <= p ? 0.0f : -INFINITY;
     }
-    ggml_backend_tensor_set(in.pos, pos.data(), 0, ggml_nbytes(in.pos));
-    ggml_backend_tensor_set(in.k_idxs, k_idxs.data(), 0, ggml_nbytes(in.k_idxs));
-    ggml_backend_tensor_set(in.v_idxs, v_idxs.data(), 0, ggml_nbytes(in.v_idxs));
-    ggml_backend_tensor_set(in.kq_mask, mask.data(), 0, ggml_nbytes(in.kq_mask));
+    set_input(in.pos, pos.data());
+    set_input(in.k_idxs, k_idxs.data());
+    set_input(in.v_idxs, v_idxs.data());
+    set_input(in.kq_mask, mask.data());
     if (in.out_ids) {
         const int n_out = (int) in.out_ids->ne[0];
         std::vector<int32_t> ids(n_out);
         for (int i = 0; i < n_out; ++i) ids[i] = n_tokens - n_out + i;
-        ggml_backend_tensor_set(in.out_ids, ids.data(), 0, ggml_nbytes(in.out_ids));
+        set_input(in.out_ids, ids.data());
     }
 }
 
@@ -125,8 +131,8 @@ void Runner::run(const GraphKey & key, const GraphBody & body, int n_embd_kv, in
                  const float * hidden, int pos0, const std::vector<float *> & outs) {
     validate(key.spec, n_cells, key.spec.layer_begin == 0 ? tokens : nullptr, pos0);
     CachedGraph & g = graph_for(key, body, n_embd_kv);
-    if (g.in.tokens) ggml_backend_tensor_set(g.in.tokens, tokens, 0, ggml_nbytes(g.in.tokens));
-    if (g.in.hidden) ggml_backend_tensor_set(g.in.hidden, hidden, 0, ggml_nbytes(g.in.hidden));
+    set_input(g.in.tokens, tokens);
+    set_input(g.in.hidden, hidden);
     fill_step_inputs(g.in, pos0, key.spec.n_tokens, key.n_kv, n_embd_kv, n_cells);
     if (ggml_backend_sched_graph_compute(g.sched, g.gf) != GGML_STATUS_SUCCESS) {
         throw EngineError("graph computation failed");

@@ -27,7 +27,9 @@ struct ForwardSpec {
 
 // Identity of a cached graph: everything that changes its shape or the tensors it touches.
 // Graph kinds: one per graph-building function.
-enum GraphKind { KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3 };
+enum GraphKind {
+    KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_PLAIN_STEP = 4
+};
 
 struct GraphKey {
     int kind = KIND_LAYER_RANGE;
