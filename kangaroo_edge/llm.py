@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from . import _native
 from .chat_template import ChatTemplate
-from .models import default_adapter_path, resolve_model
+from .models import resolve_model, shipped_adapter_path
 from .types import GenerationChunk, GenerationResult, SamplingParams
 
 DEFAULT_N_CTX = 4096
@@ -45,9 +45,9 @@ class KangarooLM:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self.model_path: Path = resolve_model(model_path)
-        if adapter_path is None and model_path is None:
-            adapter_path = default_adapter_path()  # the adapter shipped for the embedded model
-        elif adapter_path is not None:
+        if adapter_path is None:
+            adapter_path = shipped_adapter_path(model_path)  # the default model or a known name
+        else:
             adapter_path = Path(adapter_path)
             if not adapter_path.is_file():
                 raise FileNotFoundError(f"adapter file not found: {adapter_path}")

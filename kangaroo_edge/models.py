@@ -110,11 +110,24 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     return path
 
 
-# The adapter the project trained for the default model ships inside this package.
-DEFAULT_ADAPTER_FILE = Path(__file__).parent / "data" / "smollm2-135m-instruct-q4_1.kangaroo.gguf"
+# The adapters the project trained ship inside this package (docs/training.md: how each was made).
+_DATA = Path(__file__).parent / "data"
+DEFAULT_ADAPTER_FILE = _DATA / "smollm2-135m-instruct-q4_1.kangaroo.gguf"
+SHIPPED_ADAPTERS: dict[str, Path] = {
+    DEFAULT_MODEL_NAME: DEFAULT_ADAPTER_FILE,
+    QWEN_CODER_NAME: _DATA / "qwen2.5-coder-0.5b-instruct-q4_k_m.kangaroo.gguf",
+}
 
 
 def default_adapter_path() -> "Path | None":
     """The shipped Kangaroo adapter for the default model (None only in a broken install, which
     then decodes plainly and says so; tests/test_shipped_adapter.py guards the package)."""
-    return DEFAULT_ADAPTER_FILE if DEFAULT_ADAPTER_FILE.is_file() else None
+    return shipped_adapter_path(DEFAULT_MODEL_NAME)
+
+
+def shipped_adapter_path(model: "str | os.PathLike | None") -> "Path | None":
+    """The adapter shipped for a model given as None (the default) or by its known name; None for
+    a model given by path (an adapter's fingerprint ties it to one exact file: pass it yourself)."""
+    name = DEFAULT_MODEL_NAME if model is None else model
+    path = SHIPPED_ADAPTERS.get(name) if isinstance(name, str) else None
+    return path if path is not None and path.is_file() else None

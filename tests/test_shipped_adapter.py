@@ -7,7 +7,8 @@ from __future__ import annotations
 from conftest import TEST_N_CTX, TEST_THREADS, chat_prompt, load_questions
 from kangaroo_edge import KangarooLM
 from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf
-from kangaroo_edge.models import DEFAULT_ADAPTER_FILE, default_model_path
+from kangaroo_edge.models import (DEFAULT_ADAPTER_FILE, QWEN_CODER_NAME, SHIPPED_ADAPTERS, default_model_path,
+                                  qwen_coder_path)
 
 N_QUESTIONS = 8
 N_NEW = 64
@@ -45,5 +46,34 @@ def test_default_model_speculates_losslessly_and_drafts_well():
         # one measured 22.8% on the first 24 dev questions (docs/training.md). Below half of
         # that, training or export has regressed.
         assert accepted / drafted > 0.11, (accepted, drafted)
+    finally:
+        lm.close()
+
+
+def test_named_qwen_model_loads_its_shipped_adapter_and_drafts_losslessly():
+    """The second shipped adapter: `KangarooLM("qwen2.5-coder-0.5b")` drafts with it."""
+    lm = KangarooLM(QWEN_CODER_NAME, n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
+    try:
+        assert lm.model_path == qwen_coder_path() and lm.adapter_path == SHIPPED_ADAPTERS[QWEN_CODER_NAME]
+        assert lm.adapter_info["exit_layer"] == 2
+        drafted = accepted = 0
+        for q in load_questions(4):
+            prompt = chat_prompt(lm, q)
+            lm.reset()
+            plain = lm.generate(prompt, 48, speculative=False)
+            lm.reset()
+            spec = lm.generate(prompt, 48, tau=0.0, gamma=1)
+            assert spec.token_ids == plain.token_ids, q["question_id"]
+            drafted += spec.stats["drafted"]
+            accepted += spec.stats["accepted"]
+        # measured 23.7% on the first 24 dev questions (docs/training.md); half of it flags a regression
+        assert accepted / drafted > 0.11, (accepted, drafted)
+    finally:
+        lm.close()
+    # given by path, a model gets no adapter unless one is passed: the fingerprint ties an adapter
+    # to one exact file, and a path may be any GGUF
+    lm = KangarooLM(qwen_coder_path(), n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
+    try:
+        assert lm.adapter_path is None
     finally:
         lm.close()

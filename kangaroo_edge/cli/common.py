@@ -73,8 +73,8 @@ def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = 
                    help="GGUF model path or a known name (smollm2-135m, qwen2.5-coder-0.5b); "
                         "default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default=None, metavar="GGUF",
-                   help="Kangaroo adapter GGUF for the model (default: the shipped adapter for the embedded model, "
-                        "none for any other model)")
+                   help="Kangaroo adapter GGUF for the model (default: the shipped one when -m is omitted or a "
+                        "known name; none for a model given by path)")
     g.add_argument("-c", "--ctx-size", type=positive_int, default=DEFAULT_N_CTX,
                    help=f"context size in tokens (default {DEFAULT_N_CTX})")
     threads_default = "physical cores" if default_threads is None else str(default_threads)
