@@ -34,7 +34,7 @@ from .base_model import (load_layer_attention, load_lm_head, load_rope_freq_fact
                          read_base_model_info)
 from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
 
-DEFAULT_LR = 3e-4
+DEFAULT_LR = 1e-2               # measured best for small adapters (docs/training.md: lr sweep)
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 8          # windows per step and process
 DEFAULT_MAX_LEN = 1024          # positions per window

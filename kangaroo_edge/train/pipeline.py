@@ -52,8 +52,9 @@ PRESETS = {
     "smoke": Preset(n_prompts=16, n_prompts_file=16, max_new_tokens=32, sampled_fraction=0.0, epochs=2, lr=3e-4, batch_size=4,
                     max_len=256, heldout_frac=0.25, shard_tokens=1 << 14),
     # The full recipe (docs/training.md): thousands of self-written prompts, greedy answers,
-    # the paper's 10 epochs.
-    "default": Preset(n_prompts=4000, n_prompts_file=None, max_new_tokens=512, sampled_fraction=0.0, epochs=10, lr=3e-4, batch_size=8,
+    # the paper's 10 epochs; lr from the sweep in docs/training.md (the paper's 3e-4 is for a
+    # 7B model's 67M-parameter adapter and barely moves a small model's).
+    "default": Preset(n_prompts=4000, n_prompts_file=None, max_new_tokens=512, sampled_fraction=0.0, epochs=10, lr=1e-2, batch_size=8,
                       max_len=1024, heldout_frac=0.05, shard_tokens=1 << 16),
 }
 
