@@ -107,6 +107,29 @@ def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path)
     assert sum(model["drafts_by_confidence"]) >= s["cycles"]
 
 
+def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):
+    """Steps the controller decodes plainly write the adapter's K/V in the same graph as the
+    model's. Whatever path wrote each position (prompt prefill, off-step, draft step), the adapter
+    must read back what one batched adapter pass over the exit-layer states computes."""
+    import numpy as np
+
+    smollm.load_adapter(make_adapter(smollm, tmp_path / "random.gguf", 2, init="random"))
+    prompt = chat_prompt(smollm, load_questions(4)[3])
+    smollm.reset()
+    r = smollm.generate(prompt, 96)
+    assert r.stats["plain_steps"] > 3 * r.stats["cycles"], r.stats  # mostly off-steps
+    e = smollm.engine
+    n = e.n_past  # positions in every cache: the prompt and all generated tokens but the pending one
+    tokens = smollm.tokenize(prompt) + list(r.token_ids)
+    hidden = e.forward(tokens[:n], 0, 2, 0, "hidden", True)  # exit-layer states [n, n_embd]
+    # the last position attending over the cache as the generation left it ...
+    cached = e.adapter_logits(np.ascontiguousarray(hidden[n - 1:]), n - 1)[0]
+    # ... and over K/V that one batched pass writes for every position
+    batched = e.adapter_logits(hidden, 0)[n - 1]
+    assert int(cached.argmax()) == int(batched.argmax())
+    assert np.abs(cached - batched).max() < 1e-2 * np.abs(batched).max()
+
+
 def test_plain_continuation_after_kangaroo_uses_consistent_caches(smollm, adapters):
     """K/V written during speculation (including rejected drafts that were rolled back) must be
     exactly what plain decoding would have written."""
