@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 from . import _native
 from .chat_template import ChatTemplate
@@ -191,19 +191,22 @@ class KangarooLM:
                  seed: Optional[int] = None, sampling: Optional[SamplingParams] = None,
                  stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
                  speculative: bool = True, tau: Optional[float] = None, gamma: Optional[int] = None,
-                 ) -> Union[GenerationResult, Iterator[GenerationChunk]]:
+                 lookup: Optional[bool] = None) -> Union[GenerationResult, Iterator[GenerationChunk]]:
         """Continues `prompt` (text, or token ids). With stream=True returns an iterator of
         GenerationChunk; otherwise a GenerationResult with text, token_ids, finish_reason, stats.
 
         max_tokens=None generates until an end-of-generation token or a full context.
         With an adapter loaded, speculative=True drafts with it: tau=None (default) lets the
         speculation controller draft only when it pays on this machine; a float is a fixed
-        confidence threshold (the paper's rule). gamma caps the drafts per cycle.
+        confidence threshold (the paper's rule). gamma caps the drafts per cycle. lookup also drafts
+        by prompt lookup (what followed an earlier occurrence of the latest tokens): with tau=None
+        where the controller expects it to pay, with a fixed tau whenever the latest two or more
+        tokens occurred before. Default: on with the controller, off with a fixed tau.
         """
         if sampling is None:
             sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
         chunks = self.stream_generate(prompt, max_tokens, sampling=sampling, stop=stop,
-                                      speculative=speculative, tau=tau, gamma=gamma)
+                                      speculative=speculative, tau=tau, gamma=gamma, lookup=lookup)
         if stream:
             return chunks
         text, ids, last = [], [], None
@@ -218,7 +221,8 @@ class KangarooLM:
     def stream_generate(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, *,
                         sampling: SamplingParams = SamplingParams(),
                         stop: Optional[Union[str, Sequence[str]]] = None, speculative: bool = True,
-                        tau: Optional[float] = None, gamma: Optional[int] = None) -> Iterator[GenerationChunk]:
+                        tau: Optional[float] = None, gamma: Optional[int] = None,
+                        lookup: Optional[bool] = None) -> Iterator[GenerationChunk]:
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
@@ -232,12 +236,12 @@ class KangarooLM:
         if speculative and self.engine.has_adapter:
             info = self.engine.adapter_info
             # tau None: the speculation controller decides when to draft and how far (gamma caps it)
-            draft = (None if tau is None else float(tau), info["gamma"] if gamma is None else gamma)
+            draft = _Draft(None if tau is None else float(tau), info["gamma"] if gamma is None else gamma,
+                           tau is None if lookup is None else bool(lookup))
         return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool, draft: Optional[tuple[Optional[float], int]]
-                ) -> Iterator[GenerationChunk]:
+                stops: list[str], speculative: bool, draft: Optional["_Draft"]) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
@@ -253,7 +257,7 @@ class KangarooLM:
             if draft is None:
                 steps = _plain_steps(engine, prompt_ids, sampling)
             else:
-                steps = _kangaroo_steps(engine, prompt_ids, sampling, draft[0], draft[1], limit)
+                steps = _kangaroo_steps(engine, prompt_ids, sampling, draft, limit)
             generated: list[int] = []
             finish = "length"
             t_first = None
@@ -345,16 +349,24 @@ def _plain_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
 
 
 def _kangaroo_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
-                    tau: Optional[float], gamma: int, limit: int) -> Iterator[list[int]]:
+                    draft: "_Draft", limit: int) -> Iterator[list[int]]:
     """Kangaroo decoding: the first token comes from the prompt's forward pass, then each
     cycle (draft, verify, accept, roll back: KangarooDecoder::step) adds one or more tokens."""
     engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
     yield [engine.kangaroo_start(prompt_ids, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)]
     produced = 1
     while produced < limit and engine.n_past < engine.n_ctx:
-        out = engine.kangaroo_step(tau, gamma, limit - produced)
+        out = engine.kangaroo_step(draft.tau, draft.gamma, limit - produced, draft.lookup)
         produced += len(out)
         yield out
+
+
+class _Draft(NamedTuple):
+    """How a generation drafts: tau None lets the speculation controller decide; gamma caps the
+    drafts per cycle; lookup also drafts by prompt lookup."""
+    tau: Optional[float]
+    gamma: int
+    lookup: bool
 
 
 class _TextAssembler:
@@ -416,11 +428,11 @@ def _timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_firs
     }
 
 
-def _kangaroo_stats(engine: "_native.Engine", draft: tuple[Optional[float], int]) -> dict:
+def _kangaroo_stats(engine: "_native.Engine", draft: "_Draft") -> dict:
     s = engine.kangaroo_stats()
     cycles = max(s["cycles"], 1)
     return {
-        "tau": "auto" if draft[0] is None else draft[0], "gamma": draft[1],
+        "tau": "auto" if draft.tau is None else draft.tau, "gamma": draft.gamma,
         # tokens the controller decoded without drafting (auto mode), and its speculative tries
         # while speculation was switched off
         "plain_steps": s["plain_steps"], "probes": s["probes"],
@@ -431,6 +443,9 @@ def _kangaroo_stats(engine: "_native.Engine", draft: tuple[Optional[float], int]
         "acceptance_rate": s["accepted"] / max(s["drafted"], 1),
         "accepted_hist": s["accepted_hist"], "draft_seconds": s["draft_seconds"],
         "verify_seconds": s["verify_seconds"],
+        # cycles (counted above too) whose drafts came from prompt lookup rather than the adapter
+        "lookup": draft.lookup, "lookup_cycles": s["lookup_cycles"],
+        "lookup_drafted": s["lookup_drafted"], "lookup_accepted": s["lookup_accepted"],
     }
 
 

@@ -201,7 +201,7 @@ PYBIND11_MODULE(_native, m) {
                  return require_kangaroo(e).start(prompt, p);
              },
              py::arg("prompt"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"))
-        .def("kangaroo_step", [](Engine & e, std::optional<float> tau, int gamma, int max_new) {
+        .def("kangaroo_step", [](Engine & e, std::optional<float> tau, int gamma, int max_new, bool lookup) {
                  if (tau && !(*tau >= 0.0f && *tau <= 1.0f)) {
                      throw InvalidArgument(format("tau must be in [0, 1], got %g", *tau));
                  }
@@ -210,11 +210,13 @@ PYBIND11_MODULE(_native, m) {
                  dp.auto_tune = !tau;
                  dp.tau = tau.value_or(0.0f);
                  dp.gamma = gamma;
+                 dp.lookup = lookup;
                  py::gil_scoped_release release;
                  return require_kangaroo(e).step(dp, std::max(1, max_new));
              },
-             py::arg("tau"), py::arg("gamma"), py::arg("max_new"),
-             "One Kangaroo step; tau=None lets the speculation controller decide whether and how far to draft.")
+             py::arg("tau"), py::arg("gamma"), py::arg("max_new"), py::arg("lookup") = false,
+             "One Kangaroo step; tau=None lets the speculation controller decide whether and how far to draft. "
+             "lookup=True also drafts by prompt lookup (with tau=None: where the controller expects it to pay).")
         .def("kangaroo_stats", [](Engine & e) {
             const KangarooStats & s = require_kangaroo(e).stats();
             py::dict d;
@@ -225,6 +227,9 @@ PYBIND11_MODULE(_native, m) {
             d["accepted_hist"] = s.accepted_hist;
             d["draft_seconds"] = s.draft_seconds;
             d["verify_seconds"] = s.verify_seconds;
+            d["lookup_cycles"] = s.lookup_cycles;
+            d["lookup_drafted"] = s.lookup_drafted;
+            d["lookup_accepted"] = s.lookup_accepted;
             const SpeculationController & c = require_kangaroo(e).controller();
             d["plain_steps"] = c.stats().plain_steps;
             d["probes"] = c.stats().probes;
@@ -237,11 +242,15 @@ PYBIND11_MODULE(_native, m) {
             py::dict d;
             d["plain_seconds"] = c.costs().plain();
             d["draft_step_seconds"] = c.costs().draft_step();
-            std::vector<double> verify;
+            std::vector<double> verify, full_verify;
             for (int k = 1; k <= 16; ++k) verify.push_back(c.costs().verify(k));
-            d["verify_seconds"] = verify;  // [k-1]: verifying k rows
+            for (int k = 1; k <= 16; ++k) full_verify.push_back(c.costs().full_verify(k));
+            d["verify_seconds"] = verify;  // [k-1]: verifying k rows through layers [N, L)
+            d["full_verify_seconds"] = full_verify;  // [k-1]: k rows through all layers (lookup)
             d["acceptance_by_confidence"] = c.calibration().table();
             d["drafts_by_confidence"] = c.calibration().counts();
+            d["lookup_acceptance_by_ngram"] = c.lookup_calibration().table();  // [n-1]
+            d["lookup_drafts_by_ngram"] = c.lookup_calibration().counts();
             return d;
         })
         .def("adapter_logits", [](Engine & e, FloatArray hidden, int pos0) {

@@ -22,6 +22,9 @@ struct DraftParams {
     // Instead of tau, let the speculation controller decide when to draft at all and when to
     // stop (gamma still caps a draft).
     bool auto_tune = false;
+    // Also draft by prompt lookup (prompt_lookup.h): with auto_tune where the controller expects
+    // those drafts to pay, otherwise whenever the latest tokens occurred before (up to gamma).
+    bool lookup = false;
 };
 
 // Asked after the k-th draft token with the drafter's top-1 probability for it: draft another?

@@ -5,10 +5,15 @@
 
 #include "error.h"
 #include "graph.h"
+#include "prompt_lookup.h"
 
 namespace ke {
 
 namespace {
+
+// With a fixed drafting rule, prompt lookup drafts after a match of at least this many tokens
+// (one token matches too often by chance).
+constexpr int MIN_LOOKUP_NGRAM = 2;
 
 double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -177,24 +182,48 @@ std::vector<int32_t> KangarooDecoder::step(const DraftParams & params, int max_n
     if (sequence_.n_past() >= sequence_.n_ctx()) {
         throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
     }
-    if (params.auto_tune && !controller_.should_speculate()) return plain_step();
+    int ngram = 0;
+    const std::vector<int32_t> lookup = lookup_drafts(params, max_new, &ngram);
+    if (!lookup.empty()) return whole_model_step(lookup, ngram);
+    if (params.auto_tune && !controller_.should_speculate()) return whole_model_step({}, 0);
     return speculative_step(params, max_new);
 }
 
-std::vector<int32_t> KangarooDecoder::plain_step() {
+std::vector<int32_t> KangarooDecoder::lookup_drafts(const DraftParams & params, int max_new, int * ngram) {
+    // k drafts are verified as k + 1 rows and add up to k + 1 tokens
+    const int room = sequence_.n_ctx() - sequence_.n_past();
+    const int max_drafts = std::min({params.gamma, room - 1, max_new - 1});
+    if (!params.lookup || max_drafts < 1) return {};
+    std::vector<int32_t> history = sequence_.tokens();
+    history.push_back(pending_);
+    LookupMatch match = prompt_lookup(history, LookupCalibration::MAX_NGRAM, max_drafts);
+    // the controller keeps the drafts worth verifying; a fixed rule keeps all of a real match
+    const int n = (int) match.tokens.size();
+    match.tokens.resize(params.auto_tune ? controller_.lookup_drafts(match.ngram, n)
+                                         : (match.ngram >= MIN_LOOKUP_NGRAM ? n : 0));
+    *ngram = match.ngram;
+    return match.tokens;
+}
+
+std::vector<int32_t> KangarooDecoder::whole_model_step(const std::vector<int32_t> & drafts, int ngram) {
     const int pos = sequence_.n_past();
     const int n_vocab = model_.hparams().n_vocab;
     const int N = drafter_.exit_layer();
     const int L = model_.hparams().n_layer;
+    const int k = (int) drafts.size();
+    const int rows = k + 1;
+    std::vector<int32_t> inputs{pending_};
+    inputs.insert(inputs.end(), drafts.begin(), drafts.end());
     const double t0 = now_seconds();
-    // Plain decoding's own graph, layers [0, L) over the pending token, with one branch added at
-    // the exit layer: the drafter records the position (the adapter writes its K/V), so that
-    // drafting can resume at any step. One graph, so the step costs what a plain one costs.
+    // Plain decoding's own graph, layers [0, L), with one branch added at the exit layer: the
+    // drafter records the positions (the adapter writes its K/V), so that drafting can resume
+    // at any step. One graph, so a plain step costs what plain decoding's costs. Several rows
+    // attend per token, each computed exactly as a one-token step computes it.
     KvCache & kv = sequence_.kv();
     GraphKey key;
-    key.kind = KIND_PLAIN_STEP;
-    key.spec = {0, L, 1, 1, Output::Logits};
-    key.n_kv = kv.n_kv_for(pos + 1);
+    key.kind = KIND_WHOLE_MODEL_STEP;
+    key.spec = {0, L, rows, rows, Output::Logits, /*per_token=*/rows > 1};
+    set_attention_span(key, kv, pos);
     key.cache_a = &kv;
     key.cache_b = drafter_.state();
     const Model & m = model_;
@@ -205,14 +234,42 @@ std::vector<int32_t> KangarooDecoder::plain_step() {
         drafter.record(b, h, in);
         return std::vector<ggml_tensor *>{b.head(m, b.layers(m, kv, n_kv, h, N, L, in), true)};
     };
-    plain_logits_.resize(n_vocab);
-    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), &pending_, nullptr, pos, {plain_logits_.data()});
-    sequence_.commit(&pending_, 1, plain_logits_.data());
+    verify_logits_.resize((size_t) rows * n_vocab);
+    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), inputs.data(), nullptr, pos, {verify_logits_.data()});
+    const double t1 = now_seconds();
+
+    // Row j holds the model's distribution after input j: it judges draft j + 1, and the last
+    // row gives a token of the model's own when every draft is accepted.
+    int n_accepted = 0;
+    std::vector<int32_t> out;
+    if (k > 0) {
+        Draft draft;
+        draft.tokens = drafts;
+        // a lookup draft is certain: q is all on the drafted token
+        if (!sampling_.greedy()) for (int32_t x : drafts) draft.q.push_back(Distribution{{x}, {1.0f}});
+        out = accept(draft, k, &n_accepted);
+    }
+    const float * next = verify_logits_.data() + (size_t) n_accepted * n_vocab;
+    if (n_accepted == k) out.push_back(sampler_.sample(next, n_vocab, sampling_));
+
+    // Keep the inputs up to the last accepted draft; later cells are masked and rewritten.
+    sequence_.commit(inputs.data(), n_accepted + 1, next);
     sequence_.take_low_water();
     drafter_valid_ = sequence_.n_past();
-    pending_ = sampler_.sample(plain_logits_.data(), n_vocab, sampling_);
-    controller_.record_plain(now_seconds() - t0);
-    return {pending_};
+    pending_ = out.back();
+
+    if (k == 0) {
+        controller_.record_plain(t1 - t0);
+        return out;
+    }
+    controller_.record_full_verify(rows, t1 - t0);
+    for (int j = 0; j < std::min(k, n_accepted + 1); ++j) controller_.record_lookup_outcome(ngram + j, j < n_accepted);
+    count_cycle(k, n_accepted, (int) out.size());
+    stats_.verify_seconds += t1 - t0;
+    stats_.lookup_cycles += 1;
+    stats_.lookup_drafted += k;
+    stats_.lookup_accepted += n_accepted;
+    return out;
 }
 
 std::vector<int32_t> KangarooDecoder::speculative_step(const DraftParams & params, int max_new) {
@@ -264,13 +321,17 @@ std::vector<int32_t> KangarooDecoder::speculative_step(const DraftParams & param
     for (int j = 0; j < std::min(k, n_accepted + 1); ++j) controller_.record_draft_outcome(draft.confidence[j], j < n_accepted);
     controller_.record_cycle((int) out.size(), now_seconds() - t0);
 
-    stats_.cycles += 1;
-    stats_.drafted += k;
-    stats_.accepted += n_accepted;
-    stats_.tokens += (int64_t) out.size();
-    if ((int) stats_.accepted_hist.size() <= n_accepted) stats_.accepted_hist.resize(n_accepted + 1, 0);
-    stats_.accepted_hist[n_accepted] += 1;
+    count_cycle(k, n_accepted, (int) out.size());
     return out;
+}
+
+void KangarooDecoder::count_cycle(int drafted, int accepted, int tokens) {
+    stats_.cycles += 1;
+    stats_.drafted += drafted;
+    stats_.accepted += accepted;
+    stats_.tokens += tokens;
+    if ((int) stats_.accepted_hist.size() <= accepted) stats_.accepted_hist.resize(accepted + 1, 0);
+    stats_.accepted_hist[accepted] += 1;
 }
 
 std::vector<int32_t> KangarooDecoder::accept(const Draft & draft, int k, int * n_accepted) {

@@ -43,6 +43,10 @@ struct KangarooStats {
     std::vector<int64_t> accepted_hist;  // [a]: cycles that accepted a drafts
     double draft_seconds = 0.0;
     double verify_seconds = 0.0;
+    // of the above, the cycles that drafted by prompt lookup
+    int64_t lookup_cycles = 0;
+    int64_t lookup_drafted = 0;
+    int64_t lookup_accepted = 0;
 };
 
 class KangarooDecoder {
@@ -58,11 +62,16 @@ public:
     const SpeculationController & controller() const { return controller_; }
 
 private:
-    // A step without drafting: exactly plain decoding's, with the drafter's cache kept in step.
-    std::vector<int32_t> plain_step();
+    // The pending token and `drafts` (prompt lookup's, continuing a match of `ngram` tokens)
+    // through the whole model in one graph, with the drafter's cache kept in step. Without
+    // drafts this is exactly plain decoding's step.
+    std::vector<int32_t> whole_model_step(const std::vector<int32_t> & drafts, int ngram);
+    // Prompt lookup's drafts for this step that the controller expects to pay (may be none).
+    std::vector<int32_t> lookup_drafts(const DraftParams & params, int max_new, int * ngram);
     std::vector<int32_t> speculative_step(const DraftParams & params, int max_new);
     // The tokens a cycle adds; *n_accepted counts the drafts among them.
     std::vector<int32_t> accept(const Draft & draft, int k, int * n_accepted);
+    void count_cycle(int drafted, int accepted, int tokens);
 
     const Model & model_;
     Runner & runner_;
@@ -72,8 +81,7 @@ private:
     SamplingParams sampling_;
     int32_t pending_ = -1;      // the newest token: chosen, not yet run through the model
     int drafter_valid_ = 0;     // positions whose drafter K/V match the sequence
-    std::vector<float> verify_logits_;  // [k, n_vocab]
-    std::vector<float> plain_logits_;   // [n_vocab] of the last plain step
+    std::vector<float> verify_logits_;  // [rows, n_vocab] of the last verification
     KangarooStats stats_;
     SpeculationController controller_;
 };

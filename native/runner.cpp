@@ -109,6 +109,17 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
     }
 }
 
+void set_attention_span(GraphKey & key, const KvCache & kv, int pos0) {
+    const int n_tokens = key.spec.n_tokens;
+    key.n_kv = kv.n_kv_for(pos0 + n_tokens);
+    key.split = 0;
+    key.n_kv_before = 0;
+    if (key.spec.per_token_attention) {
+        key.n_kv_before = kv.n_kv_for(pos0 + 1);
+        while (key.split < n_tokens && kv.n_kv_for(pos0 + key.split + 1) < key.n_kv) ++key.split;
+    }
+}
+
 void Runner::validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const {
     const Hparams & hp = model_.hparams();
     if (spec.n_tokens < 1 || spec.n_outputs < 1 || spec.n_outputs > spec.n_tokens) {
@@ -152,12 +163,7 @@ void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tok
     GraphKey key;
     key.kind = KIND_LAYER_RANGE;
     key.spec = spec;
-    key.n_kv = kv.n_kv_for(pos0 + spec.n_tokens);
-    if (spec.per_token_attention) {
-        // the cells each token reads in a one-token step (the count grows in steps of KV_PAD)
-        key.n_kv_before = kv.n_kv_for(pos0 + 1);
-        while (key.split < spec.n_tokens && kv.n_kv_for(pos0 + key.split + 1) < key.n_kv) ++key.split;
-    }
+    set_attention_span(key, kv, pos0);
     key.cache_a = &kv;
     const Model & m = model_;
     GraphBody body = [&m, &kv, &key](GraphBuilder & b, const StepInputs & in) {

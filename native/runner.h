@@ -28,7 +28,7 @@ struct ForwardSpec {
 // Identity of a cached graph: everything that changes its shape or the tensors it touches.
 // Graph kinds: one per graph-building function.
 enum GraphKind {
-    KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_PLAIN_STEP = 4
+    KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_WHOLE_MODEL_STEP = 4
 };
 
 struct GraphKey {
@@ -41,6 +41,10 @@ struct GraphKey {
     const void * cache_b = nullptr;
     bool operator==(const GraphKey & o) const;
 };
+
+// Sets key.n_kv for a batch of key.spec.n_tokens tokens at pos0 and, with per-token attention,
+// the cells each token reads in a one-token step (the count grows in steps of KV_PAD).
+void set_attention_span(GraphKey & key, const KvCache & kv, int pos0);
 
 // Builds a graph's body on top of its step inputs and returns its outputs.
 using GraphBody = std::function<std::vector<ggml_tensor *>(GraphBuilder & b, const StepInputs & in)>;

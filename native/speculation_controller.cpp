@@ -16,6 +16,11 @@ constexpr double PRIOR_WEIGHT = 4.0;
 // Until measured, one more verified row is assumed to cost this fraction of a plain step (a
 // batch of 4 costs ~2x one token on a 2-core CPU, less on GPUs).
 constexpr double DEFAULT_ROW_COST = 0.3;
+// Until learned, P(lookup draft accepted | it continues an n-gram match of n tokens), n = 1..8:
+// measured on SmolLM2-135M's greedy answers to the 240 Spec-Bench dev questions
+// (docs/benchmarks.md, "Prompt lookup"); longer matches are right more often.
+constexpr std::array<double, LookupCalibration::MAX_NGRAM + 1> LOOKUP_PRIOR = {
+    0.0, 0.25, 0.55, 0.67, 0.72, 0.78, 0.76, 0.84, 0.87};
 }  // namespace
 
 // ---- StepCosts ---------------------------------------------------------------------------------
@@ -48,6 +53,18 @@ double StepCosts::verify(int k) const {
     return plain_ * (1.0 + (k - 1) * DEFAULT_ROW_COST);
 }
 
+void StepCosts::record_full_verify(int rows, double s) {
+    if (rows < 1 || rows > MAX_K) return;
+    update(full_verify_[rows], n_full_verify_[rows], s);
+}
+
+double StepCosts::full_verify(int rows) const {
+    rows = std::clamp(rows, 1, MAX_K);
+    if (n_full_verify_[rows] > 0) return full_verify_[rows];
+    if (rows == 1) return plain_;
+    return plain_ * verify(rows) / std::max(verify(1), 1e-9);
+}
+
 // ---- AcceptanceCalibration ---------------------------------------------------------------------
 
 int AcceptanceCalibration::bin(float confidence) {
@@ -69,6 +86,25 @@ double AcceptanceCalibration::predict(float confidence) const {
 std::vector<double> AcceptanceCalibration::table() const {
     std::vector<double> t(BINS);
     for (int b = 0; b < BINS; ++b) t[b] = predict((b + 0.5f) / BINS);
+    return t;
+}
+
+// ---- LookupCalibration -------------------------------------------------------------------------
+
+void LookupCalibration::record(int ngram, bool accepted) {
+    const int n = std::clamp(ngram, 1, MAX_NGRAM);
+    seen_[n] += 1;
+    accepted_[n] += accepted ? 1 : 0;
+}
+
+double LookupCalibration::predict(int ngram) const {
+    const int n = std::clamp(ngram, 1, MAX_NGRAM);
+    return (accepted_[n] + PRIOR_WEIGHT * LOOKUP_PRIOR[n]) / (seen_[n] + PRIOR_WEIGHT);
+}
+
+std::vector<double> LookupCalibration::table() const {
+    std::vector<double> t;
+    for (int n = 1; n <= MAX_NGRAM; ++n) t.push_back(predict(n));
     return t;
 }
 
@@ -120,6 +156,25 @@ bool SpeculationController::draft_more(int k, double p_all) const {
     // each worth a plain step; it costs a draft step and one more verified row.
     const double extra_cost = costs_.draft_step() + costs_.verify(k + 1) - costs_.verify(k);
     return p_all * costs_.plain() > extra_cost;
+}
+
+int SpeculationController::lookup_drafts(int ngram, int available) const {
+    if (ngram < 1 || !costs_.knows_plain()) return 0;
+    // k drafts verified as k + 1 rows through the whole model yield 1 + (accepted drafts)
+    // tokens; plain decoding pays a plain step for each.
+    double p_all = 1.0, expected = 1.0;
+    double best_gain = 0.0;
+    int best = 0;
+    for (int k = 1; k <= std::min(available, StepCosts::MAX_K - 1); ++k) {
+        p_all *= lookup_calibration_.predict(ngram + k - 1);
+        expected += p_all;
+        const double gain = expected * costs_.plain() - costs_.full_verify(k + 1);
+        if (gain > best_gain) {
+            best_gain = gain;
+            best = k;
+        }
+    }
+    return best;
 }
 
 }  // namespace ke

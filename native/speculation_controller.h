@@ -25,6 +25,10 @@ public:
     double draft_step() const { return draft_; }
     // Verifying k rows: measured, else extrapolated from the nearest measured smaller batch.
     double verify(int k) const;
+    // The same through all layers (lookup drafts have no exit-layer states to start from):
+    // measured, else the deep-layer verification's cost scaled to one row costing a plain step.
+    void record_full_verify(int rows, double s);
+    double full_verify(int rows) const;
 
 private:
     static void update(double & avg, int & n, double s);
@@ -32,8 +36,8 @@ private:
     std::array<double, PLAIN_WINDOW> recent_plain_{};
     double plain_ = 0.0, draft_ = 0.0;
     int n_plain_ = 0, n_draft_ = 0;
-    std::array<double, MAX_K + 1> verify_{};
-    std::array<int, MAX_K + 1> n_verify_{};
+    std::array<double, MAX_K + 1> verify_{}, full_verify_{};
+    std::array<int, MAX_K + 1> n_verify_{}, n_full_verify_{};
 };
 
 // P(draft accepted | the drafter's top-1 probability), learned from verifications: binned
@@ -51,6 +55,21 @@ private:
     std::array<int64_t, BINS> seen_{}, accepted_{};
 };
 
+// P(a lookup draft is accepted | the n-gram it continues), for drafts whose predecessors in the
+// cycle were accepted: the j-th draft of a match of n tokens continues a match of n + j - 1.
+// Longer matches are right more often; learned from verifications, shrunk towards a prior.
+class LookupCalibration {
+public:
+    static constexpr int MAX_NGRAM = 8;
+    void record(int ngram, bool accepted);
+    double predict(int ngram) const;
+    std::vector<double> table() const;  // predict(n) for n = 1 .. MAX_NGRAM
+    std::vector<int64_t> counts() const { return {seen_.begin() + 1, seen_.end()}; }
+
+private:
+    std::array<int64_t, MAX_NGRAM + 1> seen_{}, accepted_{};
+};
+
 struct ControllerStats {
     int64_t plain_steps = 0;  // tokens the controller decoded without drafting
     int64_t probes = 0;       // speculative cycles tried while speculation was off
@@ -66,17 +85,23 @@ public:
     // After the k-th draft, whose chance that it and all drafts before it are accepted is
     // p_all: is one more draft worth its cost (a draft step and a one-row-larger verification)?
     bool draft_more(int k, double p_all) const;
+    // How many of `available` lookup drafts, continuing a match of `ngram` tokens, to verify:
+    // the count with the largest expected saving over plain decoding; 0 when none saves.
+    int lookup_drafts(int ngram, int available) const;
 
     void record_plain(double seconds);
     void record_draft_step(double seconds) { costs_.record_draft_step(seconds); }
     void record_verify(int k, double seconds) { costs_.record_verify(k, seconds); }
     void record_draft_outcome(float confidence, bool accepted) { calibration_.record(confidence, accepted); }
+    void record_full_verify(int rows, double seconds) { costs_.record_full_verify(rows, seconds); }
+    void record_lookup_outcome(int ngram, bool accepted) { lookup_calibration_.record(ngram, accepted); }
     // A speculative cycle that added `tokens` tokens in `seconds`, drafting included.
     void record_cycle(int tokens, double seconds);
 
     double acceptance(float confidence) const { return calibration_.predict(confidence); }
     const StepCosts & costs() const { return costs_; }
     const AcceptanceCalibration & calibration() const { return calibration_; }
+    const LookupCalibration & lookup_calibration() const { return lookup_calibration_; }
     const ControllerStats & stats() const { return stats_; }
     void reset_stats() { stats_ = ControllerStats(); }
 
@@ -87,6 +112,7 @@ private:
                                                 // the yardstick current (context grows, load changes)
     StepCosts costs_;
     AcceptanceCalibration calibration_;
+    LookupCalibration lookup_calibration_;
     ControllerStats stats_;
     bool on_ = true;
     bool probing_ = false;   // the current cycle is a probe made while off

@@ -66,6 +66,50 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
     assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
 
 
+@pytest.mark.parametrize("model", ["smollm", "qwen"])
+def test_greedy_prompt_lookup_equals_plain(request, adapters, model):
+    """Prompt-lookup drafts go through the whole model as one batch of rows: with a fixed rule
+    (a draft after every repeated bigram, so many cycles, long and short, crossing KV_PAD
+    boundaries as the context grows) the output must stay plain decoding's."""
+    lm: KangarooLM = request.getfixturevalue(model)
+    lm.load_adapter(adapters[model]["shallow"])
+    lookups = kept = 0
+    for q in load_questions(8):
+        prompt = chat_prompt(lm, q)
+        lm.reset()
+        plain = lm.generate(prompt, N_NEW, speculative=False)
+        lm.reset()
+        spec = lm.generate(prompt, N_NEW, tau=0.6, gamma=6, lookup=True)
+        assert spec.token_ids == plain.token_ids, q["question_id"]
+        lookups += spec.stats["lookup_cycles"]
+        kept += spec.stats["lookup_accepted"]
+    assert lookups > 0 and kept > 0
+
+
+def test_controller_drafts_copied_text_by_prompt_lookup(smollm, adapters):
+    """Asked to repeat a passage, the model copies it: the controller's lookup drafts are right
+    and it keeps using them (an untrained adapter could not draft this), output unchanged."""
+    smollm.load_adapter(adapters["smollm"]["shallow"])
+    passage = ("The red kangaroo is the largest of all kangaroos, the largest terrestrial mammal native to "
+               "Australia, and the largest extant marsupial. It is found across mainland Australia, avoiding "
+               "only the more fertile areas, such as the southern and eastern coasts.")
+    prompt = smollm.apply_chat_template([{"role": "user", "content": "Repeat this text word for word:\n\n" + passage}])
+    smollm.reset()
+    plain = smollm.generate(prompt, 64, speculative=False)
+    smollm.reset()
+    off = smollm.generate(prompt, 64, lookup=False)
+    assert off.token_ids == plain.token_ids and off.stats["lookup_cycles"] == 0
+    smollm.reset()
+    on = smollm.generate(prompt, 64)
+    assert on.token_ids == plain.token_ids
+    s = on.stats
+    assert s["lookup"] and s["lookup_cycles"] > 0
+    assert s["lookup_accepted"] > s["lookup_cycles"]  # more than one copied token per verification
+    assert s["lookup_accepted"] <= s["lookup_drafted"] and s["accepted"] >= s["lookup_accepted"]
+    model = smollm.engine.kangaroo_cost_model()
+    assert sum(model["lookup_drafts_by_ngram"]) >= s["lookup_cycles"]
+
+
 @pytest.mark.parametrize("tau", [0.0, None])
 def test_stats_are_consistent(smollm, adapters, tau):
     smollm.load_adapter(adapters["smollm"]["deep"])
@@ -100,11 +144,12 @@ def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path)
     assert r.token_ids == plain.token_ids
     s = r.stats
     assert s["tau"] == "auto"
-    assert s["plain_steps"] > 3 * s["cycles"], s
+    # adapter cycles (prompt lookup's, if the answer repeats itself, are another drafter's)
+    assert s["plain_steps"] > 3 * (s["cycles"] - s["lookup_cycles"]), s
     model = smollm.engine.kangaroo_cost_model()
     assert model["plain_seconds"] > 0 and model["draft_step_seconds"] > 0
     # what it learned about the drafts: confident or not, they were wrong
-    assert sum(model["drafts_by_confidence"]) >= s["cycles"]
+    assert sum(model["drafts_by_confidence"]) >= s["cycles"] - s["lookup_cycles"]
 
 
 def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):
@@ -117,7 +162,7 @@ def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):
     prompt = chat_prompt(smollm, load_questions(4)[3])
     smollm.reset()
     r = smollm.generate(prompt, 96)
-    assert r.stats["plain_steps"] > 3 * r.stats["cycles"], r.stats  # mostly off-steps
+    assert r.stats["plain_steps"] > 3 * (r.stats["cycles"] - r.stats["lookup_cycles"]), r.stats  # mostly off-steps
     e = smollm.engine
     n = e.n_past  # positions in every cache: the prompt and all generated tokens but the pending one
     tokens = smollm.tokenize(prompt) + list(r.token_ids)

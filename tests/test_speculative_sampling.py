@@ -129,3 +129,28 @@ def test_draft_vocabulary_keeps_the_distribution(tiny, tmp_path):
         tiny.load_adapter(default_adapter)
     assert sum(c for (t1, t2), c in counts.items() if t2 in banned) > 0
     assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA
+
+
+def test_prompt_lookup_drafts_keep_the_distribution(tiny):
+    """A prompt-lookup draft is certain (q is all on one token): it is kept with probability
+    p(x), and a rejection draws from p without x; when it is kept the last verified row gives a
+    further token. The prompt repeats, after its last token, each likely first token followed by
+    some token, so that after most first tokens the lookup has a two-token match to continue."""
+    base = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    p1, p2, _ = conditionals(tiny, base)
+    likely = sorted(p1, key=p1.get, reverse=True)
+    # after t1 the lookup proposes what followed (base[-1], t1) earlier: one of t1's likely successors
+    prefix = [t for t1 in likely for t in (base[-1], t1, max(p2[t1], key=p2[t1].get))]
+    prompt = prefix + base
+    p1, p2, _ = conditionals(tiny, prompt)
+    counts: dict[tuple[int, int], int] = {}
+    lookups = kept = 0
+    for seed in range(N_SAMPLES):
+        # three tokens: t1 from the prompt's pass, then a cycle that may draft one lookup token
+        r = tiny.generate(prompt, 3, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, lookup=True)
+        key = tuple(r.token_ids[:2])
+        counts[key] = counts.get(key, 0) + 1
+        lookups += r.stats["lookup_cycles"] > 0
+        kept += r.stats["lookup_accepted"] > 0
+    assert N_SAMPLES // 4 < lookups and 0 < kept < lookups  # lookups ran; both branches taken
+    assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA

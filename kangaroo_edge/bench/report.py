@@ -176,4 +176,11 @@ def cost_model_text(cm: Optional[dict]) -> str:
     need = extra / plain
     lines.append(f"  a second draft pays when P(both drafts right) > {need:.2f}"
                  + ("  (never: more than certain)" if need >= 1 else ""))
+    if cm.get("lookup_drafts_by_ngram") and any(cm["lookup_drafts_by_ngram"]):
+        full = cm["full_verify_seconds"]
+        lines.append("  prompt lookup, verify k tokens through all layers: "
+                     + ", ".join(f"k={k + 1} {v / plain:.2f}x" for k, v in enumerate(full[:8])))
+        lines.append("  prompt lookup accuracy by match length (drafts seen): " + ", ".join(
+            f"{n + 1}{'+' if n + 1 == len(cm['lookup_drafts_by_ngram']) else ''} {a:.2f} ({c})"
+            for n, (a, c) in enumerate(zip(cm["lookup_acceptance_by_ngram"], cm["lookup_drafts_by_ngram"])) if c))
     return "\n".join(lines)

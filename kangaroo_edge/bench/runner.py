@@ -105,15 +105,16 @@ _OWN_TIMING_KEYS = {"prompt_token_ids", "n_prompt_tokens", "n_tokens", "prompt_s
 class OursSystem:
     """Our engine through the public API (speculative=False: plain; True: Kangaroo)."""
 
-    def __init__(self, lm: Any, speculative: bool, tau: Optional[float] = None, gamma: Optional[int] = None):
+    def __init__(self, lm: Any, speculative: bool, tau: Optional[float] = None, gamma: Optional[int] = None,
+                 lookup: Optional[bool] = None):
         self.lm = lm
         self.speculative = speculative
-        self.tau, self.gamma = tau, gamma  # tau None: the speculation controller
+        self.tau, self.gamma, self.lookup = tau, gamma, lookup  # tau None: the speculation controller
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
         self.lm.engine.truncate(0)  # no prefix reuse across systems: every prefill is a full one
         r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative,
-                             tau=self.tau, gamma=self.gamma)
+                             tau=self.tau, gamma=self.gamma, lookup=self.lookup)
         s = r.stats
         # every counter the engine reports (speculative, cycles, drafted, accepted, mean_accepted,
         # accepted_hist, draft/verify seconds, fallback reason ...), whatever it grows into
@@ -236,6 +237,7 @@ class BenchConfig:
     systems: tuple[str, ...] = SYSTEMS
     tau: Optional[float] = None   # Kangaroo: None = the speculation controller, else a fixed threshold
     gamma: Optional[int] = None   # Kangaroo: most drafts per cycle (None: the adapter's)
+    lookup: Optional[bool] = None  # Kangaroo: also draft by prompt lookup (None: with the controller only)
 
 
 def machine_info() -> dict[str, Any]:
@@ -296,7 +298,7 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         elif name == OURS_PLAIN:
             systems[name] = OursSystem(lm, speculative=False)
         elif name == OURS_KANGAROO:
-            systems[name] = OursSystem(lm, speculative=True, tau=cfg.tau, gamma=cfg.gamma)
+            systems[name] = OursSystem(lm, speculative=True, tau=cfg.tau, gamma=cfg.gamma, lookup=cfg.lookup)
         else:
             raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
         load_seconds.setdefault(name, time.perf_counter() - t)

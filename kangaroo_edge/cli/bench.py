@@ -49,6 +49,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                    help="Kangaroo with a fixed confidence threshold (the paper's rule) instead of the "
                         "speculation controller (default: the controller)")
     p.add_argument("--gamma", type=positive_int, default=None, help="Kangaroo: most drafts per cycle (default: the adapter's)")
+    p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
+                   help="Kangaroo: also draft by prompt lookup (default: with the speculation controller, "
+                        "not with a fixed --tau)")
     p.add_argument("--tune", action="store_true",
                    help="after the run, print what the speculation controller measured on this machine "
                         "(step costs, draft accuracy by confidence) and the settings it implies")
@@ -81,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = runner.BenchConfig(questions=args.questions, model=args.model, adapter=args.adapter, threads=args.threads,
                              max_new_tokens=args.max_new_tokens, limit=args.limit, categories=_split(args.categories),
                              n_ctx=args.ctx_size or None, device=args.device, systems=systems,
-                             tau=args.tau, gamma=args.gamma)
+                             tau=args.tau, gamma=args.gamma, lookup=args.lookup)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -87,7 +87,7 @@ class ChatSession:
         self.sampling = sampling_from_args(args)
         self.max_tokens: int = args.n_predict
         self.speculative = not args.no_spec
-        self.tau, self.gamma = args.tau, args.gamma
+        self.tau, self.gamma, self.lookup = args.tau, args.gamma, args.lookup
         self.messages: list[dict[str, str]] = []
         self.last_stats: Optional[dict] = None
         self.reset()
@@ -104,7 +104,8 @@ class ChatSession:
         try:
             prompt = self.lm.apply_chat_template(self.messages)
             chunks = self.lm.generate(prompt, self.max_tokens, sampling=self.sampling, stream=True,
-                                      speculative=self.speculative, tau=self.tau, gamma=self.gamma)
+                                      speculative=self.speculative, tau=self.tau, gamma=self.gamma,
+                                      lookup=self.lookup)
         except ValueError as e:  # e.g. the conversation no longer fits the context
             self.messages.pop()
             self._error(f"{e} (use /reset to start over)")

@@ -104,6 +104,9 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
                         "machine and drafts only when it pays)")
     g.add_argument("--gamma", type=positive_int, default=None,
                    help="maximum drafted tokens per cycle (default: the adapter's)")
+    g.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
+                   help="also draft by prompt lookup: what followed an earlier occurrence of the latest "
+                        "tokens (default: on with the auto controller, off with a fixed --tau)")
 
 
 def load_model(args: argparse.Namespace) -> KangarooLM:

@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     if args.chat:
         prompt = lm.apply_chat_template([{"role": "user", "content": prompt}])
     kwargs = dict(sampling=sampling_from_args(args), stop=args.stop, speculative=not args.no_spec,
-                  tau=args.tau, gamma=args.gamma)
+                  tau=args.tau, gamma=args.gamma, lookup=args.lookup)
     if args.json:
         r = lm.generate(prompt, args.n_predict, **kwargs)
         print(json.dumps({"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
