@@ -263,6 +263,7 @@ std::vector<int32_t> KangarooDecoder::whole_model_step(const std::vector<int32_t
         return out;
     }
     controller_.record_full_verify(rows, t1 - t0);
+    controller_.record_lookup_cycle((int) out.size(), now_seconds() - t0);
     for (int j = 0; j < std::min(k, n_accepted + 1); ++j) controller_.record_lookup_outcome(ngram + j, j < n_accepted);
     count_cycle(k, n_accepted, (int) out.size());
     stats_.verify_seconds += t1 - t0;

@@ -108,19 +108,45 @@ std::vector<double> LookupCalibration::table() const {
     return t;
 }
 
+// ---- PayoffGate --------------------------------------------------------------------------------
+
+bool PayoffGate::probe_due() {
+    if (left_ > 0) {
+        left_ -= 1;
+        return false;
+    }
+    probing_ = true;
+    return true;
+}
+
+bool PayoffGate::record(double seconds) {
+    gain_ += GAIN_SMOOTHING * (seconds - gain_);
+    const bool was_probe = probing_;
+    probing_ = false;
+    if (gain_ >= 0.0) {
+        if (was_probe) backoff_ = MIN_BACKOFF;
+        on_ = true;
+        return false;
+    }
+    const bool switched_off = on_;
+    if (!on_) backoff_ = std::min(2 * backoff_, MAX_BACKOFF);  // another losing probe: wait longer
+    on_ = false;
+    left_ = backoff_;
+    return switched_off;
+}
+
 // ---- SpeculationController ---------------------------------------------------------------------
 
 void SpeculationController::begin_generation() {
-    // Costs, calibration and the gain estimate carry over (same machine, same adapter); a
-    // generation that starts while speculation is off probes soon, its content may suit it.
-    if (!on_) plain_left_ = std::min(plain_left_, MIN_BACKOFF);
+    // Costs, calibration and the gain estimates carry over (same machine, same adapter).
+    gate_.wake();
+    lookup_gate_.wake();
 }
 
 bool SpeculationController::should_speculate() {
     if (!costs_.knows_plain()) return false;  // a few plain steps first: the yardstick
-    if (on_) return ++steps_on_ % REMEASURE_EVERY != 0;
-    if (plain_left_ > 0) return false;
-    probing_ = true;
+    if (gate_.on()) return ++steps_on_ % REMEASURE_EVERY != 0;
+    if (!gate_.probe_due()) return false;
     stats_.probes += 1;
     return true;
 }
@@ -128,26 +154,10 @@ bool SpeculationController::should_speculate() {
 void SpeculationController::record_plain(double seconds) {
     costs_.record_plain(seconds);
     stats_.plain_steps += 1;
-    if (plain_left_ > 0) plain_left_ -= 1;
 }
 
 void SpeculationController::record_cycle(int tokens, double seconds) {
-    const double g = tokens * costs_.plain() - seconds;  // > 0: faster than plain decoding
-    gain_ += GAIN_SMOOTHING * (g - gain_);
-    const bool was_probe = probing_;
-    probing_ = false;
-    if (gain_ >= 0.0) {
-        if (was_probe) backoff_ = MIN_BACKOFF;
-        on_ = true;
-        return;
-    }
-    if (on_) {
-        on_ = false;
-        stats_.switches_off += 1;
-    } else {
-        backoff_ = std::min(2 * backoff_, MAX_BACKOFF);  // another losing probe: wait longer
-    }
-    plain_left_ = backoff_;
+    if (gate_.record(tokens * costs_.plain() - seconds)) stats_.switches_off += 1;
 }
 
 bool SpeculationController::draft_more(int k, double p_all) const {
@@ -158,7 +168,7 @@ bool SpeculationController::draft_more(int k, double p_all) const {
     return p_all * costs_.plain() > extra_cost;
 }
 
-int SpeculationController::lookup_drafts(int ngram, int available) const {
+int SpeculationController::lookup_drafts(int ngram, int available) {
     if (ngram < 1 || !costs_.knows_plain()) return 0;
     // k drafts verified as k + 1 rows through the whole model yield 1 + (accepted drafts)
     // tokens; plain decoding pays a plain step for each.
@@ -174,6 +184,7 @@ int SpeculationController::lookup_drafts(int ngram, int available) const {
             best = k;
         }
     }
+    if (best > 0 && !lookup_gate_.on() && !lookup_gate_.probe_due()) return 0;
     return best;
 }
 

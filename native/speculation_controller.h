@@ -4,6 +4,7 @@
 // it (docs/kangaroo.md, "The speculation controller").
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -70,6 +71,30 @@ private:
     std::array<int64_t, MAX_NGRAM + 1> seen_{}, accepted_{};
 };
 
+// Keeps a drafter on while its cycles gain time over plain decoding on average (~8 cycles), and
+// otherwise off, letting a probe through after 8 chances to draft, then 16, 32 ... up to 128
+// while probes keep losing.
+class PayoffGate {
+public:
+    static constexpr int MIN_BACKOFF = 8;
+    static constexpr int MAX_BACKOFF = 128;  // at most ~1% of steps are probes that may lose
+    bool on() const { return on_; }
+    // While off, a chance to draft: true when a probe is due.
+    bool probe_due();
+    // A cycle gained `seconds` over decoding its tokens plainly (negative: lost). Returns true
+    // when this switches the drafter off.
+    bool record(double seconds);
+    // A new generation: if off, probe soon (its content may suit the drafter).
+    void wake() { if (!on_) left_ = std::min(left_, MIN_BACKOFF); }
+
+private:
+    bool on_ = true;
+    bool probing_ = false;  // the current cycle is a probe made while off
+    double gain_ = 0.0;     // running average of the cycles' gains
+    int backoff_ = MIN_BACKOFF;
+    int left_ = 0;          // chances to let pass before the next probe
+};
+
 struct ControllerStats {
     int64_t plain_steps = 0;  // tokens the controller decoded without drafting
     int64_t probes = 0;       // speculative cycles tried while speculation was off
@@ -86,8 +111,9 @@ public:
     // p_all: is one more draft worth its cost (a draft step and a one-row-larger verification)?
     bool draft_more(int k, double p_all) const;
     // How many of `available` lookup drafts, continuing a match of `ngram` tokens, to verify:
-    // the count with the largest expected saving over plain decoding; 0 when none saves.
-    int lookup_drafts(int ngram, int available) const;
+    // the count with the largest expected saving over plain decoding; 0 when none saves, or
+    // when lookup cycles have been losing time (then a probe now and then).
+    int lookup_drafts(int ngram, int available);
 
     void record_plain(double seconds);
     void record_draft_step(double seconds) { costs_.record_draft_step(seconds); }
@@ -97,6 +123,7 @@ public:
     void record_lookup_outcome(int ngram, bool accepted) { lookup_calibration_.record(ngram, accepted); }
     // A speculative cycle that added `tokens` tokens in `seconds`, drafting included.
     void record_cycle(int tokens, double seconds);
+    void record_lookup_cycle(int tokens, double seconds) { lookup_gate_.record(tokens * costs_.plain() - seconds); }
 
     double acceptance(float confidence) const { return calibration_.predict(confidence); }
     const StepCosts & costs() const { return costs_; }
@@ -106,19 +133,14 @@ public:
     void reset_stats() { stats_ = ControllerStats(); }
 
 private:
-    static constexpr int MIN_BACKOFF = 8;    // plain tokens before speculation is tried again
-    static constexpr int MAX_BACKOFF = 128;  // at most ~1% of steps are probes that may lose
     static constexpr int REMEASURE_EVERY = 32;  // while on, one plain step in this many keeps
                                                 // the yardstick current (context grows, load changes)
     StepCosts costs_;
     AcceptanceCalibration calibration_;
     LookupCalibration lookup_calibration_;
     ControllerStats stats_;
-    bool on_ = true;
-    bool probing_ = false;   // the current cycle is a probe made while off
-    double gain_ = 0.0;      // running average of (tokens x plain cost - cycle seconds)
-    int backoff_ = MIN_BACKOFF;
-    int plain_left_ = 0;     // plain steps before the next probe
+    PayoffGate gate_;         // the adapter's drafting
+    PayoffGate lookup_gate_;  // prompt lookup's
     int steps_on_ = 0;       // steps since the last plain one while on
 };
 
