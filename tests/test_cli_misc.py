@@ -34,6 +34,19 @@ def test_generate_json_fields():
     assert out["stats"]["n_tokens"] == len(out["token_ids"])
 
 
+@pytest.mark.parametrize("flags, lookup", [([], True), (["--no-lookup"], False), (["--tau", "0.6"], False),
+                                           (["--tau", "0.6", "--lookup"], True)])
+def test_generate_lookup_flag(flags, lookup):
+    """Prompt lookup: on with the controller, off with a fixed --tau, either way when asked."""
+    r = cli("generate", "--chat", "-p", "Repeat exactly: one two three, one two three, one two three.", "-n", "24",
+            *SMALL, "--json", *flags)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)["stats"]
+    assert stats["speculative"] and stats["lookup"] is lookup
+    if not lookup:
+        assert stats["lookup_cycles"] == 0
+
+
 def test_info_table_and_json():
     r = cli("info", *SMALL)
     assert r.returncode == 0, r.stderr
