@@ -102,22 +102,20 @@ bool Backends::supports(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
     return ok;
 }
 
-namespace {
-
-// Speculative verification is lossless only if a row verified in a batch comes out bit for bit
-// as in a one-token step. ggml's repacked CPU kernels multiply a batch (gemm) and a single row
-// (gemv) differently for some types: Q4_K's differ (logits by up to 0.6 on SmolLM2 requantized
-// to Q4_K, enough to flip near-ties), Q4_0's agree. Weights of other types stay in the plain CPU
-// buffer, whose kernels compute each row the same way at any batch size.
-bool repack_keeps_rows_exact(ggml_type type) { return type == GGML_TYPE_Q4_0; }
-
-}  // namespace
+bool Backends::rows_exact_in_batch(const ggml_tensor * w) const {
+    if (!w->buffer) return true;
+    const ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
+    for (auto extra : cpu_extra_bufts_) {
+        if (extra == buft) return w->type == GGML_TYPE_Q4_0;
+    }
+    return true;
+}
 
 ggml_backend_buffer_type_t Backends::weight_buffer_type(ggml_tensor * w, ggml_op op) const {
     if (gpu_ && supports(gpu_dev_, ggml_backend_dev_buffer_type(gpu_dev_), w, op)) {
         return ggml_backend_dev_buffer_type(gpu_dev_);
     }
-    if (op == GGML_OP_MUL_MAT && repack_keeps_rows_exact(w->type)) {
+    if (op == GGML_OP_MUL_MAT) {
         for (auto buft : cpu_extra_bufts_) {
             if (supports(cpu_dev_, buft, w, op)) return buft;
         }

@@ -31,6 +31,10 @@ public:
     // The first buffer type that can hold weight `w` when it feeds `op` (MUL_MAT or GET_ROWS):
     // the GPU, then the CPU's repacking types (faster quantized kernels), then plain CPU memory.
     ggml_backend_buffer_type_t weight_buffer_type(ggml_tensor * w, ggml_op op) const;
+    // Whether ggml multiplies a batch by the loaded weight `w` exactly as it multiplies each row
+    // alone. Not for every repacked CPU weight: Q4_K's batched kernel rounds differently (logits
+    // up to 0.6 apart on SmolLM2 requantized to Q4_K; Q4_0's agree, and so do all unrepacked types).
+    bool rows_exact_in_batch(const ggml_tensor * w) const;
 
 private:
     bool supports(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft, ggml_tensor * w, ggml_op op) const;

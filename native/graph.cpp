@@ -26,6 +26,16 @@ StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, i
     return in;
 }
 
+ggml_tensor * GraphBuilder::weight_mul_mat(ggml_tensor * w, ggml_tensor * x) {
+    if (!split_rows_ || x->ne[1] == 1 || !split_rows_(w)) return ggml_mul_mat(ctx_, w, x);
+    ggml_tensor * out = nullptr;
+    for (int64_t t = 0; t < x->ne[1]; ++t) {
+        ggml_tensor * y = ggml_mul_mat(ctx_, w, ggml_view_2d(ctx_, x, x->ne[0], 1, x->nb[1], t * x->nb[1]));
+        out = out ? ggml_concat(ctx_, out, y, 1) : y;
+    }
+    return out;
+}
+
 ggml_tensor * GraphBuilder::rms_norm(ggml_tensor * x, ggml_tensor * weight) {
     return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, hp_.rms_eps), weight);
 }
@@ -42,9 +52,9 @@ void GraphBuilder::store_kv(const AttentionWeights & w, KvLayer & cache, ggml_te
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
-    ggml_tensor * k = ggml_mul_mat(ctx_, w.wk, x);  // [n_embd_kv, n_tokens]
+    ggml_tensor * k = weight_mul_mat(w.wk, x);  // [n_embd_kv, n_tokens]
     if (w.bk) k = ggml_add(ctx_, k, w.bk);
-    ggml_tensor * v = ggml_mul_mat(ctx_, w.wv, x);  // [n_embd_kv, n_tokens]
+    ggml_tensor * v = weight_mul_mat(w.wv, x);  // [n_embd_kv, n_tokens]
     if (w.bv) v = ggml_add(ctx_, v, w.bv);
     k = rope(ggml_reshape_3d(ctx_, k, hd, hp_.n_head_kv, n_tokens), in, rope_freqs);
     v = ggml_reshape_3d(ctx_, v, hd, hp_.n_head_kv, n_tokens);
@@ -62,7 +72,7 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cach
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
 
-    ggml_tensor * q = ggml_mul_mat(ctx_, w.wq, x);  // [n_head*hd, n_tokens]
+    ggml_tensor * q = weight_mul_mat(w.wq, x);  // [n_head*hd, n_tokens]
     if (w.bq) q = ggml_add(ctx_, q, w.bq);
     q = ggml_reshape_3d(ctx_, q, hd, hp_.n_head, n_tokens);
     q = rope(q, in, rope_freqs);
@@ -82,7 +92,7 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cach
         }
     }
     ggml_build_forward_expand(gf_, cur);
-    return ggml_mul_mat(ctx_, w.wo, cur);  // [n_embd, n_tokens]
+    return weight_mul_mat(w.wo, cur);  // [n_embd, n_tokens]
 }
 
 ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask) {
@@ -106,10 +116,10 @@ ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, g
 }
 
 ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {
-    ggml_tensor * up = ggml_mul_mat(ctx_, w.ffn_up, x);      // [n_ff, n_tokens]
-    ggml_tensor * gate = ggml_mul_mat(ctx_, w.ffn_gate, x);  // [n_ff, n_tokens]
+    ggml_tensor * up = weight_mul_mat(w.ffn_up, x);      // [n_ff, n_tokens]
+    ggml_tensor * gate = weight_mul_mat(w.ffn_gate, x);  // [n_ff, n_tokens]
     ggml_tensor * act = ggml_swiglu_split(ctx_, gate, up);   // silu(gate) * up
-    return ggml_mul_mat(ctx_, w.ffn_down, act);              // [n_embd, n_tokens]
+    return weight_mul_mat(w.ffn_down, act);              // [n_embd, n_tokens]
 }
 
 ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int a, int b,
@@ -134,7 +144,7 @@ ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml
 
 ggml_tensor * GraphBuilder::head(const Model & m, ggml_tensor * x, bool logits) {
     x = rms_norm(x, m.output_norm);
-    return logits ? ggml_mul_mat(ctx_, m.output, x) : x;
+    return logits ? weight_mul_mat(m.output, x) : x;
 }
 
 }  // namespace ke

@@ -5,6 +5,8 @@
 // results agree with it bit for bit on the same kernels.
 #pragma once
 
+#include <functional>
+
 #include "ggml.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -40,6 +42,13 @@ public:
     // Creates the input tensors for a step of `n_tokens` tokens attending over `n_kv` cells.
     StepInputs make_inputs(bool from_tokens, int n_tokens, int n_kv, int n_embd_kv, int n_outputs);
 
+    // Graphs whose rows must come out as one-token steps compute them (per-token attention)
+    // multiply by the weights `split` selects one row at a time: ggml's repacked kernels for
+    // some types round a batch (gemm) unlike a single row (gemv).
+    void split_rows_for(std::function<bool(const ggml_tensor *)> split) { split_rows_ = std::move(split); }
+    // w x for a weight matrix w (rows one by one where split_rows_for asks)
+    ggml_tensor * weight_mul_mat(ggml_tensor * w, ggml_tensor * x);
+
     ggml_tensor * rms_norm(ggml_tensor * x, ggml_tensor * weight);
     // Self-attention block (no residual): norm'ed input x [n_embd, n_tokens] -> [n_embd, n_tokens]
     ggml_tensor * attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
@@ -68,6 +77,7 @@ private:
     ggml_context * ctx_;
     ggml_cgraph * gf_;
     const Hparams & hp_;
+    std::function<bool(const ggml_tensor *)> split_rows_;
 };
 
 }  // namespace ke

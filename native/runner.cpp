@@ -54,9 +54,9 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     auto g = std::make_unique<CachedGraph>();
     g->key = key;
     const Hparams & hp = model_.hparams();
-    // Generous: a layer is ~40 nodes (plus ~16 per token with per-token attention); the
-    // adapter block and head add a few dozen.
-    const size_t per_layer = 64 + (key.spec.per_token_attention ? 24 * (size_t) key.spec.n_tokens : 0);
+    // Generous: a layer is ~40 nodes (plus ~16 per token with per-token attention and up to
+    // ~14 more for weights multiplied row by row); the adapter block and head add a few dozen.
+    const size_t per_layer = 64 + (key.spec.per_token_attention ? 40 * (size_t) key.spec.n_tokens : 0);
     const size_t max_nodes = 256 + (size_t) hp.n_layer * per_layer;
     ggml_init_params params = {ggml_tensor_overhead() * max_nodes + ggml_graph_overhead_custom(max_nodes, false),
                                nullptr, true};
@@ -65,6 +65,10 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
 
     GraphBuilder b(g->ctx, g->gf, hp);
     const ForwardSpec & spec = key.spec;
+    if (spec.per_token_attention) {
+        const Backends & backends = backends_;
+        b.split_rows_for([&backends](const ggml_tensor * w) { return !backends.rows_exact_in_batch(w); });
+    }
     g->in = b.make_inputs(spec.layer_begin == 0, spec.n_tokens, key.n_kv, n_embd_kv, spec.n_outputs);
     g->in.per_token = spec.per_token_attention;
     g->in.split = key.split;
