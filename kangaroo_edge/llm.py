@@ -1,23 +1,25 @@
 """KangarooLM: load a GGUF model once, then generate, stream, or chat with it.
 
-Layering: the native engine (kangaroo_edge._native) does the compute; this module turns its
-steps into text, applies stop conditions, and shapes results like llama-cpp-python's.
+Layering: the native engine (kangaroo_edge._native) does the compute and the decode loop's steps
+(decoding.py); this class owns the loaded model, turns steps into text (text.py) and shapes
+results like llama-cpp-python's (openai_shapes.py).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
-from . import _native
+from . import _native, openai_shapes
 from .chat_template import ChatTemplate
+from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
+from .text import TextAssembler, stop_list
 from .types import GenerationChunk, GenerationResult, SamplingParams
 
 DEFAULT_N_CTX = 4096
@@ -101,6 +103,17 @@ class KangarooLM:
     @property
     def adapter_info(self) -> Optional[dict]:
         return self.engine.adapter_info
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the cached conversation (what the next prompt may reuse)."""
+        return self.engine.n_past
+
+    def cost_model(self) -> dict[str, Any]:
+        """What the speculation controller has measured on this machine: the plain step, and per
+        drafter its draft step, the cost of verifying a cycle of k drafts (measured or
+        extrapolated) and how often its drafts were right."""
+        return self.engine.cost_model()
 
     def reset(self) -> None:
         """Forgets the cached conversation: the next prompt is evaluated from scratch.
@@ -226,42 +239,32 @@ class KangarooLM:
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        if tau is not None and (not isinstance(tau, (int, float)) or isinstance(tau, bool) or not 0.0 <= tau <= 1.0):
-            raise ValueError(f"tau must be a number in [0, 1], got {tau!r}")
-        if gamma is not None and (not isinstance(gamma, int) or isinstance(gamma, bool) or not 1 <= gamma <= 64):
-            raise ValueError(f"gamma must be an integer in [1, 64], got {gamma!r}")
-        stops = _stop_list(stop)
+        adapter = self.engine.adapter_info
+        draft = DraftOptions(speculative and adapter is not None, tau,
+                             (adapter["gamma"] if adapter else DEFAULT_GAMMA) if gamma is None else gamma,
+                             tau is None if lookup is None else bool(lookup))
+        stops = stop_list(stop)
         prompt_ids = self._prompt_ids(prompt)
-        draft = None
-        if speculative and self.engine.has_adapter:
-            info = self.engine.adapter_info
-            # tau None: the speculation controller decides when to draft and how far (gamma caps it)
-            draft = _Draft(None if tau is None else float(tau), info["gamma"] if gamma is None else gamma,
-                           tau is None if lookup is None else bool(lookup))
         return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool, draft: Optional["_Draft"]) -> Iterator[GenerationChunk]:
+                stops: list[str], speculative: bool, draft: DraftOptions) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
         try:
             engine = self.engine
-            stats: dict[str, Any] = {"speculative": draft is not None}
-            if speculative and draft is None:
+            stats: dict[str, Any] = {"speculative": draft.speculative}
+            if speculative and not draft.speculative:
                 stats["speculative_fallback"] = "no Kangaroo adapter is loaded: plain decoding"
             # no generation outgrows the context: the clamp keeps the count a C int for the engine
             limit = self.n_ctx if max_tokens is None else min(max_tokens, self.n_ctx)
-            text = _TextAssembler(engine, stops)
+            text = TextAssembler(lambda t: engine.token_to_piece(t, False), stops)
             t0 = time.perf_counter()
-            if draft is None:
-                steps = _plain_steps(engine, prompt_ids, sampling)
-            else:
-                steps = _kangaroo_steps(engine, prompt_ids, sampling, draft, limit)
             generated: list[int] = []
             finish = "length"
             t_first = None
-            for step in steps:
+            for step in decode_steps(engine, prompt_ids, sampling, draft, limit):
                 if t_first is None:
                     t_first = time.perf_counter()
                 new_ids, new_text, hit = [], [], False
@@ -281,9 +284,9 @@ class KangarooLM:
                 if done:
                     new_text.append(text.flush())
                     t_end = time.perf_counter()
-                    stats.update(_timing_stats(prompt_ids, generated, t0, t_first, t_end))
-                    if draft is not None:
-                        stats.update(_kangaroo_stats(engine, draft))
+                    stats.update(timing_stats(prompt_ids, generated, t0, t_first, t_end))
+                    if draft.speculative:
+                        stats.update(speculation_stats(engine.stats(), draft))
                     yield GenerationChunk("".join(new_text), new_ids, finish, stats)
                     return
                 yield GenerationChunk("".join(new_text), new_ids)
@@ -297,22 +300,13 @@ class KangarooLM:
         """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming."""
         cid, created, model = f"cmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
-
-        def shape(text: str, finish: Optional[str], stats: Optional[dict]) -> dict:
-            out = {"id": cid, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
-            if stats is not None:
-                out["usage"] = _usage(stats)
-                out["stats"] = stats
-            return out
-
         if stream:
-            return (shape(c.text, c.finish_reason, c.stats) for c in chunks)
+            return (openai_shapes.completion(cid, created, model, c.text, c.finish_reason, c.stats) for c in chunks)
         parts, last = [], None
         for c in chunks:
             parts.append(c.text)
             last = c
-        return shape("".join(parts), last.finish_reason, last.stats)
+        return openai_shapes.completion(cid, created, model, "".join(parts), last.finish_reason, last.stats)
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
@@ -322,149 +316,9 @@ class KangarooLM:
         cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
         if stream:
-            return _chat_chunks(chunks, cid, created, model)
+            return openai_shapes.chat_chunks(chunks, cid, created, model)
         parts, last = [], None
         for c in chunks:
             parts.append(c.text)
             last = c
-        return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                             "logprobs": None, "finish_reason": last.finish_reason}],
-                "usage": _usage(last.stats), "stats": last.stats}
-
-
-# ---- decoding steps ----------------------------------------------------------------------
-
-def _plain_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams) -> Iterator[list[int]]:
-    """Plain decoding: one token per step. A token is evaluated only when the next is asked
-    for, so stopping never costs a wasted forward pass."""
-    engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
-    engine.set_prompt(prompt_ids)
-    while True:
-        tok = engine.sample(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)
-        yield [tok]
-        if engine.n_past >= engine.n_ctx:
-            return
-        engine.append(tok)
-
-
-def _kangaroo_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
-                    draft: "_Draft", limit: int) -> Iterator[list[int]]:
-    """Kangaroo decoding: the first token comes from the prompt's forward pass, then each
-    cycle (draft, verify, accept, roll back: KangarooDecoder::step) adds one or more tokens."""
-    engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
-    yield [engine.kangaroo_start(prompt_ids, sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)]
-    produced = 1
-    while produced < limit and engine.n_past < engine.n_ctx:
-        out = engine.kangaroo_step(draft.tau, draft.gamma, limit - produced, draft.lookup)
-        produced += len(out)
-        yield out
-
-
-class _Draft(NamedTuple):
-    """How a generation drafts: tau None lets the speculation controller decide; gamma caps the
-    drafts per cycle; lookup also drafts by prompt lookup."""
-    tau: Optional[float]
-    gamma: int
-    lookup: bool
-
-
-class _TextAssembler:
-    """Token bytes -> text, cut at the first stop string; text that might be the start of a
-    stop string is held back until it is known not to be one."""
-
-    def __init__(self, engine: "_native.Engine", stops: list[str]):
-        self._engine = engine
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = stops
-        self._held = ""  # decoded, not yet emitted
-
-    def add(self, token: int) -> tuple[str, bool]:
-        self._held += self._decoder.decode(self._engine.token_to_piece(token, False))
-        for s in self._stops:
-            i = self._held.find(s)
-            if i >= 0:
-                out, self._held = self._held[:i], ""
-                return out, True
-        keep = max((_overlap(self._held, s) for s in self._stops), default=0)
-        out = self._held[:len(self._held) - keep]
-        self._held = self._held[len(out):]
-        return out, False
-
-    def flush(self) -> str:
-        out = self._held + self._decoder.decode(b"", final=True)
-        self._held = ""
-        return out
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of stop."""
-    for n in range(min(len(text), len(stop) - 1), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
-
-
-def _stop_list(stop: Optional[Union[str, Sequence[str]]]) -> list[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    for s in stops:
-        if not isinstance(s, str) or not s:
-            raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
-    return stops
-
-
-def _timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_first: float, t_end: float) -> dict:
-    prompt_s = t_first - t0
-    gen_s = max(t_end - t_first, 1e-9)
-    return {
-        "n_prompt_tokens": len(prompt_ids), "n_tokens": len(generated),
-        "prompt_seconds": prompt_s, "generation_seconds": gen_s,
-        "prompt_tokens_per_second": len(prompt_ids) / max(prompt_s, 1e-9),
-        # tokens after the first: the first token comes out of the prompt's forward pass
-        "tokens_per_second": max(len(generated) - 1, 0) / gen_s,
-        "prompt_token_ids": list(prompt_ids),
-    }
-
-
-def _kangaroo_stats(engine: "_native.Engine", draft: "_Draft") -> dict:
-    s = engine.kangaroo_stats()
-    cycles = max(s["cycles"], 1)
-    return {
-        "tau": "auto" if draft.tau is None else draft.tau, "gamma": draft.gamma,
-        # tokens the controller decoded without drafting (auto mode), and its speculative tries
-        # while speculation was switched off
-        "plain_steps": s["plain_steps"], "probes": s["probes"],
-        "cycles": s["cycles"], "drafted": s["drafted"],
-        "accepted": s["accepted"],
-        # tokens each verification adds: the accepted drafts plus the model's own token
-        "mean_accepted": s["cycle_tokens"] / cycles,
-        "acceptance_rate": s["accepted"] / max(s["drafted"], 1),
-        "accepted_hist": s["accepted_hist"], "draft_seconds": s["draft_seconds"],
-        "verify_seconds": s["verify_seconds"],
-        # cycles (counted above too) whose drafts came from prompt lookup rather than the adapter
-        "lookup": draft.lookup, "lookup_cycles": s["lookup_cycles"],
-        "lookup_drafted": s["lookup_drafted"], "lookup_accepted": s["lookup_accepted"],
-    }
-
-
-def _usage(stats: dict) -> dict:
-    return {"prompt_tokens": stats["n_prompt_tokens"], "completion_tokens": stats["n_tokens"],
-            "total_tokens": stats["n_prompt_tokens"] + stats["n_tokens"]}
-
-
-def _chat_chunks(chunks: Iterator[GenerationChunk], cid: str, created: int, model: str) -> Iterator[dict]:
-    def shape(delta: dict, finish: Optional[str]) -> dict:
-        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
-    yield shape({"role": "assistant"}, None)
-    for c in chunks:
-        if c.text:
-            yield shape({"content": c.text}, None)
-        if c.finish_reason is not None:
-            final = shape({}, c.finish_reason)
-            final["usage"] = _usage(c.stats)
-            final["stats"] = c.stats
-            yield final
+        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats)

@@ -12,8 +12,6 @@ namespace ke {
 
 namespace {
 
-const char * ADAPTER_ARCH = "kangaroo-adapter";
-
 // Reads and checks the adapter's metadata against the model before any tensor is touched.
 AdapterParams read_params(const GgufFile & f, const Model & model) {
     const Hparams & hp = model.hparams();

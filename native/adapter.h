@@ -12,6 +12,9 @@
 
 namespace ke {
 
+// general.architecture of an adapter file (docs/formats.md): the one owner of the name.
+inline constexpr const char * ADAPTER_ARCH = "kangaroo-adapter";
+
 class GgufFile;
 class GraphBuilder;
 struct StepInputs;

@@ -23,6 +23,9 @@ int checked_n_ctx(int n_ctx) {
     return n_ctx;
 }
 
+// Cost tables cover the draft lengths `bench --tune` reports.
+constexpr int COST_MODEL_MAX_K = 16;
+
 }  // namespace
 
 void set_verbose(bool verbose) {
@@ -32,30 +35,73 @@ void set_verbose(bool verbose) {
 }
 
 Engine::Engine(const EngineParams & p)
-    : backends(p.device, p.n_threads),
-      model(p.model_path, backends),
-      tokenizer(p.model_path),
-      runner(model, backends),
-      sequence(model, runner, backends.main_buffer_type(), checked_n_ctx(p.n_ctx)) {
-    if (tokenizer.n_vocab() != model.hparams().n_vocab) {
+    : backends_(p.device, p.n_threads),
+      model_(p.model_path, backends_),
+      tokenizer_(p.model_path),
+      runner_(model_, backends_),
+      sequence_(model_, runner_, backends_.main_buffer_type(), checked_n_ctx(p.n_ctx)),
+      decoder_(model_, runner_, sequence_, tokenizer_, sampler_) {
+    if (tokenizer_.n_vocab() != model_.hparams().n_vocab) {
         throw EngineError(format("'%s': the tokenizer has %d tokens but the model has %d", p.model_path.c_str(),
-                                 tokenizer.n_vocab(), model.hparams().n_vocab));
+                                 tokenizer_.n_vocab(), model_.hparams().n_vocab));
     }
+    decoder_.set_drafters({&lookup_drafter_});
 }
-
-}  // namespace ke
-
-namespace ke {
 
 void Engine::load_adapter(const std::string & path) {
     // Loaded and checked first, so that a bad file leaves the current adapter in place.
-    auto fresh = std::make_unique<Adapter>(path, model, backends, sequence.n_ctx());
-    kangaroo.reset();
-    drafter.reset();
-    runner.clear();  // cached graphs may point at the old adapter's cache
-    adapter = std::move(fresh);
-    drafter = std::make_unique<AdapterDrafter>(model, runner, sequence.kv(), *adapter);
-    kangaroo = std::make_unique<KangarooDecoder>(model, runner, sequence, *drafter, sampler);
+    auto fresh = std::make_unique<Adapter>(path, model_, backends_, sequence_.n_ctx());
+    decoder_.set_drafters({&lookup_drafter_});
+    adapter_drafter_.reset();
+    runner_.clear();  // cached graphs may point at the old adapter's cache
+    adapter_ = std::move(fresh);
+    adapter_drafter_ = std::make_unique<AdapterDrafter>(model_, runner_, sequence_.kv(), *adapter_);
+    // prompt lookup first: its drafts cost nothing to make
+    decoder_.set_drafters({&lookup_drafter_, adapter_drafter_.get()});
+}
+
+int32_t Engine::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
+    return decoder_.start(prompt, sampling);
+}
+
+std::vector<int32_t> Engine::step(const DraftParams & params, int max_new) { return decoder_.step(params, max_new); }
+
+CostModel Engine::cost_model() const {
+    const SpeculationController & c = decoder_.controller();
+    CostModel m;
+    m.plain_seconds = c.plain().seconds();
+    m.plain_measured = c.plain().known();
+    const std::vector<Drafter *> & drafters = decoder_.drafters();
+    for (int slot = 0; slot < (int) drafters.size(); ++slot) {
+        const Drafter & d = *drafters[slot];
+        DrafterCostModel dm;
+        dm.name = d.name();
+        dm.draft_step_seconds = c.costs(slot).draft_step();
+        for (int k = 1; k <= COST_MODEL_MAX_K; ++k) {
+            dm.verify_seconds.push_back(c.costs(slot).verify(k, d, m.plain_seconds));
+            dm.verify_measured.push_back(c.costs(slot).measured(k));
+            dm.verify_rows.push_back(d.verify_rows(k));
+        }
+        dm.calibration = d.calibration_table();
+        m.drafters.push_back(std::move(dm));
+    }
+    return m;
+}
+
+const std::vector<float> & Engine::append(int32_t token) {
+    sequence_.append(token);
+    return sequence_.logits();
+}
+
+void Engine::forward(const ForwardRequest & r, float * out) {
+    sequence_.truncate(0);  // the token history no longer describes the cache afterwards
+    runner_.forward(sequence_.kv(), r.spec, r.tokens, r.hidden, r.pos0, out);
+}
+
+void Engine::adapter_logits(const float * hidden, int n, int pos0, float * out) {
+    if (!adapter_drafter_) throw InvalidArgument("no Kangaroo adapter is loaded");
+    sequence_.truncate(0);
+    adapter_drafter_->logits(hidden, n, pos0, out);
 }
 
 }  // namespace ke

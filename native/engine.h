@@ -1,14 +1,17 @@
 // Everything one loaded model needs, built in dependency order: compute devices, weights,
-// tokenizer, graph runner, and the sequence (KV cache) that decoding works on.
+// tokenizer, graph runner, the sequence (KV cache) and the decoder with its drafters. The
+// bindings and the Python package reach the engine only through the public API below.
 #pragma once
 
-#include <string>
-
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "adapter.h"
+#include "adapter_drafter.h"
 #include "backend.h"
-#include "kangaroo.h"
+#include "decoder.h"
+#include "lookup_drafter.h"
 #include "model.h"
 #include "runner.h"
 #include "sampling.h"
@@ -24,23 +27,81 @@ struct EngineParams {
     std::string device = "auto";
 };
 
+// What one drafter's cycles cost on this machine, as the speculation controller measured them.
+struct DrafterCostModel {
+    std::string name;
+    double draft_step_seconds = 0.0;
+    std::vector<double> verify_seconds;  // [k-1]: verifying a cycle of k drafts
+    std::vector<bool> verify_measured;   // [k-1]: measured (else extrapolated)
+    std::vector<int> verify_rows;        // [k-1]: rows such a verification runs
+    CalibrationTable calibration;
+};
+
+struct CostModel {
+    double plain_seconds = 0.0;  // one plain step (0: none measured yet)
+    bool plain_measured = false;
+    std::vector<DrafterCostModel> drafters;
+};
+
+// A layer-range forward pass over the engine's KV cache (see Runner::forward).
+struct ForwardRequest {
+    ForwardSpec spec;
+    const int32_t * tokens = nullptr;  // [n_tokens] when spec.layer_begin == 0
+    const float * hidden = nullptr;    // [n_tokens, n_embd] otherwise
+    int pos0 = 0;
+};
+
 class Engine {
 public:
     explicit Engine(const EngineParams & params);
 
-    // Loads a Kangaroo adapter (replacing any other) and sets up speculative decoding with it.
-    void load_adapter(const std::string & path);
-    bool has_adapter() const { return adapter != nullptr; }
+    const Model & model() const { return model_; }
+    const Hparams & hparams() const { return model_.hparams(); }
+    const Tokenizer & tokenizer() const { return tokenizer_; }
+    const Backends & backends() const { return backends_; }
+    void set_n_threads(int n) { backends_.set_n_threads(n); }
 
-    Backends backends;
-    Model model;
-    Tokenizer tokenizer;
-    Runner runner;
-    Sequence sequence;
-    Sampler sampler{0};
-    std::unique_ptr<Adapter> adapter;
-    std::unique_ptr<AdapterDrafter> drafter;
-    std::unique_ptr<KangarooDecoder> kangaroo;
+    // Loads a Kangaroo adapter (replacing any other) and drafts with it from then on.
+    void load_adapter(const std::string & path);
+    const Adapter * adapter() const { return adapter_.get(); }
+
+    // ---- decoding (Decoder): the only decode loop -------------------------------------------
+    void seed(uint64_t seed) { sampler_.reseed(seed); }
+    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling);
+    std::vector<int32_t> step(const DraftParams & params, int max_new);
+    const DecodeStats & stats() const { return decoder_.stats(); }
+    const ControllerStats & controller_stats() const { return decoder_.controller().stats(); }
+    CostModel cost_model() const;
+    const std::vector<int32_t> & last_inputs() const { return decoder_.last_inputs(); }
+    const std::vector<float> & last_logits() const { return decoder_.last_logits(); }
+
+    // ---- the sequence ---------------------------------------------------------------------
+    int n_ctx() const { return sequence_.n_ctx(); }
+    int n_past() const { return sequence_.n_past(); }
+    const std::vector<int32_t> & tokens() const { return sequence_.tokens(); }
+    size_t kv_bytes() const { return sequence_.kv().bytes(); }
+    void truncate(int n) { sequence_.truncate(n); }
+    // A plain one-token step at the end of the sequence, returning the logits after it
+    // [n_vocab] (teacher forcing for checks; it leaves the drafter's cache behind).
+    const std::vector<float> & append(int32_t token);
+
+    // ---- low level, for training features and checks: they forget the sequence --------------
+    // out: [n_outputs, n_embd] hidden states or [n_outputs, n_vocab] logits, row-major
+    void forward(const ForwardRequest & r, float * out);
+    // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0..
+    void adapter_logits(const float * hidden, int n, int pos0, float * out);
+
+private:
+    Backends backends_;
+    Model model_;
+    Tokenizer tokenizer_;
+    Runner runner_;
+    Sequence sequence_;
+    Sampler sampler_{0};
+    LookupDrafter lookup_drafter_;
+    std::unique_ptr<Adapter> adapter_;
+    std::unique_ptr<AdapterDrafter> adapter_drafter_;
+    Decoder decoder_;
 };
 
 // Turns ggml's and llama.cpp's log output on or off (off by default: they print on every load).

@@ -102,4 +102,32 @@ int32_t Sampler::sample(const float * logits, int n_vocab, const SamplingParams 
     return sample(make_distribution(logits, n_vocab, params));
 }
 
+Distribution residual(const Distribution & p, const Distribution & q) {
+    // q as a dense table: p and q may each cover the whole vocabulary
+    int32_t max_id = 0;
+    for (int32_t id : q.ids) max_id = std::max(max_id, id);
+    std::vector<float> q_dense((size_t) max_id + 1, 0.0f);
+    for (size_t i = 0; i < q.ids.size(); ++i) q_dense[q.ids[i]] = q.probs[i];
+    Distribution r;
+    double z = 0.0;
+    for (size_t i = 0; i < p.ids.size(); ++i) {
+        const int32_t id = p.ids[i];
+        const float w = std::max(0.0f, p.probs[i] - (id <= max_id ? q_dense[id] : 0.0f));
+        if (w > 0.0f) {
+            r.ids.push_back(id);
+            r.probs.push_back(w);
+            z += w;
+        }
+    }
+    if (z <= 0.0) return p;  // p == q up to rounding: the residual is p itself
+    for (float & w : r.probs) w = (float) (w / z);
+    return r;
+}
+
+int32_t Sampler::judge_draft(int32_t x, const Distribution & p, const Distribution & q, bool * accepted) {
+    // u < p(x) / q(x), written without dividing by a q(x) that may be 0
+    *accepted = uniform() * q.prob_of(x) < p.prob_of(x);
+    return *accepted ? x : sample(residual(p, q));
+}
+
 }  // namespace ke

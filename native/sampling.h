@@ -32,6 +32,11 @@ int32_t argmax(const float * logits, int n_vocab);
 float top1_probability(const float * logits, int n_vocab, int32_t * token);
 Distribution make_distribution(const float * logits, int n_vocab, const SamplingParams & params);
 
+// Speculative sampling (Leviathan et al.; Chen et al.): a draft x ~ q is kept with probability
+// min(1, p(x) / q(x)); on rejection the token is drawn from residual(p, q) = norm(max(0, p - q)).
+// Either way the token is distributed exactly as p.
+Distribution residual(const Distribution & p, const Distribution & q);
+
 class Sampler {
 public:
     explicit Sampler(uint64_t seed) : rng_(seed) {}
@@ -39,6 +44,9 @@ public:
     int32_t sample(const float * logits, int n_vocab, const SamplingParams & params);
     int32_t sample(const Distribution & dist);
     float uniform();  // in [0, 1)
+    // The rule above for draft x ~ q against the model's p: x itself, or a token of residual(p, q).
+    // *accepted says which.
+    int32_t judge_draft(int32_t x, const Distribution & p, const Distribution & q, bool * accepted);
 
 private:
     std::mt19937_64 rng_;

@@ -1,5 +1,6 @@
-// One token sequence (a conversation) and its KV cache: the committed tokens, prefill with
-// prefix reuse, one-token steps, O(1) truncation. Plain decoding is built from these steps.
+// One token sequence (a conversation) and its KV cache: the committed tokens, prefix reuse,
+// O(1) truncation, and how far a drafter's own cache (the adapter's K/V) is in step with it.
+// The decoder (decoder.h) evaluates prompts and steps; this class owns what is valid.
 #pragma once
 
 #include <cstdint>
@@ -21,29 +22,30 @@ public:
     int n_past() const { return (int) tokens_.size(); }
     const std::vector<int32_t> & tokens() const { return tokens_; }
     KvCache & kv() { return kv_; }
+    const KvCache & kv() const { return kv_; }
 
-    // Makes the sequence hold exactly `prompt`, evaluating only what differs from the tokens
-    // already cached; afterwards logits() are those of the last prompt token.
-    void set_prompt(const std::vector<int32_t> & prompt);
-    // Appends one token and computes the logits that follow it.
+    // Appends one token and computes the logits that follow it: a plain one-token step that
+    // leaves the drafter's cache behind (a low-level step for checks; decoding uses the decoder).
     void append(int32_t token);
     // Keeps the first n tokens; logits() are invalid until the next evaluation.
     void truncate(int n);
     // Keeps the longest prefix of the cached tokens that `prompt` starts with, at most
     // max_reuse and always leaving the last prompt token to evaluate; returns its length.
     int reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse);
-    // Commits tokens whose K/V were written elsewhere (prefill in parts, a speculative step);
-    // next_logits (may be null) are the logits that follow the last of them.
-    void commit(const int32_t * tokens, int n_tokens, const float * next_logits);
-    // The fewest tokens the sequence held since the previous call: K/V of other caches kept in
-    // step with this one (the drafter's) are stale from there on.
-    int take_low_water();
+    // Commits tokens whose K/V were written elsewhere (prefill, a decoding step); next_logits
+    // (may be null) are the logits that follow the last of them. drafter_recorded: the step
+    // also wrote the drafter's cache for these positions.
+    void commit(const int32_t * tokens, int n_tokens, const float * next_logits, bool drafter_recorded);
+    // Positions [0, drafter_valid()) hold drafter state computed from exactly these tokens.
+    // Truncation lowers it; commits extend it only when they recorded drafter state too.
+    int drafter_valid() const { return drafter_valid_; }
+    // A new drafter (another adapter) has seen nothing of the sequence yet.
+    void invalidate_drafter() { drafter_valid_ = 0; }
 
     const std::vector<float> & logits() const;  // [n_vocab]
     bool has_logits() const { return has_logits_; }
 
 private:
-    void evaluate(const int32_t * tokens, int n_tokens, int pos0);
     void check_prompt(const std::vector<int32_t> & prompt) const;
 
     const Model & model_;
@@ -53,7 +55,7 @@ private:
     std::vector<int32_t> tokens_;
     std::vector<float> logits_;
     bool has_logits_ = false;
-    int low_water_ = 0;
+    int drafter_valid_ = 0;
 };
 
 }  // namespace ke

@@ -98,14 +98,32 @@ def test_user_errors_are_one_line(args):
     _one_line_error(cli(*args))
 
 
-@pytest.mark.parametrize("command", ["train", "convert"])
-def test_registered_commands_answer(command):
-    """train/convert are registered; before their modules land they say so in one line."""
+@pytest.mark.parametrize("command", ["chat", "generate", "info", "bench", "train", "convert"])
+def test_every_command_has_help(command):
     r = cli(command, "--help")
-    if r.returncode == 0:
-        assert "usage:" in r.stdout
-    else:
-        _one_line_error(r)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: kangaroo-edge {command}")
+
+
+@pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")
+def test_bench_tune_with_a_fixed_tau_measures_every_draft_length(tmp_path):
+    """--tune with forced drafting (a fixed tau never takes a plain step): the cost model still
+    has a measured plain step, a measured cost for every k from 1 to gamma, and the ratios
+    against our plain step and llama.cpp's step from the same run."""
+    js = tmp_path / "b.json"
+    r = cli("bench", "--questions", str(SPECBENCH), "--limit", "3", "--max-new-tokens", "24", "-t", "2",
+            "--systems", "llamacpp_plain,ours_plain,ours_kangaroo", "--tau", "0", "--gamma", "8", "--tune",
+            "--no-progress", "--json", str(js))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    cm = json.loads(js.read_text())["cost_model"]
+    assert cm["plain_measured"] and cm["plain_seconds"] > 0
+    assert cm["llamacpp_step_seconds"] > 0
+    adapter = cm["drafters"]["adapter"]
+    assert adapter["verify_measured"][:8] == [True] * 8
+    assert all(v > 0 for v in adapter["verify_seconds"][:8])
+    assert all(x > 0 for x in adapter["verify_vs_plain"][:8] + adapter["verify_vs_llamacpp"][:8])
+    assert "k=8 (8 rows)" in r.stdout and "llama.cpp" in r.stdout
 
 
 @pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")

@@ -106,8 +106,8 @@ def test_controller_drafts_copied_text_by_prompt_lookup(smollm, adapters):
     assert s["lookup"] and s["lookup_cycles"] > 0
     assert s["lookup_accepted"] > s["lookup_cycles"]  # more than one copied token per verification
     assert s["lookup_accepted"] <= s["lookup_drafted"] and s["accepted"] >= s["lookup_accepted"]
-    model = smollm.engine.kangaroo_cost_model()
-    assert sum(model["lookup_drafts_by_ngram"]) >= s["lookup_cycles"]
+    model = smollm.cost_model()
+    assert sum(model["drafters"]["lookup"]["calibration"]["count"]) >= s["lookup_cycles"]
 
 
 @pytest.mark.parametrize("tau", [0.0, None])
@@ -146,10 +146,11 @@ def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path)
     assert s["tau"] == "auto"
     # adapter cycles (prompt lookup's, if the answer repeats itself, are another drafter's)
     assert s["plain_steps"] > 3 * (s["cycles"] - s["lookup_cycles"]), s
-    model = smollm.engine.kangaroo_cost_model()
-    assert model["plain_seconds"] > 0 and model["draft_step_seconds"] > 0
+    model = smollm.cost_model()
+    adapter = model["drafters"]["adapter"]
+    assert model["plain_seconds"] > 0 and adapter["draft_step_seconds"] > 0
     # what it learned about the drafts: confident or not, they were wrong
-    assert sum(model["drafts_by_confidence"]) >= s["cycles"] - s["lookup_cycles"]
+    assert sum(adapter["calibration"]["count"]) >= s["cycles"] - s["lookup_cycles"]
 
 
 def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):

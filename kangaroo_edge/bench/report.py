@@ -158,29 +158,38 @@ def chart(result: dict[str, Any], path: str) -> None:
 __all__ = ["summarize", "markdown", "chart"]
 
 
+def _ratio(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
 def cost_model_text(cm: Optional[dict]) -> str:
-    """The speculation controller's measurements and the drafting rule they imply (bench --tune)."""
+    """The speculation controller's measurements and the drafting rule they imply (bench --tune).
+    Every ratio is None-safe: a yardstick that was not measured prints as n/a."""
     if not cm:
         return "speculation controller: nothing measured (no adapter loaded, or Kangaroo not run)"
-    plain, draft = cm["plain_seconds"], cm["draft_step_seconds"]
-    verify = cm["verify_seconds"]
+    plain = cm["plain_seconds"] if cm.get("plain_measured") else None
+    llama = cm.get("llamacpp_step_seconds")
     lines = ["speculation controller, measured on this machine:",
-             f"  plain step {plain * 1e3:.2f} ms; draft step {draft * 1e3:.2f} ms ({draft / plain:.2f}x plain)",
-             "  verify k tokens: " + ", ".join(f"k={k + 1} {v / plain:.2f}x" for k, v in enumerate(verify[:8]))]
-    bins = len(cm["acceptance_by_confidence"])
-    lines.append("  draft accuracy by confidence (drafts seen): " + ", ".join(
-        f"{b / bins:.2f}-{(b + 1) / bins:.2f} {a:.2f} ({n})"
-        for b, (a, n) in enumerate(zip(cm["acceptance_by_confidence"], cm["drafts_by_confidence"])) if n))
-    # one more draft pays when P(it and all before are right) x plain > draft + one more verified row
-    extra = draft + verify[1] - verify[0]
-    need = extra / plain
-    lines.append(f"  a second draft pays when P(both drafts right) > {need:.2f}"
-                 + ("  (never: more than certain)" if need >= 1 else ""))
-    if cm.get("lookup_drafts_by_ngram") and any(cm["lookup_drafts_by_ngram"]):
-        full = cm["full_verify_seconds"]
-        lines.append("  prompt lookup, verify k tokens through all layers: "
-                     + ", ".join(f"k={k + 1} {v / plain:.2f}x" for k, v in enumerate(full[:8])))
-        lines.append("  prompt lookup accuracy by match length (drafts seen): " + ", ".join(
-            f"{n + 1}{'+' if n + 1 == len(cm['lookup_drafts_by_ngram']) else ''} {a:.2f} ({c})"
-            for n, (a, c) in enumerate(zip(cm["lookup_acceptance_by_ngram"], cm["lookup_drafts_by_ngram"])) if c))
+             "  plain step " + (f"{plain * 1e3:.2f} ms" if plain else "not measured")
+             + (f"; llama.cpp's step {llama * 1e3:.2f} ms" if llama else "")]
+    for name, d in cm["drafters"].items():
+        if not any(d["verify_measured"]) and not any(d["calibration"]["count"]):
+            continue  # a drafter this run never used
+        draft = d["draft_step_seconds"]
+        if draft > 0:
+            lines.append(f"  {name}: draft step {draft * 1e3:.2f} ms ({_ratio(draft / plain if plain else None)} plain)")
+        def cost(k: int) -> str:
+            v = d["verify_seconds"][k]
+            mark = "" if d["verify_measured"][k] else " (extrapolated)"
+            return (f"k={k + 1} ({d['verify_rows'][k]} rows) {v * 1e3:.2f} ms = "
+                    f"{_ratio(v / plain if plain else None)} ours, {_ratio(v / llama if llama else None)} llama.cpp{mark}")
+        lines.append(f"  {name}: verify a cycle of k drafts: " + "; ".join(cost(k) for k in range(8)))
+        cal = d["calibration"]
+        lines.append(f"  {name}: draft accuracy by signal (drafts seen): " + ", ".join(
+            f"{s:g} {a:.2f} ({n})" for s, a, n in zip(cal["signal"], cal["acceptance"], cal["count"]) if n))
+        if plain:
+            # one more draft pays when P(it and all before are right) x plain > draft + one more verified row
+            need = (draft + d["verify_seconds"][1] - d["verify_seconds"][0]) / plain
+            lines.append(f"  {name}: a second draft pays when P(both drafts right) > {need:.2f}"
+                         + ("  (never: more than certain)" if need >= 1 else ""))
     return "\n".join(lines)

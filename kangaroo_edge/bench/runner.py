@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from . import tune
+
 LLAMACPP_PLAIN = "llamacpp_plain"
 LLAMACPP_PLD = "llamacpp_pld"
 OURS_PLAIN = "ours_plain"
@@ -112,7 +114,7 @@ class OursSystem:
         self.tau, self.gamma, self.lookup = tau, gamma, lookup  # tau None: the speculation controller
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
-        self.lm.engine.truncate(0)  # no prefix reuse across systems: every prefill is a full one
+        self.lm.reset()  # no prefix reuse across systems: every prefill is a full one
         r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative,
                              tau=self.tau, gamma=self.gamma, lookup=self.lookup)
         s = r.stats
@@ -235,6 +237,7 @@ class BenchConfig:
     n_ctx: Optional[int] = None  # None: the longest prompt + max_new_tokens, rounded up
     device: str = "cpu"
     systems: tuple[str, ...] = SYSTEMS
+    tune: bool = False            # after the run, time plain steps and cycles of every draft length
     tau: Optional[float] = None   # Kangaroo: None = the speculation controller, else a fixed threshold
     gamma: Optional[int] = None   # Kangaroo: most drafts per cycle (None: the adapter's)
     lookup: Optional[bool] = None  # Kangaroo: also draft by prompt lookup (None: with the controller only)
@@ -316,6 +319,12 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         runs = {name: _run(systems[name], name, q, ids, cfg.max_new_tokens) for name in order}
         per_question.append(_question_record(q, ids, order, runs))
 
+    cost_model = None  # what the speculation controller measured (None: no adapter, or not run)
+    if OURS_KANGAROO in systems and lm.adapter_path is not None:
+        gamma = cfg.gamma or lm.adapter_info["gamma"]
+        cost_model = tune.measure_costs(lm, prompts[0], gamma) if cfg.tune else lm.cost_model()
+        cost_model = tune.with_ratios(cost_model, tune.llamacpp_step_seconds(per_question, LLAMACPP_PLAIN))
+
     info = machine_info()
     info["load_average_before"] = load_before
     return {
@@ -327,8 +336,7 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         "model": {k: v for k, v in lm.info().items()},
         "load_seconds": load_seconds,
         "kangaroo_fallback": _fallback(per_question),
-        # what the speculation controller measured over the run (None: no adapter, or not run)
-        "cost_model": lm.engine.kangaroo_cost_model() if OURS_KANGAROO in systems and lm.engine.has_adapter else None,
+        "cost_model": cost_model,
         "questions": per_question,
     }
 

@@ -53,8 +53,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                    help="Kangaroo: also draft by prompt lookup (default: with the speculation controller, "
                         "not with a fixed --tau)")
     p.add_argument("--tune", action="store_true",
-                   help="after the run, print what the speculation controller measured on this machine "
-                        "(step costs, draft accuracy by confidence) and the settings it implies")
+                   help="after the run, time plain steps and verifications of every draft length 1..gamma, and "
+                        "print what the speculation controller measured on this machine (step costs against "
+                        "ours and llama.cpp's, draft accuracy) and the settings it implies")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = runner.BenchConfig(questions=args.questions, model=args.model, adapter=args.adapter, threads=args.threads,
                              max_new_tokens=args.max_new_tokens, limit=args.limit, categories=_split(args.categories),
                              n_ctx=args.ctx_size or None, device=args.device, systems=systems,
-                             tau=args.tau, gamma=args.gamma, lookup=args.lookup)
+                             tune=args.tune, tau=args.tau, gamma=args.gamma, lookup=args.lookup)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -93,11 +94,13 @@ def main(args: argparse.Namespace) -> int:
             return tqdm(it, desc="questions", unit="q", file=sys.stderr)
 
     result = runner.run_bench(cfg, progress)
-    result["summary"] = report.summarize(result)
+    try:
+        result["summary"] = report.summarize(result)
+    finally:  # the measurements are kept even if a summary cannot be made of them
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(result, indent=1))
     table = report.markdown(result)
     print(table)
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.chart:

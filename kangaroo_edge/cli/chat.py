@@ -175,7 +175,7 @@ class ChatSession:
 
     def stats_text(self) -> str:
         s = self.sampling
-        lines = [f"conversation: {len(self.messages)} messages, {self.lm.engine.n_past} of {self.lm.n_ctx} "
+        lines = [f"conversation: {len(self.messages)} messages, {self.lm.n_tokens} of {self.lm.n_ctx} "
                  "context tokens in use",
                  f"settings: temp {s.temperature}, top_k {s.top_k}, top_p {s.top_p}, min_p {s.min_p}, "
                  f"seed {s.seed}, max {self.max_tokens} tokens per answer, "

@@ -15,8 +15,6 @@ from typing import Any, Optional
 
 from .common import UserError, add_model_args, load_model
 
-ADAPTER_ARCH = "kangaroo-adapter"
-
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -62,19 +60,21 @@ def model_file_info(path: Path) -> dict[str, Any]:
 
 
 def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
+    """The adapter's header, read and checked by the adapter format's one reader."""
+    from ..convert.adapter_gguf import read_adapter_gguf
+
     if not path.is_file():
         raise FileNotFoundError(f"adapter file not found: {path}")
-    r = _read_gguf(path)
-    arch = _field(r, "general.architecture")
-    if arch != ADAPTER_ARCH:
-        raise UserError(f"{path}: general.architecture is {arch!r}, not a Kangaroo adapter ({ADAPTER_ARCH!r})")
-    base_fp = _field(r, "kangaroo.base.fingerprint")
+    try:
+        meta, tensors = read_adapter_gguf(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     return {
-        "path": str(path), "name": _field(r, "general.name"),
-        "exit_layer": _field(r, "kangaroo.exit_layer"), "tau": _field(r, "kangaroo.draft.tau"),
-        "gamma": _field(r, "kangaroo.draft.gamma"), "base_architecture": _field(r, "kangaroo.base.architecture"),
-        "base_fingerprint": base_fp, "matches_model": base_fp == model_fingerprint,
-        "n_params": int(sum(int(t.n_elements) for t in r.tensors)), "file_bytes": path.stat().st_size,
+        "path": str(path), "name": meta.name, "exit_layer": meta.exit_layer, "tau": round(meta.tau, 6),
+        "gamma": meta.gamma, "base_architecture": meta.base_arch,
+        "base_fingerprint": meta.fingerprint, "matches_model": meta.fingerprint == model_fingerprint,
+        "draft_vocab_size": len(meta.draft_vocab) if meta.draft_vocab is not None else None,
+        "n_params": int(sum(t.size for t in tensors.values())), "file_bytes": path.stat().st_size,
     }
 
 

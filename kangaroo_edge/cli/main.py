@@ -1,8 +1,6 @@
 """`kangaroo-edge <command>`: dispatches to one module per subcommand.
 
-Only the chosen subcommand's module is imported, so `chat` does not pay for `train`'s torch import,
-and a subcommand whose module is not part of this build answers with one line instead of breaking
-the others.
+Only the chosen subcommand's module is imported, so `chat` does not pay for `train`'s torch import.
 """
 
 from __future__ import annotations
@@ -24,18 +22,6 @@ COMMANDS = {
 }
 
 
-def _import_command(name: str):
-    """The subcommand's module, or None when this build does not have it. An import error
-    *inside* an existing module is a bug and is raised as such."""
-    module_name = f"kangaroo_edge.cli.{name}"
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            return None
-        raise
-
-
 def build_parser(command: Optional[str] = None) -> ArgumentParser:
     """The parser; the flags of `command` (when given) are set up from its module."""
     parser = ArgumentParser(prog="kangaroo-edge",
@@ -43,30 +29,19 @@ def build_parser(command: Optional[str] = None) -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           add_help=name != command or _import_command(name) is not None)
-        if name != command:
-            continue
-        module = _import_command(name)
-        if module is not None:  # else: no flags, and main() answers "not available" whatever follows
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(f"kangaroo_edge.cli.{name}")
             module.setup_arg_parser(p)
-        p.set_defaults(_module=module)
+            p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    if command in COMMANDS and _import_command(command) is None:
-        args, _ = parser.parse_known_args(argv)  # any flags: the answer is "not available"
-    else:
-        args = parser.parse_args(argv)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     prog = f"kangaroo-edge {args.command}"
-    if args._module is None:
-        print(f"{prog}: error: this command is not available in this build "
-              f"(module kangaroo_edge.cli.{args.command} is missing)", file=sys.stderr)
-        return 2
     try:
         return args._module.main(args) or 0
     except KeyboardInterrupt:

@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-ARCH = "kangaroo-adapter"
+from .. import _native
+
+ARCH: str = _native.ADAPTER_ARCH  # general.architecture of an adapter (owned by the engine)
 PREFIX = "adapter."
-DEFAULT_TAU = 0.6     # the paper's confidence threshold
-DEFAULT_GAMMA = 6     # the paper's maximum drafts per cycle
+DEFAULT_TAU: float = _native.DEFAULT_TAU      # the paper's confidence threshold
+DEFAULT_GAMMA: int = _native.DEFAULT_GAMMA    # the paper's maximum drafts per cycle
+MAX_GAMMA: int = _native.MAX_GAMMA            # the most the engine verifies per cycle
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output")
 NORMS = ("attn_norm", "output_norm")
 BIASES = ("attn_q", "attn_k", "attn_v")
@@ -102,6 +105,10 @@ def write_adapter_gguf(path: str | Path, tensors: dict[str, np.ndarray], meta: A
         raise ValueError(f"dtype must be 'f16' or 'f32', got {dtype!r}")
     if meta.base_arch not in ("llama", "qwen2"):
         raise ValueError(f"base architecture must be 'llama' or 'qwen2', got {meta.base_arch!r}")
+    if not 1 <= meta.gamma <= MAX_GAMMA:
+        raise ValueError(f"gamma must be in [1, {MAX_GAMMA}] (the engine's limit), got {meta.gamma}")
+    if not 0.0 <= meta.tau <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {meta.tau}")
     validate_tensors(path, tensors, meta)
     writer = GGUFWriter(str(path), ARCH)  # writes general.architecture
     for key, (field, vtype) in KEYS.items():

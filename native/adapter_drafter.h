@@ -1,0 +1,56 @@
+// Kangaroo's drafter: the newest token through layers [0, N) (whose K/V are the full model's own
+// for those layers), then the adapter and the draft head; repeat on the draft. Its drafts carry
+// their inputs' exit-layer states, so verification only runs the deep layers.
+#pragma once
+
+#include <array>
+
+#include "adapter.h"
+#include "drafter.h"
+#include "runner.h"
+
+namespace ke {
+
+// P(draft accepted | the adapter's top-1 probability), learned from verifications: binned
+// counts, shrunk towards the confidence itself while a bin has few observations.
+class AcceptanceCalibration {
+public:
+    static constexpr int BINS = 20;
+    void record(float confidence, bool accepted);
+    double predict(float confidence) const;
+    CalibrationTable table() const;  // at each bin's centre
+
+private:
+    static int bin(float confidence);
+    std::array<int64_t, BINS> seen_{}, accepted_{};
+};
+
+class AdapterDrafter : public Drafter {
+public:
+    AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter);
+    const char * name() const override { return "adapter"; }
+    int exit_layer() const override { return adapter_.params().exit_layer; }
+    Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) override;
+    double acceptance(float confidence) const override { return calibration_.predict(confidence); }
+    void record_outcome(float confidence, bool accepted) override { calibration_.record(confidence, accepted); }
+    bool confident(float confidence, float tau) const override { return confidence >= tau; }
+    CalibrationTable calibration_table() const override;
+
+    bool has_state() const override { return true; }
+    void prefill(const float * hidden, int n, int pos0) override;
+    void record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) override;
+    const void * state() const override { return &adapter_.kv(); }
+
+    // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0.. (for checks).
+    void logits(const float * hidden, int n, int pos0, float * out);
+
+private:
+    const Model & model_;
+    Runner & runner_;
+    KvCache & model_kv_;
+    Adapter & adapter_;
+    AcceptanceCalibration calibration_;
+    std::vector<float> logits_;  // [draft vocab] of the last draft step
+};
+
+}  // namespace ke

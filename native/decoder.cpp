@@ -1,0 +1,249 @@
+#include "decoder.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "error.h"
+#include "graph.h"
+
+namespace ke {
+
+namespace {
+double now_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void DraftParams::validate() const {
+    if (!(tau >= 0.0f && tau <= 1.0f)) throw InvalidArgument(format("tau must be in [0, 1], got %g", tau));
+    if (gamma < 1 || gamma > MAX_GAMMA) {
+        throw InvalidArgument(format("gamma must be in [1, %d], got %d", MAX_GAMMA, gamma));
+    }
+}
+
+Decoder::Decoder(const Model & model, Runner & runner, Sequence & sequence, const Tokenizer & tokenizer,
+                 Sampler & sampler)
+    : model_(model), runner_(runner), sequence_(sequence), tokenizer_(tokenizer), sampler_(sampler) {}
+
+void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
+    int stateful = 0;
+    for (Drafter * d : drafters) stateful += d->has_state() ? 1 : 0;
+    if (stateful > 1) throw EngineError("at most one drafter may keep a cache of its own");
+    drafters_ = drafters;
+    controller_.clear_drafters();
+    for (Drafter * d : drafters_) controller_.add_drafter(*d);
+    // the new stateful drafter's cache has seen nothing of the sequence
+    sequence_.invalidate_drafter();
+    pending_ = -1;
+}
+
+Drafter * Decoder::state_drafter() const {
+    for (Drafter * d : drafters_) if (d->has_state()) return d;
+    return nullptr;
+}
+
+// ---- prefill -----------------------------------------------------------------------------------
+
+int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
+    sampling.validate();
+    sampling_ = sampling;
+    stats_ = DecodeStats();
+    for (Drafter * d : drafters_) stats_.by_drafter.push_back(DrafterCounts{d->name()});
+    controller_.begin_generation();
+    controller_.reset_stats();
+    const int n_embd = model_.hparams().n_embd;
+    const int n_vocab = model_.hparams().n_vocab;
+    const int L = model_.hparams().n_layer;
+    Drafter * keeper = state_drafter();
+    const int N = keeper ? keeper->exit_layer() : L;
+
+    // Reuse the cached positions as far as every cache (the drafter's too) still holds them.
+    const int reuse = sequence_.reuse_prefix(prompt, keeper ? sequence_.drafter_valid() : sequence_.n_ctx());
+    const int n = (int) prompt.size();
+    std::vector<float> hidden;
+    inputs_.assign(1, prompt.back());
+    logits_.resize(n_vocab);
+    for (int done = reuse; done < n; done += PREFILL_BATCH) {
+        const int b = std::min(PREFILL_BATCH, n - done);
+        const bool last = done + b == n;
+        const Output out = last ? Output::Logits : Output::Hidden;  // only the K/V matter before the end
+        std::vector<float> scratch(last ? 0 : n_embd);
+        float * dst = last ? logits_.data() : scratch.data();
+        if (!keeper) {
+            runner_.forward(sequence_.kv(), {0, L, b, 1, out}, prompt.data() + done, nullptr, done, dst);
+            continue;
+        }
+        // shallow layers for every token (the drafter's cache is filled from them), then the deep layers
+        hidden.resize((size_t) b * n_embd);
+        runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done, hidden.data());
+        keeper->prefill(hidden.data(), b, done);
+        runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
+    }
+    sequence_.commit(prompt.data() + reuse, n - reuse, logits_.data(), keeper != nullptr);
+    pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_);
+    return pending_;
+}
+
+// ---- one step ----------------------------------------------------------------------------------
+
+std::vector<int32_t> Decoder::step(const DraftParams & params, int max_new) {
+    params.validate();
+    if (pending_ < 0) throw EngineError("start() must come before step()");
+    if (sequence_.n_past() >= sequence_.n_ctx()) {
+        throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
+    }
+    max_new = std::max(1, max_new);
+    if (params.mode == DraftParams::Mode::Off) return plain_step();
+    if (params.mode == DraftParams::Mode::Auto && controller_.wants_plain_step()) return plain_step();
+
+    const int pos = sequence_.n_past();  // where the pending token goes
+    const int room = sequence_.n_ctx() - pos;
+    const DraftRequest request{pending_, pos, 0, sequence_.tokens(), sampling_, sampler_};
+    for (int slot = 0; slot < (int) drafters_.size(); ++slot) {
+        Drafter & d = *drafters_[slot];
+        if (!d.enabled_by(params)) continue;
+        // k drafts are verified as verify_rows(k) rows and add up to verify_rows(k) tokens
+        const int extra = d.verify_rows(1) - 1;
+        DraftRequest r = request;
+        r.max_drafts = std::min({params.gamma, room - extra, max_new - extra});
+        if (r.max_drafts < 1) continue;
+        const float tau = params.tau;
+        const KeepDrafting keep = params.mode == DraftParams::Mode::Auto
+                                      ? controller_.keep_drafting(slot)
+                                      : KeepDrafting([&d, tau](int, float s) { return std::isnan(s) || d.confident(s, tau); });
+        const double t0 = now_seconds();
+        const Draft draft = d.draft(r, keep);
+        if (!draft.tokens.empty()) return cycle(slot, draft, now_seconds() - t0);
+    }
+    return plain_step();
+}
+
+std::vector<int32_t> Decoder::plain_step() {
+    const double t0 = now_seconds();
+    run_whole_model({pending_});
+    controller_.record_plain(now_seconds() - t0);
+    std::vector<int32_t> out{sampler_.sample(logits_.data(), model_.hparams().n_vocab, sampling_)};
+    commit({pending_}, out);
+    return out;
+}
+
+std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_seconds) {
+    Drafter & d = *drafters_[slot];
+    const int k = (int) draft.tokens.size();
+    const int rows = d.verify_rows(k);
+    // The verified inputs: pending, then the drafts the rows judge the next token after.
+    std::vector<int32_t> inputs{pending_};
+    inputs.insert(inputs.end(), draft.tokens.begin(), draft.tokens.begin() + (rows - 1));
+
+    // 1. Verify: row j holds the model's distribution for the token after input j. Drafts with
+    //    exit-layer states need only the deep layers; attention runs per token so that each
+    //    row is computed exactly as plain decoding computes it.
+    const double t0 = now_seconds();
+    if (d.exit_layer() > 0) {
+        inputs_ = inputs;
+        logits_.resize((size_t) rows * model_.hparams().n_vocab);
+        const ForwardSpec deep{d.exit_layer(), model_.hparams().n_layer, rows, rows, Output::Logits, /*per_token=*/true};
+        runner_.forward(sequence_.kv(), deep, nullptr, draft.hidden.data(), sequence_.n_past(), logits_.data());
+    } else {
+        run_whole_model(inputs);
+    }
+    const double verify_seconds = now_seconds() - t0;
+
+    // 2. Accept the agreeing prefix plus the model's own token at the first disagreement (or
+    //    the bonus token after the last row).
+    int n_accepted = 0;
+    std::vector<int32_t> out = accept(draft, rows, &n_accepted);
+
+    // 3. Roll back: keep the inputs up to the last accepted one; later cells are masked and
+    //    rewritten by the next step.
+    commit(inputs, out);
+
+    // What the controller and the drafter learn: costs, and how often drafts with each signal
+    // were right (drafts after the first rejection were never judged).
+    for (int j = 0; j < std::min(k, n_accepted + 1); ++j) d.record_outcome(draft.signal[j], j < n_accepted);
+    controller_.record_cycle(slot, k, (int) out.size(), draft_seconds, verify_seconds);
+
+    stats_.cycles += 1;
+    stats_.drafted += k;
+    stats_.accepted += n_accepted;
+    stats_.tokens += (int64_t) out.size();
+    if ((int) stats_.accepted_hist.size() <= n_accepted) stats_.accepted_hist.resize(n_accepted + 1, 0);
+    stats_.accepted_hist[n_accepted] += 1;
+    stats_.draft_seconds += draft_seconds;
+    stats_.verify_seconds += verify_seconds;
+    DrafterCounts & c = stats_.by_drafter[slot];
+    c.cycles += 1;
+    c.drafted += k;
+    c.accepted += n_accepted;
+    return out;
+}
+
+void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
+    inputs_ = tokens;
+    const int pos = sequence_.n_past();
+    const int L = model_.hparams().n_layer;
+    const int rows = (int) tokens.size();
+    Drafter * keeper = state_drafter();
+    const int N = keeper ? keeper->exit_layer() : L;
+    // Plain decoding's own graph, layers [0, L), with one branch at the exit layer where the
+    // stateful drafter records the positions (the adapter writes its K/V), so that drafting
+    // can resume at any step. Several rows attend per token, each exactly as a one-row step.
+    KvCache & kv = sequence_.kv();
+    GraphKey key;
+    key.kind = KIND_WHOLE_MODEL_STEP;
+    key.spec = {0, L, rows, rows, Output::Logits, /*per_token=*/rows > 1};
+    set_attention_span(key, kv, pos);
+    key.cache_a = &kv;
+    key.cache_b = keeper ? keeper->state() : nullptr;
+    const Model & m = model_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&m, &kv, keeper, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+        if (keeper) keeper->record(b, h, in);
+        if (N < L) h = b.layers(m, kv, n_kv, h, N, L, in);
+        return std::vector<ggml_tensor *>{b.head(m, h, true)};
+    };
+    logits_.resize((size_t) rows * model_.hparams().n_vocab);
+    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), tokens.data(), nullptr, pos, {logits_.data()});
+}
+
+std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_accepted) {
+    const int n_vocab = model_.hparams().n_vocab;
+    const int k = (int) draft.tokens.size();
+    std::vector<int32_t> out;
+    for (int j = 0; j < k; ++j) {
+        const float * p_logits = logits_.data() + (size_t) j * n_vocab;
+        const int32_t x = draft.tokens[j];
+        bool accepted;
+        if (sampling_.greedy()) {
+            out.push_back(argmax(p_logits, n_vocab));  // the model's own token replaces a wrong draft
+            accepted = out.back() == x;
+        } else {
+            out.push_back(sampler_.judge_draft(x, make_distribution(p_logits, n_vocab, sampling_), draft.q[j], &accepted));
+        }
+        if (!accepted) return out;
+        *n_accepted += 1;
+    }
+    // every draft accepted: a row after the last draft gives a token of the model's own
+    if (rows > k) out.push_back(sampler_.sample(logits_.data() + (size_t) k * n_vocab, n_vocab, sampling_));
+    return out;
+}
+
+void Decoder::commit(const std::vector<int32_t> & inputs, std::vector<int32_t> & out) {
+    // End of generation is decided here, before anything past it enters the sequence.
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (tokenizer_.is_eog(out[i])) {
+            out.resize(i + 1);
+            break;
+        }
+    }
+    // out[i] follows inputs[i]: the inputs through the one before out.back() are committed,
+    // and the logits after the last of them become the sequence's.
+    const int n = (int) out.size();
+    const float * next = logits_.data() + (size_t) (n - 1) * model_.hparams().n_vocab;
+    sequence_.commit(inputs.data(), n, next, state_drafter() != nullptr);
+    pending_ = out.back();
+}
+
+}  // namespace ke
