@@ -33,8 +33,12 @@ WeightStore::~WeightStore() {
 ggml_tensor * WeightStore::create(ggml_backend_buffer_type_t buft, const std::string & name, const ggml_tensor * like) {
     ggml_context *& ctx = ctxs_[buft];
     if (!ctx) {
-        ggml_init_params params = {ggml_tensor_overhead() * 1024, nullptr, true};
+        ggml_init_params params = {ggml_tensor_overhead() * (size_t) capacity_, nullptr, true};
         ctx = ggml_init(params);
+    }
+    if (ggml_used_mem(ctx) + ggml_tensor_overhead() > ggml_get_mem_size(ctx)) {
+        throw EngineError(format("more weight tensors than the %lld reserved (at '%s')", (long long) capacity_,
+                                 name.c_str()));
     }
     ggml_tensor * t = ggml_new_tensor(ctx, like->type, GGML_MAX_DIMS, like->ne);
     ggml_set_name(t, name.c_str());
@@ -148,6 +152,7 @@ void Model::read_hparams(const GgufFile & f) {
 }
 
 void Model::create_weights(const GgufFile & f, Backends & backends) {
+    weights_.reserve(gguf_get_n_tensors(f.gguf()) + 1);  // + the tied LM head's copy
     const Hparams & hp = hp_;
     const int64_t n_q = (int64_t) hp.n_head * hp.head_dim;
     const int64_t n_kv = hp.n_embd_kv();

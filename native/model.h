@@ -2,6 +2,7 @@
 // buffers. Everything is validated before any ggml op sees it (ggml asserts abort the process).
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -59,6 +60,9 @@ struct LayerWeights {
 class WeightStore {
 public:
     ~WeightStore();
+    // At most this many tensors will be created in one buffer type (a GGUF's tensor count):
+    // ggml contexts are sized up front, and a full one aborts the process.
+    void reserve(int64_t max_tensors) { capacity_ = std::max<int64_t>(1, max_tensors); }
     // A tensor shaped like `like`, to be placed in a buffer of type `buft`.
     ggml_tensor * create(ggml_backend_buffer_type_t buft, const std::string & name, const ggml_tensor * like);
     void allocate();  // one backend buffer per buffer type
@@ -67,6 +71,7 @@ public:
 private:
     std::map<ggml_backend_buffer_type_t, ggml_context *> ctxs_;
     std::vector<ggml_backend_buffer_t> buffers_;
+    int64_t capacity_ = 64;
 };
 
 class Model {

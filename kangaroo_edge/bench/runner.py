@@ -31,6 +31,9 @@ DEFAULT_THREADS = 2  # explicit, the same on every side, for reproducible number
 PLD_NUM_PRED_TOKENS = 10  # llama-cpp-python's defaults for LlamaPromptLookupDecoding
 PLD_MAX_NGRAM = 2
 WARMUP_TOKENS = 8
+# Context beyond the longest prompt and the new tokens: llama-cpp-python's prompt-lookup decoding
+# evaluates its draft tokens (up to PLD_NUM_PRED_TOKENS) past the last one it keeps.
+CONTEXT_SLACK = 16
 
 
 @dataclass
@@ -283,7 +286,7 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
     # a first load only to render and tokenize the prompts; the context is then sized to them
     lm = KangarooLM(cfg.model, adapter_path=cfg.adapter, n_ctx=256, n_threads=cfg.threads, device=cfg.device)
     prompts = [lm.tokenize(lm.apply_chat_template([{"role": "user", "content": q["turns"][0]}])) for q in questions]
-    n_ctx = cfg.n_ctx or _round_up(max(map(len, prompts)) + cfg.max_new_tokens + 16, 256)
+    n_ctx = cfg.n_ctx or _round_up(max(map(len, prompts)) + cfg.max_new_tokens + CONTEXT_SLACK, 256)
     lm.close()
     t = time.perf_counter()
     lm = KangarooLM(cfg.model, adapter_path=cfg.adapter, n_ctx=n_ctx, n_threads=cfg.threads, device=cfg.device)

@@ -36,7 +36,7 @@ HELP = """commands:
   /exit              quit (or Ctrl-D)
 Ctrl-C stops an answer; the partial answer stays in the conversation."""
 
-# /set NAME -> (attribute on the session, parser)
+# /set NAME -> the session attribute it sets
 SETTINGS = {
     "temp": "temperature", "temperature": "temperature",
     "top_p": "top_p", "top-p": "top_p",
