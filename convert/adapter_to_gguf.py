@@ -3,12 +3,12 @@
 
     python convert/adapter_to_gguf.py adapter.pt -m base.gguf -o adapter.gguf --tau 0.6 --gamma 6
 
-The logic lives in kangaroo_edge.convert.adapter_gguf so the installed wheel has it too.
+The same as `kangaroo-edge convert adapter ...`, whose parser this uses.
 """
 
 import sys
 
-from kangaroo_edge.convert.adapter_gguf import main
+from kangaroo_edge.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["convert", "adapter", *sys.argv[1:]]))

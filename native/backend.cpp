@@ -4,6 +4,7 @@
 
 #include "error.h"
 #include "ggml-cpu.h"
+#include "row_exactness.h"
 
 namespace ke {
 
@@ -103,12 +104,13 @@ bool Backends::supports(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
 }
 
 bool Backends::rows_exact_in_batch(const ggml_tensor * w) const {
-    if (!w->buffer) return true;
-    const ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
-    for (auto extra : cpu_extra_bufts_) {
-        if (extra == buft) return w->type == GGML_TYPE_Q4_0;
+    if (!w->buffer || gpu_) return true;  // GPU kernels read each weight once for a small batch
+    const auto key = std::make_tuple(ggml_backend_buffer_get_type(w->buffer), w->type, w->ne[0], w->ne[1]);
+    auto it = rows_exact_.find(key);
+    if (it == rows_exact_.end()) {
+        it = rows_exact_.emplace(key, mul_mat_rows_exact(cpu_, const_cast<ggml_tensor *>(w))).first;
     }
-    return true;
+    return it->second;
 }
 
 ggml_backend_buffer_type_t Backends::weight_buffer_type(ggml_tensor * w, ggml_op op) const {

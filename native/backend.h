@@ -2,7 +2,9 @@
 // (CUDA, Metal, ...) and the CPU, which is always there and takes whatever the GPU cannot run.
 #pragma once
 
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -32,8 +34,9 @@ public:
     // the GPU, then the CPU's repacking types (faster quantized kernels), then plain CPU memory.
     ggml_backend_buffer_type_t weight_buffer_type(ggml_tensor * w, ggml_op op) const;
     // Whether ggml multiplies a batch by the loaded weight `w` exactly as it multiplies each row
-    // alone. Not for every repacked CPU weight: Q4_K's batched kernel rounds differently (logits
-    // up to 0.6 apart on SmolLM2 requantized to Q4_K; Q4_0's agree, and so do all unrepacked types).
+    // alone: measured once per buffer type, weight type and shape on this machine (row_exactness.h).
+    // Not so for some: Q4_K's repacked gemm (logits up to 0.6 apart from its gemv on SmolLM2
+    // requantized to Q4_K), and kernels that differ between CPUs.
     bool rows_exact_in_batch(const ggml_tensor * w) const;
 
 private:
@@ -47,6 +50,7 @@ private:
     std::vector<ggml_backend_buffer_type_t> bufts_;
     std::vector<ggml_backend_buffer_type_t> cpu_extra_bufts_;
     int n_threads_ = 1;
+    mutable std::map<std::tuple<ggml_backend_buffer_type_t, ggml_type, int64_t, int64_t>, bool> rows_exact_;
 };
 
 }  // namespace ke

@@ -129,6 +129,7 @@ void SpeculationController::record_cycle(int slot, int k, int tokens, double dra
     if (k < 1) return;
     s.costs.record_draft_step(draft_seconds / k);
     s.costs.record_verify(k, verify_seconds);
+    if (!plain_.known()) return;  // no yardstick yet (a fixed tau): nothing to judge the gain by
     if (s.gate.record(tokens * plain_.seconds() - draft_seconds - verify_seconds)) stats_.switches_off += 1;
 }
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UserError
-
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
-    from ..convert.adapter_gguf import DEFAULT_GAMMA, DEFAULT_TAU
-    from ..convert.hf_to_gguf import DEFAULT_OUTTYPE, OUTTYPES
-
     sub = p.add_subparsers(dest="convert_command", metavar="KIND")
     sub.required = True
+    _setup_hf_parser(sub)
+    _setup_adapter_parser(sub)
+
+
+def _setup_hf_parser(sub: argparse._SubParsersAction) -> None:
+    from ..convert.hf_to_gguf import DEFAULT_OUTTYPE, OUTTYPES
+
     hf = sub.add_parser("hf", help="Hugging Face safetensors checkpoint (llama, qwen2) -> GGUF",
                         description="Convert a Hugging Face safetensors checkpoint (llama, qwen2) to GGUF.")
     hf.add_argument("model_dir", help="directory with config.json, *.safetensors and tokenizer files")
@@ -26,6 +28,10 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                     help=f"type of the 2-D tensors (default {DEFAULT_OUTTYPE})")
     hf.add_argument("--name", default=None, help="general.name (default: the directory name)")
     hf.add_argument("--pre", default=None, help="override the detected llama.cpp pre-tokenizer name")
+
+
+def _setup_adapter_parser(sub: argparse._SubParsersAction) -> None:
+    from ..convert.adapter_gguf import DEFAULT_GAMMA, DEFAULT_TAU
 
     ad = sub.add_parser("adapter", help="adapter training checkpoint (.pt) -> adapter GGUF",
                         description="Convert a Kangaroo adapter checkpoint written by the fit stage to GGUF.")
@@ -46,12 +52,9 @@ def main(args: argparse.Namespace) -> int:
         out = convert(args.model_dir, args.out, args.outtype, args.name, args.pre)
         print(f"wrote {out}", file=sys.stderr)
         return 0
-    from ..convert.adapter_gguf import checkpoint_to_gguf
+    from ..train.export import checkpoint_to_gguf
 
-    if not 0.0 <= args.tau <= 1.0:
-        raise UserError(f"--tau must be in [0, 1], got {args.tau}")
-    if args.gamma < 1:
-        raise UserError(f"--gamma must be >= 1, got {args.gamma}")
+    # tau and gamma are checked against the engine's limits where the file is written
     meta = checkpoint_to_gguf(args.checkpoint, args.model, args.out, args.fingerprint, args.tau, args.gamma,
                               args.outtype, args.name)
     print(f"wrote {args.out}: exit layer {meta.exit_layer}, base {meta.base_arch} {meta.fingerprint}", file=sys.stderr)

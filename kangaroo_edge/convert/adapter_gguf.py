@@ -7,7 +7,6 @@ F32. Only numpy and gguf are needed, except for reading a torch checkpoint.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,50 +184,3 @@ def adapter_state_to_tensors(state_dict) -> dict[str, np.ndarray]:
 def tensors_to_adapter_state(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse: GGUF-named arrays -> state-dict names (load with torch.from_numpy)."""
     return {name[len(PREFIX):]: np.asarray(arr, dtype=np.float32) for name, arr in tensors.items()}
-
-
-def checkpoint_to_gguf(checkpoint: str | Path, base_model: str | Path, out: str | Path,
-                       fingerprint: str | None = None, tau: float = DEFAULT_TAU, gamma: int = DEFAULT_GAMMA,
-                       dtype: str = "f16", name: str | None = None,
-                       draft_vocab: list[int] | None = None) -> AdapterMeta:
-    """Turns a `kangaroo_edge.train.fit` checkpoint into an adapter GGUF. The base model supplies
-    the metadata; the fingerprint defaults to the one recorded at training time."""
-    from kangaroo_edge.train.base_model import model_fingerprint, read_base_model_info
-    from kangaroo_edge.train.fit import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    info = read_base_model_info(base_model)
-    cfg = ckpt["config"]
-    base = {"n_embd": info.n_embd, "n_head": info.n_head, "n_head_kv": info.n_head_kv, "head_dim": info.head_dim}
-    for key, value in base.items():
-        if cfg[key] != value:
-            raise ValueError(f"{checkpoint}: adapter {key}={cfg[key]} does not match {base_model} ({value})")
-    exit_layer = ckpt["exit_layer"]
-    meta = AdapterMeta(
-        base_arch=info.arch, fingerprint=fingerprint or ckpt.get("fingerprint") or model_fingerprint(base_model),
-        n_embd=info.n_embd, n_head=info.n_head, n_head_kv=info.n_head_kv, head_dim=info.head_dim,
-        rms_eps=info.rms_eps, rope_freq_base=info.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma,
-        name=name or f"kangaroo adapter for {Path(base_model).stem}, exit layer {exit_layer}",
-        draft_vocab=tuple(draft_vocab) if draft_vocab is not None else None)
-    write_adapter_gguf(out, adapter_state_to_tensors(ckpt["state_dict"]), meta, dtype)
-    return meta
-
-
-def setup_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Convert a trained Kangaroo adapter checkpoint (.pt) to GGUF")
-    p.add_argument("checkpoint", help="checkpoint written by kangaroo_edge.train.fit")
-    p.add_argument("-m", "--model", required=True, help="the base model GGUF (metadata)")
-    p.add_argument("-o", "--out", required=True, help="adapter GGUF to write")
-    p.add_argument("--fingerprint", help="base model fingerprint (default: the one recorded in the checkpoint)")
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="default confidence threshold")
-    p.add_argument("--gamma", type=int, default=DEFAULT_GAMMA, help="default maximum drafts per cycle")
-    p.add_argument("--outtype", choices=("f16", "f32"), default="f16", help="type of the projections")
-    p.add_argument("--name", help="general.name")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    a = setup_arg_parser().parse_args(argv)
-    meta = checkpoint_to_gguf(a.checkpoint, a.model, a.out, a.fingerprint, a.tau, a.gamma, a.outtype, a.name)
-    print(f"wrote {a.out}: exit layer {meta.exit_layer}, base {meta.base_arch} {meta.fingerprint}")
-    return 0

@@ -252,7 +252,7 @@ def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int,
     up-to-date one exists."""
     import time
 
-    from ..convert.adapter_gguf import checkpoint_to_gguf
+    from .export import checkpoint_to_gguf
     from .feature_shards import FeatureShards
     from .fit import fit, load_checkpoint, metrics_path
 
