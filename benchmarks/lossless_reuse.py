@@ -26,12 +26,14 @@ GAMMAS = (1, 4, 8)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", default=None, help="model path or known name (default: the embedded model)")
-    p.add_argument("--questions", default=default_questions_path())
+    p.add_argument("--questions", default=default_questions_path(), help="Spec-Bench JSONL (default: ../shared/specbench/dev.jsonl of a checkout)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("-t", "--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write the per-question results here")
     args = p.parse_args()
+    if not args.questions:
+        p.error("no question file found: give --questions ../shared/specbench/dev.jsonl")
 
     lm = KangarooLM(args.model, n_ctx=4096, n_threads=args.threads, device="cpu")
     questions = load_questions(Path(args.questions), None, args.limit)

@@ -45,19 +45,25 @@ Engine::Engine(const EngineParams & p)
         throw EngineError(format("'%s': the tokenizer has %d tokens but the model has %d", p.model_path.c_str(),
                                  tokenizer_.n_vocab(), model_.hparams().n_vocab));
     }
-    decoder_.set_drafters({&lookup_drafter_});
+    decoder_.set_drafters(drafters());
+}
+
+std::vector<Drafter *> Engine::drafters() {
+    // tried in this order: prompt lookup first, its drafts cost nothing to make
+    std::vector<Drafter *> out{&lookup_drafter_};
+    if (adapter_drafter_) out.push_back(adapter_drafter_.get());
+    return out;
 }
 
 void Engine::load_adapter(const std::string & path) {
     // Loaded and checked first, so that a bad file leaves the current adapter in place.
     auto fresh = std::make_unique<Adapter>(path, model_, backends_, sequence_.n_ctx());
-    decoder_.set_drafters({&lookup_drafter_});
     adapter_drafter_.reset();
+    decoder_.set_drafters(drafters());
     runner_.clear();  // cached graphs may point at the old adapter's cache
     adapter_ = std::move(fresh);
     adapter_drafter_ = std::make_unique<AdapterDrafter>(model_, runner_, sequence_.kv(), *adapter_);
-    // prompt lookup first: its drafts cost nothing to make
-    decoder_.set_drafters({&lookup_drafter_, adapter_drafter_.get()});
+    decoder_.set_drafters(drafters());
 }
 
 int32_t Engine::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {

@@ -92,6 +92,9 @@ public:
     void adapter_logits(const float * hidden, int n, int pos0, float * out);
 
 private:
+    // The drafters a step may use: the one place a new drafter is registered.
+    std::vector<Drafter *> drafters();
+
     Backends backends_;
     Model model_;
     Tokenizer tokenizer_;
