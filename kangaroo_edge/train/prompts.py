@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin-v2"           # v2 seeds: every Spec-Bench category (v1 workdirs hold "builtin")
 ATTEMPTS_PER_PROMPT = 3          # give up after this many attempts per wanted prompt (+ slack)
-CHUNK = 32                       # attempts whose model calls run together (one batched Writer call)
+CHUNK = 16                       # attempts whose model calls run together (one batched Writer call)
 
 
 @dataclass
