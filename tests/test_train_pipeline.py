@@ -186,7 +186,7 @@ def test_builtin_prompts_are_cleaned_and_deduplicated(tmp_path):
     assert len(set(norm)) == 4 and report.duplicates >= 1
     dedup = Deduplicator()
     assert all(dedup.add(r["prompt"]) for r in rows)  # no near-duplicates among the kept ones
-    n_calls = len(calls)  # model requests: one per attempt, two for RAG, none for fixed translations
+    n_calls = len(calls)  # model requests: one per attempt, three for RAG, none for fixed translations
     assert sum(len(r["texts"]) for r in read_jsonl(tmp_path / "prompts.raw.jsonl")) == n_calls
 
     assert run_prompts_stage(tmp_path, 4, write=write, progress=False).skipped

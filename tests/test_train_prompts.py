@@ -14,7 +14,7 @@ import pytest
 
 from kangaroo_edge.train.batched import BatchedGenerator
 from kangaroo_edge.train.builtin_prompts import (LONG_PASSAGE_MAX_TOKENS, WriteRequest, batched_writer, load_seeds,
-                                                 plan_attempt)
+                                                 plan_attempt, prompt_from_attempt)
 from kangaroo_edge.train.jsonl import read_jsonl
 from kangaroo_edge.train.prompts import run_prompts_stage
 from kangaroo_edge.train.user_prompts import read_exclusions
@@ -65,6 +65,14 @@ def test_seeds_cover_every_specbench_category_with_long_tasks():
     assert {"summarization", "rag", "extraction"} <= long_cats
     assert LONG_PASSAGE_MAX_TOKENS >= 400  # "several hundred tokens" of context
     assert len(seeds["german"]) >= 50
+    # RAG: two articles (as a retriever returns several), then the question
+    rag = next(plan_attempt(seeds, i, 0) for i in range(300) if plan_attempt(seeds, i, 0).task["name"] == "rag")
+    assert [r.chat for r in rag.requests] == [True, True, False]
+    assert all(r.max_tokens == LONG_PASSAGE_MAX_TOKENS for r in rag.requests[:2])
+    texts = ["First article, about one thing. It is long.", "Second article, about another thing.",
+             " is the tallest mountain in the region?"]
+    prompt = prompt_from_attempt(rag, texts, [False] * 3)
+    assert prompt == f"{texts[0]}\n{texts[1]}\n{rag.starter}{texts[2]}"
     # the fixed shuffle reaches every category within a few hundred attempts
     seen = {plan_attempt(seeds, i, 0).task["category"] for i in range(300)}
     assert seen >= SPECBENCH_CATEGORIES

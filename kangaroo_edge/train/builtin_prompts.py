@@ -7,8 +7,8 @@ Task kinds (each task names its Spec-Bench `category`):
 - `passage`: the model writes a text in a chat turn (`long` tasks: an article of several hundred
   tokens, for summarization and extraction over a long context), wrapped in one of the task's
   templates ("Summarize: {passage}");
-- `passage_question` (RAG): a long passage and, written separately, a question on its topic,
-  joined as "{passage}\\n{question}";
+- `passage_question` (RAG): `n_passages` long passages and, written separately, a question on
+  their topic, joined as "{passage}\\n{passage}\\n{question}" (a retriever's several hits);
 - `fixed`: no model call: one to three sentences from the seeds' `german` list, in the task's
   template ("Translate German to English: {source}"); a 135M model cannot write German.
 
@@ -103,7 +103,10 @@ def plan_attempt(seeds: dict, index: int, seed: int) -> Attempt:
     elif kind in ("passage", "passage_question"):
         max_tokens = LONG_PASSAGE_MAX_TOKENS if task.get("long") else PASSAGE_MAX_TOKENS
         text = f"Write {task['write'].format(topic=topic)}. Reply with only the text itself, no title."
-        requests = (WriteRequest(text, True, max_tokens, None, write_seed),)
+        # RAG: several passages on the topic, as a retriever returns them (the model often stops
+        # a "400-word" text after ~100-200 tokens)
+        requests = tuple(WriteRequest(text, True, max_tokens, None, (write_seed + 7919 * k) % (1 << 31))
+                         for k in range(int(task.get("n_passages", 1))))
         if kind == "passage_question":
             starter = rng.choice(task["starters"])
             requests += (_instruction_request(task, topic, starter, write_seed ^ 0x5F5F),)
@@ -131,11 +134,13 @@ def prompt_from_attempt(attempt: Attempt, texts: list[str], truncated: list[bool
         return _request_line(attempt, texts[0], truncated[0])
     if kind == "fixed":
         return fill["template"].format(**fill)
-    passage = clean_text(texts[0], first_paragraph=False, truncated=truncated[0])
-    if passage is None:
+    n = len(attempt.requests) - (kind == "passage_question")
+    passages = [clean_text(t, first_paragraph=False, truncated=c) for t, c in zip(texts[:n], truncated[:n])]
+    if any(p is None for p in passages):
         return None
+    passage = "\n".join(passages)
     if kind == "passage_question":
-        question = _request_line(attempt, texts[1], truncated[1])
+        question = _request_line(attempt, texts[n], truncated[n])
         return None if question is None else f"{passage}\n{question}"
     return fill["template"].format(passage=passage, **{k: v for k, v in fill.items() if k != "template"})
 
