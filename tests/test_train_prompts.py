@@ -5,12 +5,10 @@ prompts."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import replace
 
-import pytest
 
 from kangaroo_edge.train.batched import BatchedGenerator
 from kangaroo_edge.train.builtin_prompts import (LONG_PASSAGE_MAX_TOKENS, WriteRequest, batched_writer, load_seeds,
