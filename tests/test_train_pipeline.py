@@ -168,13 +168,16 @@ def test_builtin_prompts_are_cleaned_and_deduplicated(tmp_path):
                " should I train for my first marathon race if I only have twelve weeks and run three days a week?"]
     calls = []
 
-    def write(req: WriteRequest):
+    def write_one(req: WriteRequest):
         calls.append(req)
         text = outputs[len(calls) - 1] if len(calls) <= len(outputs) else \
             f" question number {len(calls)} in this test, which is unlike any other question {len(calls) ** 2}?"
         if req.chat:  # passage tasks: a paragraph
             text = f"Paragraph {len(calls)} tells a distinct story about item {len(calls) * 7} in the world."
         return text, 8, "stop"
+
+    def write(reqs: list[WriteRequest]):
+        return [write_one(r) for r in reqs]
 
     report = run_prompts_stage(tmp_path, 4, write=write, progress=False)
     rows = read_jsonl(tmp_path / "prompts.jsonl")
@@ -183,25 +186,26 @@ def test_builtin_prompts_are_cleaned_and_deduplicated(tmp_path):
     assert len(set(norm)) == 4 and report.duplicates >= 1
     dedup = Deduplicator()
     assert all(dedup.add(r["prompt"]) for r in rows)  # no near-duplicates among the kept ones
-    n_calls = len(calls)
-    assert len(read_jsonl(tmp_path / "prompts.raw.jsonl")) == n_calls
+    n_calls = len(calls)  # model requests: one per attempt, three for RAG, none for fixed translations
+    assert sum(len(r["texts"]) for r in read_jsonl(tmp_path / "prompts.raw.jsonl")) == n_calls
 
     assert run_prompts_stage(tmp_path, 4, write=write, progress=False).skipped
     assert len(calls) == n_calls
     more = run_prompts_stage(tmp_path, 6, write=write, progress=False)
     rows6 = read_jsonl(tmp_path / "prompts.jsonl")
     assert more.n_prompts == 6 and rows6[:4] == rows  # ids and order kept
-    assert len(calls) == n_calls + more.n_new
+    assert len(calls) == sum(len(r["texts"]) for r in read_jsonl(tmp_path / "prompts.raw.jsonl"))
+    assert more.n_new >= 2
 
 
 def test_builtin_prompts_with_the_model(lm, tmp_path):
     """The real model writes built-in prompts (short budgets to keep the test quick)."""
     write = model_writer(lm)
-    short = lambda req: write(replace(req, max_tokens=min(req.max_tokens, 20)))  # noqa: E731
+    short = lambda reqs: write([replace(r, max_tokens=min(r.max_tokens, 20)) for r in reqs])  # noqa: E731
     report = run_prompts_stage(tmp_path, 2, write=short, progress=False)
     rows = read_jsonl(tmp_path / "prompts.jsonl")
     assert 1 <= len(rows) <= 2 and report.n_tokens > 0
-    assert all(r["source"] == "builtin" and len(r["prompt"]) >= 12 for r in rows)
+    assert all(r["source"] == "builtin-v2" and len(r["prompt"]) >= 12 for r in rows)
 
 
 def test_deduplicator_exact_and_near():

@@ -27,7 +27,7 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
-    from ..train.pipeline import DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_TAU, DRAFT_VOCAB_SIZE, PRESETS
+    from ..train.pipeline import DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_N_SEQ, DEFAULT_TAU, DRAFT_VOCAB_SIZE, PRESETS
 
     p.add_argument("-m", "--model", default=None,
                    help="base GGUF model path or known name (default: the embedded SmolLM2-135M-Instruct)")
@@ -45,7 +45,10 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-prompts", type=int, default=None, help="number of prompts (a file: at most this many)")
     g.add_argument("-n", "--max-new-tokens", type=int, default=None, help="maximum tokens per response")
     g.add_argument("--sampled-fraction", type=float, default=None,
-                   help="fraction of prompts that also get a sampled (temperature 0.8) response")
+                   help="fraction of prompts that also get a sampled (temperature 0.7) response")
+    g.add_argument("--exclude", default=None, metavar="FILE",
+                   help="questions never to train on (a Spec-Bench JSONL with 'turns', or a prompt file): "
+                        "prompts equal or near to one are dropped")
     g = p.add_argument_group("fit (default: from the preset)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
@@ -62,6 +65,8 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX,
                    help=f"context size; prompt + response are cut to it (default {DEFAULT_N_CTX})")
     g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    g.add_argument("-np", "--parallel", type=int, default=DEFAULT_N_SEQ,
+                   help=f"sequences generated at once by the prompts and responses stages (default {DEFAULT_N_SEQ})")
     g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="engine compute device")
     p.add_argument("-s", "--seed", type=int, default=0, help="seed for prompt writing, sampling and the fit (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -70,7 +75,7 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from ..train.pipeline import TrainConfig
 
-    for name in ("n_prompts", "max_new_tokens", "epochs", "batch_size", "max_len", "gamma", "ctx_size"):
+    for name in ("n_prompts", "max_new_tokens", "epochs", "batch_size", "max_len", "gamma", "ctx_size", "parallel"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -90,7 +95,8 @@ def config_from_args(args: argparse.Namespace):
                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
                        heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,
                        draft_vocab=args.draft_vocab, seed=args.seed,
-                       n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
+                       n_ctx=args.ctx_size, n_seq=args.parallel, exclude=args.exclude, n_threads=args.threads,
+                       device=args.device,
                        fit_device=args.fit_device, progress=not args.no_progress)
 
 

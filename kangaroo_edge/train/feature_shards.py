@@ -11,7 +11,8 @@ A directory:
 Position p of a sequence predicts token p+1; `response_start` is the first position whose next-token
 prediction belongs to the response, and positions [response_start, length) are trained.
 Shards are written whole (temp file + rename) and only then listed in meta.json, so a crash loses
-at most the sequences still buffered, and a writer reopened on the directory appends after them.
+at most the sequences still buffered (one shard's worth: minutes of work), and a writer reopened on
+the directory appends after them.
 This module needs only numpy; torch is imported when a batch is collated.
 """
 
@@ -132,8 +133,12 @@ class FeatureShardWriter:
     def __enter__(self) -> FeatureShardWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()  # every buffered sequence is complete, so keep them even on an exception
+    def __exit__(self, exc_type, *exc) -> None:
+        # On an exception the buffered sequences are dropped, not flushed as a short shard: a
+        # resumed run then redoes them and writes the shards an uninterrupted run writes (a
+        # shard is cut every `shard_tokens` tokens counted from the previous cut).
+        if exc_type is None:
+            self.close()
 
 
 @dataclass

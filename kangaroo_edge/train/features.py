@@ -92,7 +92,7 @@ def run_features_stage(lm, workdir: str | Path, exit_layer: int, shard_tokens: i
     total = sum(len(ids) for ids, _ in seqs)
     n_tokens, t0 = 0, time.perf_counter()
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="features", disable=not progress, dynamic_ncols=True)
-    with writer:  # flushes the last, partial shard (also on an exception: buffered sequences are whole)
+    with writer:  # flushes the last, partial shard when every sequence is done
         for ids, response_start in seqs:
             hidden, normed = extract(engine, ids, exit_layer)
             writer.add_sequence(ids, hidden, normed, response_start)

@@ -18,9 +18,11 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from .adapter_model import AdapterConfig, KangarooAdapter
 from .base_model import (load_layer_attention, load_lm_head, load_rope_freq_factors, model_fingerprint,
                          read_base_model_info)
+from .draft_vocab import frequent_tokens
 from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
 
 DEFAULT_LR = 1e-2               # measured best for small adapters (docs/training.md: lr sweep)
@@ -67,6 +70,9 @@ class FitConfig:
     # learning curves against data size
     train_fraction: float = 1.0
     chunk: int = DEFAULT_CHUNK
+    # train the head's loss over the N tokens most frequent in the training answers + a pooled
+    # "other" bucket (RestrictedHead); 0: the full vocabulary. Held-out metrics stay full.
+    restricted_vocab: int = 0
     init: str = "layer"             # "layer": copy a base layer's attention; "random"
     init_layer: int | None = None   # default: the exit layer (the block the adapter stands in for)
     seed: int = 0
@@ -120,6 +126,45 @@ def soft_cross_entropy(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor
     return -(p * log_q).sum(-1)
 
 
+@dataclass
+class RestrictedHead:
+    """The LM head cut to a draft vocabulary plus one pooled "other" bucket, for a cheaper loss.
+
+    The adapter's logits are computed for the K draft tokens only; the bucket's logit stands for
+    the adapter's mass on the other V - K tokens with Jensen's lower bound of their log-sum-exp,
+    log(V - K) + h . mean(head rows of the others): one extra row instead of V - K."""
+    vocab: torch.Tensor            # [K] int64 token ids
+    rows: torch.Tensor             # [K, n_embd] head rows of the draft tokens
+    other_row: torch.Tensor | None  # [n_embd] mean head row of the other tokens (None: K == V)
+    log_n_other: float
+
+    @classmethod
+    def build(cls, head: torch.Tensor, vocab) -> RestrictedHead:
+        vocab = torch.as_tensor(sorted(set(int(t) for t in vocab)), dtype=torch.int64, device=head.device)
+        rest = torch.ones(head.shape[0], dtype=torch.bool, device=head.device)
+        rest[vocab] = False
+        n_rest = int(rest.sum())
+        other = head[rest].mean(0) if n_rest else None
+        return cls(vocab, head[vocab], other, math.log(n_rest) if n_rest else 0.0)
+
+
+def restricted_soft_cross_entropy(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor,
+                                  rh: RestrictedHead) -> torch.Tensor:
+    """soft_cross_entropy over the draft vocabulary + "other": the full model's p pooled onto
+    the K draft tokens and one bucket (1 - their sum), against the adapter's softmax over the K
+    draft logits and the bucket's logit. Equals soft_cross_entropy when the draft vocabulary is
+    the whole vocabulary. h, target: [P, n_embd]; returns [P]."""
+    with torch.no_grad():
+        p_full = F.softmax(target @ head.T, dim=-1)                       # [P, V] full model
+        p = p_full[:, rh.vocab]                                           # [P, K]
+        if rh.other_row is not None:
+            p = torch.cat([p, (1.0 - p.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)  # [P, K + 1]
+    logits = h @ rh.rows.T                                                # [P, K] adapter
+    if rh.other_row is not None:
+        logits = torch.cat([logits, (h @ rh.other_row + rh.log_n_other)[:, None]], dim=-1)
+    return -(p * F.log_softmax(logits, dim=-1)).sum(-1)
+
+
 @torch.no_grad()
 def agreement_stats(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """Sums over positions of [cross-entropy, KL(p||q), top-1 agreement, expected acceptance].
@@ -144,8 +189,10 @@ def _selected(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------- train and evaluate
 
-def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfig, d: Dist) -> float:
-    """One optimizer step; returns the mean loss over the batch's trained positions."""
+def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfig, d: Dist,
+               restricted: RestrictedHead | None = None) -> float:
+    """One optimizer step; returns the mean loss over the batch's trained positions (over the
+    draft vocabulary + "other" when `restricted` is given)."""
     h, target = _selected(model, batch, d.device)           # [P, n_embd] each
     n = h.shape[0]
     # The logits of all positions at once would not fit ([P, n_vocab]): run the head chunk by chunk
@@ -153,7 +200,10 @@ def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfi
     h_leaf = h.detach().requires_grad_()
     total = 0.0
     for s in range(0, n, cfg.chunk):
-        loss = soft_cross_entropy(h_leaf[s:s + cfg.chunk], target[s:s + cfg.chunk], head).sum() / n
+        hs, ts = h_leaf[s:s + cfg.chunk], target[s:s + cfg.chunk]
+        per_pos = soft_cross_entropy(hs, ts, head) if restricted is None else \
+            restricted_soft_cross_entropy(hs, ts, head, restricted)
+        loss = per_pos.sum() / n
         loss.backward()
         total += loss.item()
     # also when n == 0, so every DDP rank joins the gradient all-reduce
@@ -233,6 +283,15 @@ def make_loaders(shards: FeatureShards, cfg: FitConfig, d: Dist):
     return train, held, sampler
 
 
+def answer_token_counts(shards: FeatureShards, dataset: SequenceDataset) -> Counter:
+    """How often each token is a trained target (a response token) in the dataset's sequences."""
+    counts: Counter = Counter()
+    for i in sorted({i for i, _ in dataset.windows}):
+        seq = shards.sequence(i)
+        counts.update(np.asarray(seq.tokens[seq.response_start + 1:]).tolist())
+    return counts
+
+
 def metrics_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".metrics.json")
 
@@ -283,6 +342,12 @@ def fit(cfg: FitConfig) -> list[dict]:
 
     model = build_adapter(cfg, reader, acfg, exit_layer).to(d.device)
     train_loader, held_loader, sampler = make_loaders(shards, cfg, d)
+    restricted = None
+    if cfg.restricted_vocab:
+        vocab, coverage = frequent_tokens(answer_token_counts(shards, sampler.dataset), cfg.restricted_vocab)
+        restricted = RestrictedHead.build(head, vocab)
+        log(f"loss over {len(restricted.vocab)} draft tokens + other (they are {100 * coverage:.1f}% of the "
+            "training answers' tokens)")
     opt = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio))
@@ -312,7 +377,7 @@ def fit(cfg: FitConfig) -> list[dict]:
         bar.set_description(f"epoch {epoch}/{cfg.epochs}")
         t0, tokens, loss_sum = time.perf_counter(), torch.zeros(1, dtype=torch.float64), 0.0
         for batch in train_loader:
-            loss = train_step(ddp, batch, head, opt, sched, cfg, d)
+            loss = train_step(ddp, batch, head, opt, sched, cfg, d, restricted)
             loss_sum += loss
             tokens += batch["valid"].sum()
             bar.update()
@@ -359,6 +424,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on this fraction of the training sequences, same held-out set (learning curves)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="positions per LM-head chunk")
+    p.add_argument("--restricted-vocab", type=int, default=0, metavar="N",
+                   help="loss over the N most frequent answer tokens + a pooled 'other' bucket (0: full vocabulary)")
     p.add_argument("--init", choices=("layer", "random"), default="layer",
                    help="start from a base layer's attention weights, or random")
     p.add_argument("--init-layer", type=int, help="base layer for --init layer (default: the exit layer)")
@@ -375,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FitConfig(features=a.features, model=a.model, out=a.out, exit_layer=a.exit_layer, lr=a.lr,
                     epochs=a.epochs, batch_size=a.batch_size, max_len=a.max_len, warmup_ratio=a.warmup_ratio,
                     min_lr_ratio=a.min_lr_ratio, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
-                    heldout_frac=a.heldout_frac, train_fraction=a.train_fraction, chunk=a.chunk, init=a.init, init_layer=a.init_layer,
+                    heldout_frac=a.heldout_frac, train_fraction=a.train_fraction, chunk=a.chunk,
+                    restricted_vocab=a.restricted_vocab, init=a.init, init_layer=a.init_layer,
                     seed=a.seed, resume=not a.fresh, device=a.device, num_workers=a.num_workers,
                     progress=not a.no_progress)
     try:

@@ -2,13 +2,18 @@
 
 Each prompt is rendered with the model's own chat template (one user turn) and answered greedily
 (train on the distribution you decode); with `sampled_fraction` > 0 that fraction of the prompts
-also gets a sampled answer. Every answer is appended to `responses.jsonl` as soon as it is done:
+also gets a sampled answer (temperature 0.7, top-p 0.95, a seed per prompt). Answers are made many
+at a time (batched.BatchedGenerator: llama.cpp on the same GGUF, one KV stream per sequence) and
+appended to `responses.jsonl` in the order of the prompts, each as soon as every earlier one is
+written (a crash loses only the answers finished out of order, at most minutes of work):
 
     {"key": "b000012/greedy", "prompt_id": "b000012", "mode": "greedy" | "sampled",
      "prompt_token_ids": [...], "response_token_ids": [...], "text": "...",
      "finish_reason": "stop" | "length", "seconds": 1.23}
 
-Resumable: a re-run skips every key already in the file.
+Resumable: a re-run skips every key already in the file. A resumed run gives the same file as an
+uninterrupted one because each job's tokens do not depend on the jobs batched beside it
+(tests/test_train_batched.py; docs/training.md for how the batched kernels' rounding was checked).
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
-from .prompts import append_jsonl, read_jsonl, read_prompts
+from .batched import DEFAULT_N_SEQ, BatchedGenerator, GenJob, GenResult
+from .jsonl import append_jsonl, read_jsonl
+from .prompts import read_prompts
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_SAMPLED_FRACTION = 0.0
-SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TEMPERATURE = 0.7
 SAMPLE_TOP_P = 0.95
 
 
@@ -75,17 +83,31 @@ def chat_prompt_ids(lm, prompt: str) -> list[int]:
     return lm.tokenize(lm.apply_chat_template([{"role": "user", "content": prompt}]))
 
 
-def answer(lm, prompt_ids: list[int], mode: str, max_new_tokens: int, seed: int):
+def make_job(row: dict, mode: str, ids: list[int], max_new_tokens: int, seed: int) -> GenJob:
     if mode == "greedy":
-        return lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=False)
-    return lm.generate(prompt_ids, max_new_tokens, temperature=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P,
-                       seed=seed, speculative=False)
+        return GenJob(f"{row['id']}/greedy", tuple(ids), max_new_tokens)
+    return GenJob(f"{row['id']}/sampled", tuple(ids), max_new_tokens, SAMPLE_TEMPERATURE, SAMPLE_TOP_P,
+                  _hash64(f"sample:{seed}:{row['id']}") >> 1)
+
+
+def in_order(results: Iterable[GenResult], keys: list[str]) -> Iterator[GenResult]:
+    """Re-orders results that finish out of order into the order of `keys`, yielding each one as
+    soon as every earlier key has been yielded (so the file grows in job order)."""
+    waiting: dict[str, GenResult] = {}
+    nxt = 0
+    for r in results:
+        waiting[r.key] = r
+        while nxt < len(keys) and keys[nxt] in waiting:
+            yield waiting.pop(keys[nxt])
+            nxt += 1
 
 
 def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                         sampled_fraction: float = DEFAULT_SAMPLED_FRACTION, seed: int = 0,
-                        progress: bool = True) -> ResponsesReport:
-    """Answers every prompt of workdir/prompts.jsonl not yet in workdir/responses.jsonl."""
+                        progress: bool = True, n_seq: int = DEFAULT_N_SEQ, n_threads: int = 1,
+                        generator: Optional[BatchedGenerator] = None) -> ResponsesReport:
+    """Answers every prompt of workdir/prompts.jsonl not yet in workdir/responses.jsonl, `n_seq`
+    at a time (BatchedGenerator on the model file of `lm`; `lm` renders and tokenizes)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if not 0.0 <= sampled_fraction <= 1.0:
@@ -93,39 +115,49 @@ def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_M
     workdir = Path(workdir)
     out = workdir / "responses.jsonl"
     done = {r["key"] for r in read_jsonl(out)}
-    jobs = [(row, mode) for row, mode in plan_jobs(read_prompts(workdir), sampled_fraction, seed)
-            if f"{row['id']}/{mode}" not in done]
-    if not jobs:
+    planned = [(row, mode) for row, mode in plan_jobs(read_prompts(workdir), sampled_fraction, seed)
+               if f"{row['id']}/{mode}" not in done]
+    if not planned:
         logger.info("responses: done already (%d in %s)", len(done), out)
         return ResponsesReport(len(done), 0, 0, 0, 0, 0.0)
 
-    n_new = n_skipped = n_tokens = n_prompt_tokens = 0
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(done) + len(jobs), initial=len(done), unit="resp", desc="responses",
-               disable=not progress, dynamic_ncols=True)
-    for row, mode in jobs:
+    jobs, rows, n_skipped = [], {}, 0
+    for row, mode in planned:
         ids = chat_prompt_ids(lm, row["prompt"])
         room = lm.n_ctx - len(ids)
         if room < 1:
             n_skipped += 1
             logger.warning("responses: prompt %s has %d tokens, more than n_ctx=%d allows; skipped",
                            row["id"], len(ids), lm.n_ctx)
-            bar.update()
             continue
-        t = time.perf_counter()
-        r = answer(lm, ids, mode, min(max_new_tokens, room), _hash64(f"sample:{seed}:{row['id']}") >> 33)
-        append_jsonl(out, {"key": f"{row['id']}/{mode}", "prompt_id": row["id"], "mode": mode,
-                           "prompt_token_ids": ids, "response_token_ids": r.token_ids, "text": r.text,
-                           "finish_reason": r.finish_reason, "seconds": round(time.perf_counter() - t, 4)})
-        n_new, n_tokens, n_prompt_tokens = n_new + 1, n_tokens + len(r.token_ids), n_prompt_tokens + len(ids)
-        bar.update()
-        bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
-    bar.close()
+        job = make_job(row, mode, ids, min(max_new_tokens, room), seed)
+        jobs.append(job)
+        rows[job.key] = (row, mode, list(ids))
+
+    n_new = n_tokens = n_prompt_tokens = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(done) + len(planned), initial=len(done) + n_skipped, unit="resp", desc="responses",
+               disable=not progress, dynamic_ncols=True)
+    own = generator is None
+    gen = BatchedGenerator(lm.model_path, n_seq, lm.n_ctx, n_threads) if own else generator
+    try:
+        for r in in_order(gen.generate(jobs), [j.key for j in jobs]):
+            row, mode, ids = rows[r.key]
+            append_jsonl(out, {"key": r.key, "prompt_id": row["id"], "mode": mode, "prompt_token_ids": ids,
+                               "response_token_ids": r.token_ids, "text": lm.detokenize(r.token_ids),
+                               "finish_reason": r.finish_reason, "seconds": round(r.seconds, 4)})
+            n_new, n_tokens, n_prompt_tokens = n_new + 1, n_tokens + len(r.token_ids), n_prompt_tokens + len(ids)
+            bar.update()
+            bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - t0):.1f}", tokens=n_tokens)
+    finally:
+        if own:
+            gen.close()
+        bar.close()
     report = ResponsesReport(len(done) + n_new, n_new, n_skipped, n_tokens, n_prompt_tokens,
                              time.perf_counter() - t0)
     logger.info("responses: %d new answers (%d skipped), %d tokens generated after %d prompt tokens in "
-                "%.1f s = %.1f tok/s (prefill included)", n_new, n_skipped, n_tokens, n_prompt_tokens,
-                report.seconds, report.tokens_per_s)
+                "%.1f s = %.1f tok/s (prefill included, %d sequences at a time)", n_new, n_skipped, n_tokens,
+                n_prompt_tokens, report.seconds, report.tokens_per_s, n_seq)
     return report
 
 
