@@ -20,7 +20,7 @@ from .chat_template import ChatTemplate
 from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
 from .text import TextAssembler, stop_list
-from .types import GenerationChunk, GenerationResult, SamplingParams
+from .types import GenerationChunk, GenerationResult, ModelHparams, SamplingParams
 
 DEFAULT_N_CTX = 4096
 DEFAULT_MAX_TOKENS = 128
@@ -103,6 +103,22 @@ class KangarooLM:
     @property
     def adapter_info(self) -> Optional[dict]:
         return self.engine.adapter_info
+
+    @property
+    def hparams(self) -> ModelHparams:
+        e = self.engine
+        return ModelHparams(arch=e.arch, n_layer=e.n_layer, n_embd=e.n_embd, n_head=e.n_head, n_head_kv=e.n_head_kv,
+                            head_dim=e.head_dim, n_vocab=e.n_vocab, n_ctx_train=e.n_ctx_train, rms_eps=e.rms_eps,
+                            rope_freq_base=e.rope_freq_base, fingerprint=e.fingerprint, bos=e.bos, eos=e.eos)
+
+    def forward(self, inputs: Any, layer_begin: int, layer_end: int, pos0: int = 0, output: str = "logits",
+                all_outputs: bool = True) -> Any:
+        """Layers [layer_begin, layer_end) over token ids (layer_begin 0) or hidden states
+        [n, n_embd] at positions pos0..: hidden states, final-normed states ("normed") or logits,
+        as a float32 array [n or 1, n_embd or n_vocab]. For training features and checks: it
+        forgets the cached conversation."""
+        with self._idle("run a forward pass"):
+            return self.engine.forward(inputs, layer_begin, layer_end, pos0, output, all_outputs)
 
     @property
     def n_tokens(self) -> int:

@@ -39,6 +39,25 @@ class SamplingParams:
         return self.temperature == 0
 
 
+@dataclass(frozen=True)
+class ModelHparams:
+    """What a loaded model is (KangarooLM.hparams): the engine's reading of its GGUF."""
+
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    n_ctx_train: int
+    rms_eps: float
+    rope_freq_base: float
+    fingerprint: str  # docs/formats.md, "Model fingerprint"
+    bos: int
+    eos: int
+
+
 @dataclass
 class GenerationChunk:
     """One step of a streamed generation (text may be empty while a character is incomplete)."""

@@ -8,4 +8,4 @@ make_adapter = write_initial_adapter
 
 
 def adapter_meta(lm, exit_layer: int, **kw):
-    return adapter_meta_for(lm.engine, exit_layer, **kw)
+    return adapter_meta_for(lm.hparams, exit_layer, **kw)

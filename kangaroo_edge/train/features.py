@@ -57,28 +57,28 @@ def training_sequence(record: dict, n_ctx: int) -> tuple[list[int], int]:
     return ids, response_start
 
 
-def extract(engine, ids: list[int], exit_layer: int):
+def extract(lm, ids: list[int], exit_layer: int):
     """hidden: [n, n_embd] after layers [0, exit_layer); normed: [n, n_embd] the final normed state.
     Both float32; each call starts a fresh sequence in the engine (it resets its KV cache)."""
-    hidden = engine.forward(ids, 0, exit_layer, 0, "hidden", True)
-    normed = engine.forward(hidden, exit_layer, engine.n_layer, 0, "normed", True)
+    hidden = lm.forward(ids, 0, exit_layer, 0, "hidden", True)
+    normed = lm.forward(hidden, exit_layer, lm.hparams.n_layer, 0, "normed", True)
     return hidden, normed
 
 
-def check_exit_layer(engine, exit_layer: int) -> None:
-    if not isinstance(exit_layer, int) or not 1 <= exit_layer < engine.n_layer:
-        raise ValueError(f"exit layer must be an integer in [1, {engine.n_layer - 1}] for this "
-                         f"{engine.n_layer}-layer model, got {exit_layer!r}")
+def check_exit_layer(hparams, exit_layer: int) -> None:
+    if not isinstance(exit_layer, int) or not 1 <= exit_layer < hparams.n_layer:
+        raise ValueError(f"exit layer must be an integer in [1, {hparams.n_layer - 1}] for this "
+                         f"{hparams.n_layer}-layer model, got {exit_layer!r}")
 
 
 def run_features_stage(lm, workdir: str | Path, exit_layer: int, shard_tokens: int = DEFAULT_SHARD_TOKENS,
                        progress: bool = True) -> FeaturesReport:
     """Writes workdir/features/ for every response not yet there."""
-    engine = lm.engine
-    check_exit_layer(engine, exit_layer)
+    hp = lm.hparams
+    check_exit_layer(hp, exit_layer)
     workdir = Path(workdir)
     records = read_responses(workdir)
-    writer = FeatureShardWriter(workdir / "features", engine.n_embd, exit_layer, engine.fingerprint, shard_tokens)
+    writer = FeatureShardWriter(workdir / "features", hp.n_embd, exit_layer, hp.fingerprint, shard_tokens)
     start = writer.n_sequences_stored
     if start > len(records):
         raise ValueError(f"{workdir / 'features'} holds {start} sequences but responses.jsonl only "
@@ -94,7 +94,7 @@ def run_features_stage(lm, workdir: str | Path, exit_layer: int, shard_tokens: i
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="features", disable=not progress, dynamic_ncols=True)
     with writer:  # flushes the last, partial shard when every sequence is done
         for ids, response_start in seqs:
-            hidden, normed = extract(engine, ids, exit_layer)
+            hidden, normed = extract(lm, ids, exit_layer)
             writer.add_sequence(ids, hidden, normed, response_start)
             n_tokens += len(ids)
             bar.update(len(ids))

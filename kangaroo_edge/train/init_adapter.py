@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..convert.adapter_gguf import AdapterMeta, adapter_state_to_tensors, write_adapter_gguf
+from ..convert.adapter_gguf import (DEFAULT_GAMMA, DEFAULT_TAU, AdapterMeta, adapter_state_to_tensors,
+                                    write_adapter_gguf)
 from .base_model import load_layer_attention
 
 
-def adapter_meta_for(engine, exit_layer: int, tau: float = 0.6, gamma: int = 6,
+def adapter_meta_for(hparams, exit_layer: int, tau: float = DEFAULT_TAU, gamma: int = DEFAULT_GAMMA,
                      fingerprint: str | None = None, draft_vocab=None) -> AdapterMeta:
-    """Adapter metadata for the model loaded in `engine` (a kangaroo_edge native engine)."""
-    e = engine
+    """Adapter metadata for a loaded model (KangarooLM.hparams)."""
+    e = hparams
     return AdapterMeta(base_arch=e.arch, fingerprint=fingerprint or e.fingerprint, n_embd=e.n_embd,
                        n_head=e.n_head, n_head_kv=e.n_head_kv, head_dim=e.head_dim, rms_eps=e.rms_eps,
                        rope_freq_base=e.rope_freq_base, exit_layer=exit_layer, tau=tau, gamma=gamma,
@@ -37,5 +38,5 @@ def write_initial_adapter(lm, path: Path, exit_layer: int, init: str = "layer", 
         raise ValueError(f"init must be 'layer' or 'random', got {init!r}")
     elif noise:
         state = {k: v + rng.normal(0, noise * float(np.std(v)), v.shape).astype(np.float32) for k, v in state.items()}
-    write_adapter_gguf(path, adapter_state_to_tensors(state), adapter_meta_for(lm.engine, exit_layer, **meta_kw))
+    write_adapter_gguf(path, adapter_state_to_tensors(state), adapter_meta_for(lm.hparams, exit_layer, **meta_kw))
     return Path(path)

@@ -139,10 +139,10 @@ class Pipeline:
         """A work directory belongs to one model (by fingerprint) and holds features of one exit layer."""
         from .features import check_exit_layer
 
-        check_exit_layer(self.lm.engine, self.cfg.exit_layer)
+        check_exit_layer(self.lm.hparams, self.cfg.exit_layer)
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "run.json"
-        fp = self.lm.engine.fingerprint
+        fp = self.lm.hparams.fingerprint
         if path.exists():
             run = json.loads(path.read_text())
             if run["fingerprint"] != fp:
@@ -237,9 +237,9 @@ class Pipeline:
         from .draft_vocab import frequent_tokens, token_counts
 
         size = self.cfg.draft_vocab
-        if not size or size >= self.lm.engine.n_vocab:
+        if not size or size >= self.lm.n_vocab:
             return None
-        eos = [self.lm.engine.eos] if self.lm.engine.eos >= 0 else []
+        eos = [self.lm.hparams.eos] if self.lm.hparams.eos >= 0 else []
         vocab, coverage = frequent_tokens(token_counts(self.workdir / "responses.jsonl"), size, eos)
         logger.info("fit: draft vocabulary of %d tokens covers %.1f%% of the training answers' tokens",
                     len(vocab), 100 * coverage)
