@@ -20,7 +20,7 @@ from typing import Any, Optional
 import openai
 import pytest
 
-from conftest import TEST_N_CTX, TEST_THREADS
+from conftest import REPO, TEST_N_CTX, TEST_THREADS
 
 START_TIMEOUT = 120  # seconds: loading the model on a busy machine
 REQUEST_TIMEOUT = 300
@@ -176,6 +176,16 @@ def test_completion_greedy_equals_the_library(server, client, smollm):
     assert by_ids.choices[0].text == want
 
 
+def test_readme_snippet_works_as_written(server, capsys):
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## OpenAI-compatible server"):]
+    snippet = section[section.index("```python\n") + len("```python\n"):section.index("\n```", section.index("```python"))]
+    assert "http://127.0.0.1:8080/v1" in snippet  # the default address; here, the test server's
+    exec(compile(snippet.replace("http://127.0.0.1:8080/v1", f"{server.url}/v1"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "predicted_per_second" in printed and len(printed.splitlines()) >= 3
+
+
 def test_raw_sse_framing(server):
     status, headers, body = server.request("POST", "/v1/chat/completions",
                                            {"messages": QUESTION, "max_tokens": 8, "temperature": 0, "stream": True})
@@ -239,6 +249,7 @@ BAD_CHAT = [  # (body, status, param, code)
     ({**CHAT_OK, "top_p": 0}, 400, "top_p", "invalid_value"),
     ({**CHAT_OK, "min_p": 2}, 400, "min_p", "invalid_value"),
     ({**CHAT_OK, "top_k": -1}, 400, "top_k", "invalid_value"),
+    ({**CHAT_OK, "top_k": 1 << 40}, 400, "top_k", "invalid_value"),
     ({**CHAT_OK, "max_tokens": 0}, 400, "max_tokens", "invalid_value"),
     ({**CHAT_OK, "max_tokens": 1.5}, 400, "max_tokens", "invalid_type"),
     ({**CHAT_OK, "max_completion_tokens": True}, 400, "max_completion_tokens", "invalid_type"),
@@ -320,6 +331,23 @@ def test_openai_client_errors(server, client):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION)
 
 
+ODD_VALUES = [None, True, -1, 0, 1 << 70, 1e308, "x", "", [], [1], {}, {"a": 1}]
+FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
+          "seed", "stop", "n", "stream", "stream_options", "tau", "gamma", "speculative", "lookup", "cache_prompt",
+          "logprobs", "presence_penalty", "response_format", "tools", "logit_bias"]
+
+
+def test_odd_values_in_every_field_get_an_answer_not_a_500(server):
+    unexpected = []
+    for field in FIELDS:
+        for value in ODD_VALUES:
+            body = {"messages": QUESTION, "max_tokens": 1, field: value}
+            status, headers, raw = server.request("POST", "/v1/chat/completions", body)
+            if status >= 500 or (status >= 400 and "error" not in json.loads(raw)):
+                unexpected.append((field, value, status, raw[:200]))
+    assert not unexpected, unexpected
+
+
 def test_still_serving_after_bad_requests(server, client):
     out = client.chat.completions.create(model=server.model_id, messages=QUESTION, max_tokens=4, temperature=0)
     assert out.choices[0].message.content and server.proc.poll() is None
@@ -399,8 +427,13 @@ def test_client_that_drops_mid_stream(server, client):
 
 # ---- servers of their own: API key, full queue, shutdown ------------------------------------
 
-def test_api_key():
-    s = Server(env={"KANGAROO_EDGE_API_KEY": "sesame"})
+def test_no_cors_unless_asked(server):
+    headers = server.request("GET", "/v1/models", headers={"Origin": "http://elsewhere.example"})[1]
+    assert not any(h.startswith("access-control-") for h in headers)
+
+
+def test_api_key_and_cors():
+    s = Server("--cors-origin", "http://allowed.example", env={"KANGAROO_EDGE_API_KEY": "sesame"})
     try:
         assert s.request("GET", "/health")[0] == 200  # open: load balancers and health checks
         res = s.request("GET", "/v1/models")
@@ -411,7 +444,14 @@ def test_api_key():
             s.client("wrong").models.list()
         out = s.client("sesame").chat.completions.create(model=s.model_id, messages=QUESTION, max_tokens=4)
         assert out.choices[0].message.content
+        # CORS for the origin asked for only; a browser's preflight carries no key and needs none
+        allowed = s.request("GET", "/health", headers={"Origin": "http://allowed.example"})[1]
+        assert allowed["access-control-allow-origin"] == "http://allowed.example"
         assert "access-control-allow-origin" not in s.request("GET", "/health", headers={"Origin": "http://x"})[1]
+        preflight = s.request("OPTIONS", "/v1/chat/completions", headers={
+            "Origin": "http://allowed.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight[0] == 200 and preflight[1]["access-control-allow-origin"] == "http://allowed.example"
     finally:
         assert s.stop() == 0
 

@@ -24,6 +24,8 @@ MAX_TEMPERATURE = 2.0  # OpenAI's range
 SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
 MAX_SEED = (1 << 64) - 1
 MAX_GAMMA = 64
+MAX_TOP_K = (1 << 31) - 1  # the engine's int
+_UNSET = object()  # tau left out or null: the server's default (a request asks for the controller with "auto")
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,12 @@ def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationD
     max_tokens = f.get("max_completion_tokens", _int(1, None), None)
     if max_tokens is None:
         max_tokens = f.get("max_tokens", _int(1, None), defaults.max_tokens)
-    tau = f.get("tau", _tau, "default")
+    tau = f.get("tau", _tau, _UNSET)
     return GenerationRequest(
         endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=max_tokens,
         sampling=_sampling(f, defaults.sampling), stop=_stop(body.get("stop")), stream=stream,
         include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
-        tau=defaults.tau if tau == "default" else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
+        tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
         lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True))
 
 
@@ -90,7 +92,7 @@ def _sampling(f: "_Fields", d: SamplingParams) -> SamplingParams:
     seed = f.get("seed", _int(SEED_RANDOM, MAX_SEED), d.seed)
     return SamplingParams(
         temperature=f.get("temperature", _number(0.0, MAX_TEMPERATURE), d.temperature),
-        top_k=f.get("top_k", _int(0, None), d.top_k),
+        top_k=f.get("top_k", _int(0, MAX_TOP_K), d.top_k),
         top_p=f.get("top_p", _number(0.0, 1.0, lo_open=True), d.top_p),
         min_p=f.get("min_p", _number(0.0, 1.0), d.min_p),
         seed=None if seed == SEED_RANDOM else seed)

@@ -45,7 +45,7 @@ class Text:
 
 @dataclass
 class Finished:
-    text: str  # the last piece of text
+    text: str  # the last piece of text (all of it when the response is not streamed)
     finish_reason: str
     stats: dict[str, Any]
 
@@ -193,18 +193,22 @@ class ModelWorker:
             job.post(Failed(invalid_value(None, str(e))))
             return
         job.post(Started(len(ids), cached))
-        n_tokens = 0
+        n_tokens, held = 0, []  # held: the text of a response that is not streamed, sent at the end
         try:
             for chunk in chunks:
                 n_tokens += len(chunk.token_ids)
                 if chunk.finish_reason is not None:
-                    job.post(Finished(chunk.text, chunk.finish_reason, chunk.stats or {}))
+                    job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats or {}))
                     self._log(r, cached, chunk.stats or {})
                     return
                 if job.cancelled:
                     break
-                if chunk.text:
+                if not chunk.text:
+                    continue
+                if r.stream:
                     job.post(Text(chunk.text))
+                else:  # one event at the end instead of a wake-up of the event loop per step
+                    held.append(chunk.text)
             reason = job.cancel_reason or internal_error("the generation ended without a finish reason")
             job.post(Failed(reason))
             log.info("%s request stopped after %d tokens: %s", r.endpoint, n_tokens, reason.message)
