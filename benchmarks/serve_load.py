@@ -87,6 +87,21 @@ def run_pairs(lm: KangarooLM, port: int, args: argparse.Namespace) -> dict:
             "median_ratio": statistics.median(r["server_s"] / r["direct_s"] for r in rows), **{f"median_{k}": v for k, v in med.items()}}
 
 
+def health_round_trip_s(port: int, n: int = 50) -> float:
+    """The HTTP floor: median GET /health round trip on a keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            times.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return statistics.median(times)
+
+
 def post_chat(conn: http.client.HTTPConnection, i: int, max_tokens: int) -> tuple[float, int, str, dict]:
     body = json.dumps({"messages": messages(i), "max_tokens": max_tokens, "temperature": 0}).encode()
     t0 = time.perf_counter()
@@ -161,6 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         conn.close()
         lm.create_chat_completion(messages(0), max_tokens=4, temperature=0.0)
         pairs = run_pairs(lm, port, args)
+        pairs["median_health_round_trip_s"] = health_round_trip_s(port)
         levels = [run_level(port, c, args) for c in args.concurrency]
     finally:
         proc.terminate()
@@ -178,7 +194,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"median latency {pairs['median_direct_s'] * 1e3:.0f} ms direct, {pairs['median_server_s'] * 1e3:.0f} ms server; "
           f"median difference {pairs['median_difference_s'] * 1e3:+.1f} ms ({pairs['median_ratio']:.3f}x); time outside the "
           f"engine {pairs['median_direct_outside_engine_s'] * 1e3:.1f} ms direct, "
-          f"{pairs['median_server_outside_engine_s'] * 1e3:.1f} ms server")
+          f"{pairs['median_server_outside_engine_s'] * 1e3:.1f} ms server; GET /health round trip "
+          f"{pairs['median_health_round_trip_s'] * 1e3:.2f} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "pairs": pairs, "levels": levels}, f, indent=1)

@@ -122,6 +122,15 @@ def error_of(status_headers_body: tuple[int, dict, bytes]) -> dict:
 
 # ---- endpoints and shapes ----------------------------------------------------------------
 
+def test_serve_defaults_are_llama_cpp_s():
+    from kangaroo_edge.cli.main import build_parser
+
+    args = build_parser("serve").parse_args(["serve"])
+    assert (args.host, args.port, args.api_key, args.cors_origin) == ("127.0.0.1", 8080, None, [])
+    assert (args.temp, args.top_k, args.top_p, args.min_p) == (0.8, 40, 0.95, 0.05)
+
+
+
 def test_health_and_models(server, client):
     status, _, body = server.request("GET", "/health")
     assert status == 200 and json.loads(body)["status"] == "ok"
