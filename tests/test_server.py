@@ -253,6 +253,7 @@ BAD_CHAT = [  # (body, status, param, code)
     ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role", "unsupported_value"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
      "messages[0].content[0].type", "unsupported_value"),
+    ({"messages": [{"role": "user", "content": "\ud800"}]}, 400, None, "invalid_value"),  # a lone surrogate
     ({**CHAT_OK, "temperature": "hot"}, 400, "temperature", "invalid_type"),
     ({**CHAT_OK, "temperature": 3}, 400, "temperature", "invalid_value"),
     ({**CHAT_OK, "top_p": 0}, 400, "top_p", "invalid_value"),
@@ -291,7 +292,7 @@ BAD_REQUESTS = [("/v1/chat/completions", *b) for b in BAD_CHAT] + [("/v1/complet
 
 
 @pytest.mark.parametrize("path,body,status,param,code", BAD_REQUESTS,
-                         ids=[f"{r[0].split('/')[-1]}-{r[3]}-{r[4]}" for r in BAD_REQUESTS])
+                         ids=[f"{r[0].split('/v1/')[-1]}-{r[3]}-{r[4]}" for r in BAD_REQUESTS])
 def test_bad_request(server, path, body, status, param, code):
     res = server.request("POST", path, body)
     assert res[0] == status, res
