@@ -467,7 +467,7 @@ def test_api_key_and_cors():
 
 
 def test_full_queue_answers_503_and_the_queue_is_served_in_order():
-    s = Server("--max-queue", "2")
+    s = Server("--max-queue", "3")
     try:
         running, reader = _open_stream(s.port, {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0})
         _read_events(reader, 1)  # the model is busy with this one
@@ -477,18 +477,27 @@ def test_full_queue_answers_503_and_the_queue_is_served_in_order():
             s.client().completions.create(model=s.model_id, prompt=COUNTING, max_tokens=2, temperature=0)
             done.append(name)
 
+        def n_waiting() -> int:
+            return json.loads(s.request("GET", "/health")[2])["waiting"]
+
         waiting = []
         for name in ("first", "second"):
             waiting.append(threading.Thread(target=queued, args=(name,)))
             waiting[-1].start()
-            _wait_until(lambda: json.loads(s.request("GET", "/health")[2])["waiting"] == len(waiting))
+            _wait_until(lambda: n_waiting() == len(waiting))
+        dropper, dropper_reader = _open_stream(s.port, {"prompt": COUNTING, "max_tokens": 2})
+        _wait_until(lambda: n_waiting() == 3)
         status, headers, _ = res = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
         assert status == 503 and int(headers["retry-after"]) >= 1 and error_of(res)["code"] == "queue_full"
+        dropper_reader.close()
+        dropper.close()  # leaves while waiting: its turn is skipped
         reader.close()
         running.close()  # frees the model for the queue
         for t in waiting:
             t.join(REQUEST_TIMEOUT)
         assert done == ["first", "second"]
+        s.wait_for(re.compile(r"completion request dropped before it started: the client closed"), REQUEST_TIMEOUT)
+        assert s.request("GET", "/health")[0] == 200
     finally:
         assert s.stop() == 0
 

@@ -175,10 +175,11 @@ class ModelWorker:
                     self._current = None
 
     def _serve(self, job: Job) -> None:
+        r = job.request
         if job.cancelled:
             job.post(Failed(job.cancel_reason))
+            log.info("%s request dropped before it started: %s", r.endpoint, job.cancel_reason.message)
             return
-        r = job.request
         try:
             ids = self._prompt_ids(r)
             cached = self._cached_prefix(ids) if r.cache_prompt else 0
