@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from .errors import APIError
 from .shapes import SSE_DONE, Shaper, sse_event, timings, usage
 from .worker import Failed, Finished, Job, Started, Text, client_disconnected
 
@@ -105,4 +104,4 @@ def _usage_and_timings(started: Started, finished: Finished) -> tuple[dict, dict
             timings(stats, started.cached_tokens))
 
 
-__all__ = ["APIError", "EventStream", "wait_started", "watch_disconnect", "whole_body"]
+__all__ = ["EventStream", "wait_started", "watch_disconnect", "whole_body"]

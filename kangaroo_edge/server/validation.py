@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from ..types import SamplingParams
-from .errors import APIError, invalid_type, invalid_value, model_not_found, unsupported
+from .errors import invalid_type, invalid_value, model_not_found, unsupported
 
 CHAT, COMPLETION = "chat", "completion"
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
@@ -288,4 +288,4 @@ def _tau(name: str, v: Any) -> Optional[float]:
     return _number(0.0, 1.0)(name, v)
 
 
-__all__ = ["APIError", "CHAT", "COMPLETION", "GenerationDefaults", "GenerationRequest", "parse_request"]
+__all__ = ["CHAT", "COMPLETION", "GenerationDefaults", "GenerationRequest", "parse_request"]
