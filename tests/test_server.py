@@ -243,6 +243,17 @@ def test_consecutive_turns_reuse_the_cached_prefix(server, client):
     assert fresh.usage.prompt_tokens_details.cached_tokens == 0
 
 
+def test_a_repeated_request_gets_the_answer_a_fresh_one_gets(server, client):
+    # the whole prompt is cached the second time; a lone last token would take ggml's one-row
+    # kernels, which round differently (on this CPU "Name a color." then answered otherwise)
+    def ask(**extra) -> str:
+        return client.chat.completions.create(model=server.model_id, max_tokens=6, temperature=0, extra_body=extra,
+                                              messages=[{"role": "user", "content": q}]).choices[0].message.content
+    for q in ("Name a color.", "What is 2 + 2?"):
+        fresh = ask(cache_prompt=False)
+        assert ask() == fresh and ask() == fresh
+
+
 # ---- bad requests --------------------------------------------------------------------------
 
 CHAT_OK = {"messages": QUESTION, "max_tokens": 4}

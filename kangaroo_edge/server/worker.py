@@ -27,6 +27,7 @@ from .validation import CHAT, GenerationRequest
 
 log = logging.getLogger("kangaroo_edge.server")
 
+MIN_EVALUATED = 2  # prompt tokens evaluated even when the cache holds more (_cached_prefix)
 SERVICE_TIME_SMOOTHING = 0.2  # weight of the latest request in the mean service time (Retry-After)
 
 
@@ -232,14 +233,25 @@ class ModelWorker:
         return ids
 
     def _cached_prefix(self, ids: list[int]) -> int:
-        """Prompt tokens the engine finds in its KV cache: the common prefix with the cached
-        sequence, less the last prompt token, which is always evaluated (its logits are needed)."""
+        """Prompt tokens the engine will take from its KV cache: the common prefix with the cached
+        sequence, leaving at least MIN_EVALUATED prompt tokens to evaluate.
+
+        ggml evaluates a lone token through other kernels than a batch (llama.cpp's logits for
+        the last prompt token differ by up to ~0.7 between the two on this CPU, ours equal
+        llama.cpp's in both), while batches of 2 or more agree row for row. Were a repeated
+        prompt's last token evaluated alone, its greedy answer could differ from the one a fresh
+        request gets; truncating the cache one token further keeps answers independent of what
+        was served before."""
+        engine = self.lm.engine
         n = 0
-        for cached, new in zip(self.lm.engine.tokens, ids):
+        for cached, new in zip(engine.tokens, ids):
             if cached != new:
                 break
             n += 1
-        return max(0, min(n, len(ids) - 1))
+        keep = max(0, min(n, len(ids) - MIN_EVALUATED))
+        if keep < n:
+            engine.truncate(keep)
+        return keep
 
     def _log(self, r: GenerationRequest, cached: int, stats: dict) -> None:
         seconds = stats.get("prompt_seconds", 0.0) + stats.get("generation_seconds", 0.0)
