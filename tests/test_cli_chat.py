@@ -170,3 +170,21 @@ def test_chat_through_pipes():
     assert "Traceback" not in text
     assert "\x1b[" not in text  # no terminal decoration in a pipe
     assert "> " not in text.splitlines()[0]  # no prompt
+
+
+def test_chat_samples_with_llama_cpp_defaults():
+    cmd = [a for a in CHAT if a not in ("--temp", "0")]
+    r = subprocess.run(cmd, input=b"/stats\n", capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert b"settings: temp 0.8, top_k 40, top_p 0.95, min_p 0.05," in r.stdout
+
+
+def test_stats_line_says_when_speculation_stayed_off():
+    from kangaroo_edge.cli.common import format_stats
+
+    off = {"n_tokens": 24, "tokens_per_second": 50.0, "speculative": True, "tau": "auto", "cycles": 0,
+           "mean_accepted": 0.0, "plain_steps": 23}
+    line = format_stats(off)
+    assert "speculation stayed off" in line and "per verification" not in line
+    on = {**off, "cycles": 8, "mean_accepted": 2.5}
+    assert "2.50 tokens per verification" in format_stats(on)

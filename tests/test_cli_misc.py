@@ -64,7 +64,7 @@ def test_info_table_and_json():
     assert len(info["fingerprint"]) == 16 and info["file_bytes"] > 0 and info["n_ctx_train"] > 0
 
 
-@pytest.mark.parametrize("command", ["chat", "generate", "info", "bench"])
+@pytest.mark.parametrize("command", ["chat", "generate", "info", "bench", "serve"])
 def test_help_describes_every_flag(command):
     r = cli(command, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout
@@ -91,6 +91,8 @@ def _one_line_error(r: subprocess.CompletedProcess) -> None:
     ["bench", "--questions", "/nonexistent/q.jsonl"],
     ["bench", "--questions", str(SPECBENCH), "--categories", "no_such_category", "-c", "1024"],
     ["bench", "--limit", "0"],
+    ["serve", "--port", "70000"],
+    ["serve", "--max-queue", "0"],
     ["no-such-command"],
     [],
 ])

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from .common import (add_model_args, add_sampling_args, add_spec_args, dim, format_stats, load_model,
                      positive_int, sampling_from_args)
+from ..sampling_defaults import LLAMA_CPP_SAMPLING
 
-DEFAULT_TEMP = 0.7  # llama.cpp's chat default
 DEFAULT_N_PREDICT = 512  # per answer
 PROMPT = "> "
 HISTORY_FILE = "chat_history"  # under the kangaroo-edge cache directory
@@ -55,7 +55,7 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-history", action="store_true",
                    help="do not read or write the input history file (~/.cache/kangaroo-edge/chat_history)")
     add_model_args(p)
-    add_sampling_args(p, default_temp=DEFAULT_TEMP)
+    add_sampling_args(p, defaults=LLAMA_CPP_SAMPLING)
     add_spec_args(p)
 
 

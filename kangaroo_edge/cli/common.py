@@ -84,15 +84,17 @@ def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = 
                    help="compute device: auto = a GPU when llama.cpp was built with one (default auto)")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, default_temp: float = 0.0) -> None:
+def add_sampling_args(p: argparse.ArgumentParser, defaults: SamplingParams = SamplingParams()) -> None:
+    """Sampling flags; `defaults` (greedy unless given) are the values when a flag is left out."""
+    d = defaults
     g = p.add_argument_group("sampling")
-    g.add_argument("--temp", type=float_in(0.0, 100.0), default=default_temp,
-                   help=f"temperature; 0 = greedy (default {default_temp})")
-    g.add_argument("--top-k", type=non_negative_int, default=0, help="top-k filter, 0 = off (default 0)")
-    g.add_argument("--top-p", type=float_in(0.0, 1.0, lo_open=True), default=1.0,
-                   help="top-p (nucleus) filter, 1 = off (default 1.0)")
-    g.add_argument("--min-p", type=float_in(0.0, 1.0), default=0.0, help="min-p filter, 0 = off (default 0.0)")
-    g.add_argument("-s", "--seed", type=non_negative_int, default=None, help="random seed (default: random)")
+    g.add_argument("--temp", type=float_in(0.0, 100.0), default=d.temperature,
+                   help=f"temperature; 0 = greedy (default {d.temperature})")
+    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help=f"top-k filter, 0 = off (default {d.top_k})")
+    g.add_argument("--top-p", type=float_in(0.0, 1.0, lo_open=True), default=d.top_p,
+                   help=f"top-p (nucleus) filter, 1 = off (default {d.top_p})")
+    g.add_argument("--min-p", type=float_in(0.0, 1.0), default=d.min_p, help=f"min-p filter, 0 = off (default {d.min_p})")
+    g.add_argument("-s", "--seed", type=non_negative_int, default=d.seed, help="random seed (default: random)")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -130,12 +132,22 @@ def format_stats(stats: dict) -> str:
         parts.append(f"{stats['tokens_per_second']:.1f} tokens/s")
     if "n_prompt_tokens" in stats and "prompt_tokens_per_second" in stats:
         parts.append(f"prompt {stats['n_prompt_tokens']} tokens at {stats['prompt_tokens_per_second']:.0f} tokens/s")
-    if stats.get("speculative") and stats.get("mean_accepted") is not None:
-        parts.append(f"{stats['mean_accepted']:.2f} tokens per verification")
+    if stats.get("speculative"):
+        parts.append(speculation_summary(stats))
     line = ", ".join(parts)
     if not stats.get("speculative") and stats.get("speculative_fallback"):
         line += f"; {stats['speculative_fallback']}"
     return f"[{line}]"
+
+
+def speculation_summary(stats: dict) -> str:
+    """Mean tokens per verification, or why there was no verification to average over: the
+    controller (tau "auto") keeps speculation off where it measures that drafting would not pay."""
+    if stats.get("cycles"):
+        return f"{stats['mean_accepted']:.2f} tokens per verification"
+    if stats.get("tau") == "auto":
+        return "speculation stayed off (the controller expected no gain from drafting)"
+    return "speculation stayed off (no drafting cycle ran)"
 
 
 def dim(text: str, stream=None) -> str:

@@ -15,6 +15,7 @@ from .common import ArgumentParser, UserError
 COMMANDS = {
     "chat": "Chat with a model in the terminal (streamed, keeps the conversation).",
     "generate": "Generate text from one prompt (streamed).",
+    "serve": "Serve the model over an OpenAI-compatible HTTP API (as llama.cpp's llama-server).",
     "info": "Describe a model (and adapter): architecture, quantization, size, fingerprint, backend.",
     "bench": "Spec-Bench-style speed benchmark against llama.cpp on the same GGUF.",
     "train": "Train a Kangaroo adapter for a model.",

@@ -1,0 +1,177 @@
+"""The ASGI application: routes, the API key check, request bodies, errors as OpenAI shapes.
+
+Starlette because it is small and well kept (the toolkit FastAPI is built on, by the same
+maintainers as uvicorn), streams through plain ASGI, and leaves validation to us: the errors
+must be OpenAI's shape, not a framework's. No route lets an exception escape: a bug in one
+request becomes a 500 for that request, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import APIError, body_too_large, internal_error, invalid_api_key, model_not_found
+from .responses import EventStream, wait_started, watch_disconnect, whole_body
+from .shapes import Shaper, model_card, model_list
+from .validation import CHAT, COMPLETION, GenerationDefaults, parse_request
+from .worker import ModelWorker, client_disconnected
+
+log = logging.getLogger("kangaroo_edge.server")
+
+OPEN_PATHS = ("/health",)  # answered without an API key (load balancers, `curl /health`)
+DRAIN_FACTOR = 4  # a body over the limit is read (and dropped) up to this multiple, so the client sees the 413
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_id: str  # the name in /v1/models and in every response
+    defaults: GenerationDefaults
+    api_key: Optional[str] = None  # None: no key required
+    max_request_bytes: int = 4 << 20
+    cors_origins: tuple[str, ...] = ()  # () : no CORS headers (browsers on other origins are refused)
+
+
+def create_app(worker: ModelWorker, config: ServerConfig) -> Starlette:
+    api = _Api(worker, config)
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", api.model, methods=["GET"]),
+        Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
+        Route("/v1/completions", api.completions, methods=["POST"]),
+    ]
+    middleware = []
+    if config.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                                     allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
+    if config.api_key:
+        middleware.append(Middleware(BearerAuth, api_key=config.api_key))
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_exception})
+
+
+class _Api:
+    def __init__(self, worker: ModelWorker, config: ServerConfig):
+        self.worker, self.config = worker, config
+        self.created = int(time.time())
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "waiting": self.worker.waiting(), "max_queue": self.worker.max_queue})
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse(model_list(self.config.model_id, self.created))
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model_id"]
+        if name != self.config.model_id:
+            return error_response(model_not_found(name, self.config.model_id))
+        return JSONResponse(model_card(name, self.created))
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await _answer(lambda: self._generate(request, CHAT))
+
+    async def completions(self, request: Request) -> Response:
+        return await _answer(lambda: self._generate(request, COMPLETION))
+
+    async def _generate(self, request: Request, endpoint: str) -> Any:
+        body = await read_json(request, self.config.max_request_bytes)
+        req = parse_request(endpoint, body, self.config.model_id, self.config.defaults)
+        job = self.worker.submit(req, asyncio.get_running_loop())
+        watcher = watch_disconnect(request.receive, job)
+        streaming = False
+        try:
+            started = await wait_started(job)
+            shaper = Shaper(req)
+            if req.stream:
+                streaming = True  # the stream owns the watcher now
+                return EventStream(job, shaper, started, watcher)
+            return JSONResponse(await whole_body(job, shaper, started))
+        finally:
+            if not streaming:
+                watcher.cancel()
+                job.cancel(client_disconnected())  # a no-op for a job that finished
+
+
+async def _answer(handler: Callable[[], Awaitable[Any]]) -> Any:
+    """Runs a route; its errors become OpenAI-shaped responses."""
+    try:
+        return await handler()
+    except APIError as e:
+        return error_response(e)
+    except Exception:
+        log.exception("unexpected error in a request")
+        return error_response(internal_error("unexpected error"))
+
+
+def error_response(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+async def _http_exception(request: Request, exc: HTTPException) -> Response:
+    """Routing errors (unknown path 404, wrong method 405) in OpenAI's shape."""
+    what = {404: f"Unknown path {request.url.path}: this server has /v1/chat/completions, /v1/completions, "
+                 "/v1/models and /health",
+            405: f"Method {request.method} is not allowed on {request.url.path}"}
+    e = APIError(exc.status_code, what.get(exc.status_code, str(exc.detail)),
+                 code="not_found" if exc.status_code == 404 else None, headers=dict(exc.headers or {}))
+    return error_response(e)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, within `limit` bytes (413 beyond). NaN and Infinity are not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
+        raise body_too_large(limit)  # not worth reading: the connection closes after the answer
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > DRAIN_FACTOR * limit:
+            break
+    if len(body) > limit:
+        raise body_too_large(limit)
+    if not body:
+        raise APIError(400, "The request body is empty: send a JSON object", code="invalid_json")
+    try:
+        return json.loads(bytes(body), parse_constant=_not_json)
+    except (ValueError, RecursionError) as e:
+        raise APIError(400, f"The request body is not valid JSON: {e}", code="invalid_json") from None
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+class BearerAuth:
+    """ASGI middleware: every path but OPEN_PATHS needs `Authorization: Bearer <api key>`."""
+
+    def __init__(self, app: Callable, api_key: str):
+        self.app = app
+        self._key = api_key.encode("utf-8")
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = dict(scope["headers"]).get(b"authorization")
+            if not self._authorized(header):
+                await error_response(invalid_api_key(header is not None))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, header: Optional[bytes]) -> bool:
+        if header is None:
+            return False
+        scheme, _, key = header.partition(b" ")
+        # constant time: the comparison does not tell how much of a guess was right
+        return scheme.lower() == b"bearer" and hmac.compare_digest(key.strip(), self._key)

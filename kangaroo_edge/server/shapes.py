@@ -1,0 +1,105 @@
+"""Response bodies as OpenAI sends them, plus llama.cpp's `timings` (speed and speculation figures).
+
+One Shaper per request holds the id, creation time and model name that all of its chunks share.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Optional
+
+from .validation import CHAT, GenerationRequest
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(obj: dict) -> bytes:
+    """One server-sent event, as OpenAI streams them: a `data: {json}` line and a blank line."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            # the part of the prompt found in the KV cache and not evaluated again
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+def timings(stats: dict, cached_tokens: int) -> dict:
+    """llama.cpp server's `timings` object, from the generation's stats. prompt_n counts the prompt
+    tokens evaluated (those not in the cache); predicted_per_second counts the tokens after the
+    first, which comes out of the prompt's forward pass (as `tokens_per_second` in the stats)."""
+    prompt_n = stats["n_prompt_tokens"] - cached_tokens
+    prompt_s, gen_s, tps = stats["prompt_seconds"], stats["generation_seconds"], stats["tokens_per_second"]
+    out: dict[str, Any] = {
+        "cache_n": cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_s * 1e3,
+        "prompt_per_token_ms": prompt_s * 1e3 / max(prompt_n, 1), "prompt_per_second": prompt_n / max(prompt_s, 1e-9),
+        "predicted_n": stats["n_tokens"], "predicted_ms": gen_s * 1e3,
+        "predicted_per_token_ms": 1e3 / tps if tps > 0 else None, "predicted_per_second": tps,
+        "speculative": bool(stats.get("speculative")),
+    }
+    if stats.get("speculative"):
+        cycles = stats["cycles"]
+        out.update({"draft_n": stats["drafted"], "draft_n_accepted": stats["accepted"], "cycles": cycles,
+                    # tokens each verification added; null when speculation stayed off
+                    "mean_accepted": stats["mean_accepted"] if cycles else None,
+                    "plain_steps": stats["plain_steps"], "tau": stats["tau"], "gamma": stats["gamma"]})
+    elif stats.get("speculative_fallback"):
+        out["speculative_fallback"] = stats["speculative_fallback"]
+    return out
+
+
+def model_card(model_id: str, created: int) -> dict:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "kangaroo-edge"}
+
+
+def model_list(model_id: str, created: int) -> dict:
+    return {"object": "list", "data": [model_card(model_id, created)]}
+
+
+class Shaper:
+    """The bodies of one request's response: whole (stream false) or chunk by chunk."""
+
+    def __init__(self, request: GenerationRequest):
+        self.chat = request.endpoint == CHAT
+        self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = request.model
+        self.include_usage = request.include_usage
+
+    def _head(self, object_name: str) -> dict:
+        return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, finish_reason: str, usage_: dict, timings_: dict) -> dict:
+        if self.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                      "finish_reason": finish_reason}
+            out = self._head("chat.completion")
+        else:
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+            out = self._head("text_completion")
+        out.update({"choices": [choice], "usage": usage_, "timings": timings_})
+        return out
+
+    def chunk(self, text: str, finish_reason: Optional[str] = None, first: bool = False) -> dict:
+        """A streamed piece. The chat stream's first chunk carries the role, as OpenAI's does."""
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else \
+                ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            out = self._head("chat.completion.chunk")
+        else:
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+            out = self._head("text_completion")
+        out["choices"] = [choice]
+        if self.include_usage:
+            out["usage"] = None  # OpenAI: null on every chunk but the last one
+        return out
+
+    def usage_chunk(self, usage_: dict) -> dict:
+        """stream_options.include_usage: the last chunk, with no choices."""
+        out = self._head("chat.completion.chunk" if self.chat else "text_completion")
+        out.update({"choices": [], "usage": usage_})
+        return out

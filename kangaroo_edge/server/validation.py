@@ -1,0 +1,291 @@
+"""Request bodies of /v1/chat/completions and /v1/completions -> one GenerationRequest, or an
+APIError naming the field that is wrong.
+
+What is checked here needs no model: types, ranges, and the parameters this server does not
+implement (sent with a non-default value they are refused rather than silently ignored, so that a
+client never believes it got, say, logprobs or tool calls). Fields this server does not know are
+ignored, as llama.cpp's server and OpenAI's own SDKs expect (clients send `user`, `metadata`...).
+The prompt's length against the context is checked where the model is (worker.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from ..types import SamplingParams
+from .errors import invalid_type, invalid_value, model_not_found, unsupported
+
+CHAT, COMPLETION = "chat", "completion"
+ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
+MAX_STOP_STRINGS = 16
+MAX_TEMPERATURE = 2.0  # OpenAI's range
+SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
+MAX_SEED = (1 << 64) - 1
+MAX_GAMMA = 64
+MAX_TOP_K = (1 << 31) - 1  # the engine's int
+_UNSET = object()  # tau left out or null: the server's default (a request asks for the controller with "auto")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request gets for the fields it leaves out: the server's flags."""
+    sampling: SamplingParams
+    max_tokens: Optional[int]  # None: until end of generation or a full context
+    speculative: bool = True
+    tau: Optional[float] = None  # None: the speculation controller decides
+    gamma: Optional[int] = None  # None: the adapter's
+    lookup: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    endpoint: str  # CHAT or COMPLETION
+    model: str  # the served model's id, echoed in the response
+    messages: Optional[list[dict[str, str]]]  # CHAT: {"role", "content"} strings
+    prompt: Optional[Union[str, list[int]]]  # COMPLETION: text or token ids
+    max_tokens: Optional[int]
+    sampling: SamplingParams
+    stop: list[str]
+    stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the usage
+    speculative: bool
+    tau: Optional[float]
+    gamma: Optional[int]
+    lookup: Optional[bool]
+    cache_prompt: bool  # llama.cpp's extension: reuse the cached prefix (default true)
+
+
+def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults) -> GenerationRequest:
+    if not isinstance(body, dict):
+        raise invalid_type("body", "a JSON object", body)
+    f = _Fields(body)
+    model = f.get("model", _string, model_id)
+    if model != model_id:
+        raise model_not_found(model, model_id)
+    if endpoint == CHAT:
+        messages, prompt = _messages(body.get("messages")), None
+        _refuse_chat_extras(f)
+    else:
+        messages, prompt = None, _prompt(body.get("prompt"))
+        _refuse_completion_extras(f)
+    _refuse_common_extras(f)
+    stream = f.get("stream", _bool, False)
+    options = f.get("stream_options", _object, None)
+    if options is not None and not stream:
+        raise invalid_value("stream_options", "stream_options is only allowed when stream is true")
+    include_usage = _Fields(options or {}, "stream_options.").get("include_usage", _bool, False)
+    max_tokens = f.get("max_completion_tokens", _int(1, None), None)
+    if max_tokens is None:
+        max_tokens = f.get("max_tokens", _int(1, None), defaults.max_tokens)
+    tau = f.get("tau", _tau, _UNSET)
+    return GenerationRequest(
+        endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=max_tokens,
+        sampling=_sampling(f, defaults.sampling), stop=_stop(body.get("stop")), stream=stream,
+        include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
+        tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
+        lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True))
+
+
+def _sampling(f: "_Fields", d: SamplingParams) -> SamplingParams:
+    seed = f.get("seed", _int(SEED_RANDOM, MAX_SEED), d.seed)
+    return SamplingParams(
+        temperature=f.get("temperature", _number(0.0, MAX_TEMPERATURE), d.temperature),
+        top_k=f.get("top_k", _int(0, MAX_TOP_K), d.top_k),
+        top_p=f.get("top_p", _number(0.0, 1.0, lo_open=True), d.top_p),
+        min_p=f.get("min_p", _number(0.0, 1.0), d.min_p),
+        seed=None if seed == SEED_RANDOM else seed)
+
+
+# ---- the prompt --------------------------------------------------------------------------
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if value is None:
+        raise invalid_value("messages", "messages is required: an array of {role, content} objects",
+                            code="missing_required_parameter")
+    if not isinstance(value, list):
+        raise invalid_type("messages", "an array of {role, content} objects", value)
+    if not value:
+        raise invalid_value("messages", "messages must hold at least one message")
+    out = []
+    for i, m in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise invalid_type(where, "an object with role and content", m)
+        role = m.get("role")
+        if not isinstance(role, str):
+            raise invalid_type(f"{where}.role", "a string", role)
+        if role not in ROLES:
+            raise unsupported(f"{where}.role", f"{where}.role {role!r} is not supported: use one of {', '.join(ROLES)} "
+                                               "(this server does not run tools)")
+        if m.get("tool_calls") or m.get("function_call"):
+            raise unsupported(f"{where}.tool_calls", "tool calls are not supported by this server")
+        content = _content(m.get("content"), f"{where}.content", role)
+        out.append({"role": "system" if role == "developer" else role, "content": content})
+    return out
+
+
+def _content(value: Any, where: str, role: str) -> str:
+    """A string, or OpenAI's array of content parts, of which this server reads text parts."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        if role == "assistant":  # an assistant turn may carry no text
+            return ""
+        raise invalid_value(where, f"{where} is required for role {role!r}", code="missing_required_parameter")
+    if not isinstance(value, list):
+        raise invalid_type(where, "a string or an array of content parts", value)
+    texts = []
+    for j, part in enumerate(value):
+        if not isinstance(part, dict):
+            raise invalid_type(f"{where}[{j}]", "a content part object", part)
+        if part.get("type") != "text":
+            raise unsupported(f"{where}[{j}].type", f"content part type {part.get('type')!r} is not supported: "
+                                                    "this model reads text parts only")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise invalid_type(f"{where}[{j}].text", "a string", text)
+        texts.append(text)
+    return "\n".join(texts)
+
+
+def _prompt(value: Any) -> Union[str, list[int]]:
+    """A string, token ids, or an array holding one of those (one prompt per request)."""
+    if value is None:
+        raise invalid_value("prompt", "prompt is required", code="missing_required_parameter")
+    if isinstance(value, str):
+        return value
+    expected = "a string, an array of token ids, or an array holding one prompt"
+    if not isinstance(value, list):
+        raise invalid_type("prompt", expected, value)
+    if not value:
+        raise invalid_value("prompt", "prompt must not be an empty array")
+    if all(_is_int(t) for t in value):
+        return list(value)
+    if all(isinstance(p, (str, list)) for p in value):
+        if len(value) > 1:
+            raise unsupported("prompt", f"prompt holds {len(value)} prompts; this server answers one prompt per "
+                                        "request (send them as separate requests)")
+        return _prompt(value[0])
+    raise invalid_type("prompt", expected, value)
+
+
+def _stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list):
+        raise invalid_type("stop", "a string or an array of strings", value)
+    if len(stops) > MAX_STOP_STRINGS:
+        raise invalid_value("stop", f"stop holds {len(stops)} strings; at most {MAX_STOP_STRINGS} are allowed")
+    for s in stops:
+        if not isinstance(s, str):
+            raise invalid_type("stop", "a string or an array of strings", s)
+        if not s:
+            raise invalid_value("stop", "stop strings must not be empty")
+    return list(stops)
+
+
+# ---- parameters this server does not implement ------------------------------------------
+
+def _refuse_common_extras(f: "_Fields") -> None:
+    n = f.get("n", _int(1, None), 1)
+    if n > 1:
+        raise unsupported("n", f"n={n} is not supported: this server generates one choice per request")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if f.get(name, _number(-2.0, 2.0), 0.0) != 0.0:
+            raise unsupported(name, f"{name} is not supported by this server (only 0)")
+    if f.get("logit_bias", _object, None):
+        raise unsupported("logit_bias", "logit_bias is not supported by this server")
+
+
+def _refuse_chat_extras(f: "_Fields") -> None:
+    if f.get("logprobs", _bool, False):
+        raise unsupported("logprobs", "logprobs are not supported by this server")
+    if f.get("top_logprobs", _int(0, 20), 0):
+        raise unsupported("top_logprobs", "top_logprobs are not supported by this server")
+    for name in ("tools", "functions"):
+        if f.get(name, _array, None):
+            raise unsupported(name, f"{name} are not supported by this server")
+    fmt = f.get("response_format", _object, None)
+    if fmt is not None and fmt.get("type") != "text":
+        raise unsupported("response_format", f"response_format {fmt.get('type')!r} is not supported; only 'text'")
+
+
+def _refuse_completion_extras(f: "_Fields") -> None:
+    if f.get("logprobs", _int(0, 5), 0):
+        raise unsupported("logprobs", "logprobs are not supported by this server")
+    if f.get("echo", _bool, False):
+        raise unsupported("echo", "echo is not supported by this server")
+    if f.get("suffix", _string, ""):
+        raise unsupported("suffix", "suffix (insertion) is not supported by this server")
+    if f.get("best_of", _int(1, 20), 1) > 1:
+        raise unsupported("best_of", "best_of > 1 is not supported: this server generates one choice per request")
+
+
+# ---- typed field access ------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+class _Fields:
+    """Reads fields of a JSON object: null or absent -> the default, else the checked value."""
+
+    def __init__(self, body: dict, prefix: str = ""):
+        self._body, self._prefix = body, prefix
+
+    def get(self, name: str, check: Check, default: Any) -> Any:
+        value = self._body.get(name)
+        return default if value is None else check(self._prefix + name, value)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _typed(py_type: type, expected: str) -> Check:
+    def check(name: str, v: Any) -> Any:
+        if not isinstance(v, py_type):
+            raise invalid_type(name, expected, v)
+        return v
+    return check
+
+
+_bool = _typed(bool, "a boolean")
+_string = _typed(str, "a string")
+_object = _typed(dict, "an object")
+_array = _typed(list, "an array")
+
+
+def _int(lo: int, hi: Optional[int]) -> Check:
+    def check(name: str, v: Any) -> int:
+        if not _is_int(v):
+            raise invalid_type(name, "an integer", v)
+        if v < lo or (hi is not None and v > hi):
+            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise invalid_value(name, f"{name} must be an integer {bound}, got {v}")
+        return v
+    return check
+
+
+def _number(lo: float, hi: float, lo_open: bool = False) -> Check:
+    def check(name: str, v: Any) -> float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise invalid_type(name, "a number", v)
+        if not math.isfinite(v) or not ((v > lo if lo_open else v >= lo) and v <= hi):
+            raise invalid_value(name, f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v!r}")
+        return float(v)
+    return check
+
+
+def _tau(name: str, v: Any) -> Optional[float]:
+    """A fixed threshold in [0, 1], or "auto": the speculation controller."""
+    if v == "auto":
+        return None
+    if isinstance(v, str):
+        raise invalid_value(name, f"tau must be a number in [0, 1] or \"auto\", got {v!r}")
+    return _number(0.0, 1.0)(name, v)
+
+
+__all__ = ["CHAT", "COMPLETION", "GenerationDefaults", "GenerationRequest", "parse_request"]
