@@ -64,11 +64,14 @@ def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
         yield out
 
 
-def timing_stats(prompt_ids: list[int], generated: list[int], t0: float, t_first: float, t_end: float) -> dict:
+def timing_stats(prompt_ids: list[int], n_cached: int, generated: list[int], t0: float, t_first: float,
+                 t_end: float) -> dict:
     prompt_s = t_first - t0
     gen_s = max(t_end - t_first, 1e-9)
     return {
         "n_prompt_tokens": len(prompt_ids), "n_tokens": len(generated),
+        # prompt tokens the KV cache held from the previous call, not evaluated again
+        "n_cached_tokens": n_cached,
         "prompt_seconds": prompt_s, "generation_seconds": gen_s,
         "prompt_tokens_per_second": len(prompt_ids) / max(prompt_s, 1e-9),
         # tokens after the first: the first token comes out of the prompt's forward pass

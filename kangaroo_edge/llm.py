@@ -300,9 +300,10 @@ class KangarooLM:
                 if done:
                     new_text.append(text.flush())
                     t_end = time.perf_counter()
-                    stats.update(timing_stats(prompt_ids, generated, t0, t_first, t_end))
+                    decoded = engine.stats()
+                    stats.update(timing_stats(prompt_ids, decoded["n_cached"], generated, t0, t_first, t_end))
                     if draft.speculative:
-                        stats.update(speculation_stats(engine.stats(), draft))
+                        stats.update(speculation_stats(decoded, draft))
                     yield GenerationChunk("".join(new_text), new_ids, finish, stats)
                     return
                 yield GenerationChunk("".join(new_text), new_ids)

@@ -74,6 +74,7 @@ py::str lossy_str(const std::string & s) {
 py::dict stats_dict(const Engine & e) {
     const DecodeStats & s = e.stats();
     py::dict d;
+    d["n_cached"] = s.n_cached;
     d["cycles"] = s.cycles;
     d["drafted"] = s.drafted;
     d["accepted"] = s.accepted;

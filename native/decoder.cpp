@@ -60,6 +60,7 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
 
     // Reuse the cached positions as far as every cache (the drafter's too) still holds them.
     const int reuse = sequence_.reuse_prefix(prompt, keeper ? sequence_.drafter_valid() : sequence_.n_ctx());
+    stats_.n_cached = reuse;
     const int n = (int) prompt.size();
     std::vector<float> hidden;
     inputs_.assign(1, prompt.back());

@@ -24,6 +24,7 @@ struct DrafterCounts {
 
 // Counters of one generation (since start()).
 struct DecodeStats {
+    int64_t n_cached = 0;  // prompt tokens taken from the cache instead of evaluated
     int64_t cycles = 0;    // verifications
     int64_t drafted = 0;   // draft tokens proposed
     int64_t accepted = 0;  // draft tokens the model agreed with

@@ -27,8 +27,9 @@ int Sequence::reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse) {
     check_prompt(prompt);
     size_t common = 0;
     while (common < tokens_.size() && common < prompt.size() && tokens_[common] == prompt[common]) ++common;
-    // At least the last prompt token is evaluated: its logits are needed.
-    common = std::min({common, prompt.size() - 1, (size_t) std::max(0, max_reuse)});
+    // The last prompt tokens are evaluated (MIN_EVALUATED_TOKENS): their logits are needed.
+    const size_t evaluated = std::min(prompt.size(), (size_t) MIN_EVALUATED_TOKENS);
+    common = std::min({common, prompt.size() - evaluated, (size_t) std::max(0, max_reuse)});
     truncate((int) common);
     return (int) common;
 }

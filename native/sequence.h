@@ -13,6 +13,11 @@ namespace ke {
 
 // Prompt tokens evaluated per forward pass during prefill (llama.cpp's default n_batch).
 constexpr int PREFILL_BATCH = 512;
+// Prompt tokens evaluated even when the cache holds more of the prompt. ggml computes a lone
+// token through other kernels than a batch (the last prompt token's logits differ by up to ~0.7
+// between the two on an AMD Zen 3), while batches of two or more agree row for row: evaluating
+// at least two keeps a prompt's logits independent of what the cache held.
+constexpr int MIN_EVALUATED_TOKENS = 2;
 
 class Sequence {
 public:
@@ -30,7 +35,8 @@ public:
     // Keeps the first n tokens; logits() are invalid until the next evaluation.
     void truncate(int n);
     // Keeps the longest prefix of the cached tokens that `prompt` starts with, at most
-    // max_reuse and always leaving the last prompt token to evaluate; returns its length.
+    // max_reuse and always leaving the last MIN_EVALUATED_TOKENS prompt tokens to evaluate;
+    // returns its length.
     int reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse);
     // Commits tokens whose K/V were written elsewhere (prefill, a decoding step); next_logits
     // (may be null) are the logits that follow the last of them. drafter_recorded: the step

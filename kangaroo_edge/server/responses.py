@@ -100,8 +100,8 @@ class EventStream:
 
 def _usage_and_timings(started: Started, finished: Finished) -> tuple[dict, dict]:
     stats: dict[str, Any] = finished.stats
-    return (usage(started.prompt_tokens, stats["n_tokens"], started.cached_tokens),
-            timings(stats, started.cached_tokens))
+    return (usage(started.prompt_tokens, stats["n_tokens"], stats["n_cached_tokens"]),
+            timings(stats, stats["n_cached_tokens"]))
 
 
 __all__ = ["EventStream", "wait_started", "watch_disconnect", "whole_body"]

@@ -27,7 +27,6 @@ from .validation import CHAT, GenerationRequest
 
 log = logging.getLogger("kangaroo_edge.server")
 
-MIN_EVALUATED = 2  # prompt tokens evaluated even when the cache holds more (_cached_prefix)
 SERVICE_TIME_SMOOTHING = 0.2  # weight of the latest request in the mean service time (Retry-After)
 
 
@@ -36,7 +35,6 @@ SERVICE_TIME_SMOOTHING = 0.2  # weight of the latest request in the mean service
 @dataclass
 class Started:
     prompt_tokens: int
-    cached_tokens: int  # prompt prefix found in the KV cache
 
 
 @dataclass
@@ -183,7 +181,6 @@ class ModelWorker:
             return
         try:
             ids = self._prompt_ids(r)
-            cached = self._cached_prefix(ids) if r.cache_prompt else 0
             if not r.cache_prompt:
                 self.lm.reset()
             chunks = self.lm.generate(ids, r.max_tokens, sampling=r.sampling, stop=r.stop, stream=True,
@@ -194,14 +191,14 @@ class ModelWorker:
         except ValueError as e:  # the model's own checks: token ids, an empty prompt...
             job.post(Failed(invalid_value(None, str(e))))
             return
-        job.post(Started(len(ids), cached))
+        job.post(Started(len(ids)))
         n_tokens, held = 0, []  # held: the text of a response that is not streamed, sent at the end
         try:
             for chunk in chunks:
                 n_tokens += len(chunk.token_ids)
                 if chunk.finish_reason is not None:
                     job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats or {}))
-                    self._log(r, cached, chunk.stats or {})
+                    self._log(r, chunk.stats or {})
                     return
                 if job.cancelled:
                     break
@@ -232,33 +229,13 @@ class ModelWorker:
             raise context_length_exceeded(param, len(ids), lm.n_ctx)
         return ids
 
-    def _cached_prefix(self, ids: list[int]) -> int:
-        """Prompt tokens the engine will take from its KV cache: the common prefix with the cached
-        sequence, leaving at least MIN_EVALUATED prompt tokens to evaluate.
-
-        ggml evaluates a lone token through other kernels than a batch (llama.cpp's logits for
-        the last prompt token differ by up to ~0.7 between the two on this CPU, ours equal
-        llama.cpp's in both), while batches of 2 or more agree row for row. Were a repeated
-        prompt's last token evaluated alone, its greedy answer could differ from the one a fresh
-        request gets; truncating the cache one token further keeps answers independent of what
-        was served before."""
-        engine = self.lm.engine
-        n = 0
-        for cached, new in zip(engine.tokens, ids):
-            if cached != new:
-                break
-            n += 1
-        keep = max(0, min(n, len(ids) - MIN_EVALUATED))
-        if keep < n:
-            engine.truncate(keep)
-        return keep
-
-    def _log(self, r: GenerationRequest, cached: int, stats: dict) -> None:
+    def _log(self, r: GenerationRequest, stats: dict) -> None:
         seconds = stats.get("prompt_seconds", 0.0) + stats.get("generation_seconds", 0.0)
         self._mean_service_s += SERVICE_TIME_SMOOTHING * (seconds - self._mean_service_s)
         spec = ""
         if stats.get("speculative"):
             spec = f", {stats['mean_accepted']:.2f} tokens/verification" if stats.get("cycles") else ", speculation off"
         log.info("%s: %d prompt tokens (%d cached) + %d generated in %.2f s, %.1f tokens/s%s; %d waiting",
-                 r.endpoint, stats.get("n_prompt_tokens", 0), cached, stats.get("n_tokens", 0), seconds,
+                 r.endpoint, stats.get("n_prompt_tokens", 0), stats.get("n_cached_tokens", 0), stats.get("n_tokens", 0),
+                 seconds,
                  stats.get("tokens_per_second", 0.0), spec, self.waiting())
