@@ -105,6 +105,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("ggml_version", []() { return std::string(ggml_version()); });
     m.attr("COMPILED_GGML_VERSION") = KE_GGML_VERSION;
     m.def("set_verbose", &set_verbose, py::arg("verbose"));
+    m.def("supported_architectures", []() { return ke::supported_architectures(); });  // GGUF names
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string & path, int n_ctx, int n_threads, const std::string & device) {

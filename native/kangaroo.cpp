@@ -105,7 +105,7 @@ Draft AdapterDrafter::draft(int32_t pending, int pos, int max_drafts, const Keep
         key.n_kv = kv.n_kv_for(pos + i + 1);
         const int n_kv = key.n_kv;
         GraphBody body = [&m, &kv, &adapter, N, n_kv](GraphBuilder & b, const StepInputs & in) {
-            ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+            ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
             ggml_tensor * z = adapter.build(b, h, in, n_kv);
             return std::vector<ggml_tensor *>{h, ggml_mul_mat(b.ctx(), adapter.draft_head(), z)};
         };
@@ -230,7 +230,7 @@ std::vector<int32_t> KangarooDecoder::whole_model_step(const std::vector<int32_t
     Drafter & drafter = drafter_;
     const int n_kv = key.n_kv;
     GraphBody body = [&m, &kv, &drafter, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
-        ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
         drafter.record(b, h, in);
         return std::vector<ggml_tensor *>{b.head(m, b.layers(m, kv, n_kv, h, N, L, in), true)};
     };
