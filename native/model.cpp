@@ -217,8 +217,13 @@ void Model::read_hparams(const GgufFile & f) {
 // `rope.freq_base_swa` (default 10000) at scale 1.
 void Model::read_sliding_window(const GgufFile & f) {
     const std::string p = hp_.arch_name + ".";
-    hp_.n_swa = (int) f.get_u32(p + "attention.sliding_window", 0);
-    if (hp_.n_swa <= 0) return;
+    const uint32_t n_swa = f.get_u32(p + "attention.sliding_window", 0);
+    if (n_swa == 0) return;
+    if (n_swa > (1u << 24)) {
+        throw EngineError(format("'%s': invalid hyperparameters: attention.sliding_window %u is not a window size",
+                                 f.path().c_str(), n_swa));
+    }
+    hp_.n_swa = (int) n_swa;
     const std::string pattern_key = p + "attention.sliding_window_pattern";
     hp_.swa_layers.assign(hp_.n_layer, 0);
     if (f.has_key(pattern_key) && f.is_array(pattern_key)) {

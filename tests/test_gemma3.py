@@ -17,7 +17,8 @@ import pytest
 
 from adapters import make_adapter
 from conftest import TEST_N_CTX, TEST_THREADS, load_questions
-from kangaroo_edge import KangarooLM, models
+from gguf_edit import copy_gguf
+from kangaroo_edge import EngineError, KangarooLM, models
 from llama_oracle import LlamaOracle
 
 N_PROMPTS = 20
@@ -157,3 +158,9 @@ def test_cli_generate_by_known_name():
     r = cli("generate", "-m", models.GEMMA3_NAME, "--chat", "--chat-template", "gemma", "-p", "Hi", "-n", "4",
             "-c", "512", "-t", "1", "--json")
     assert r.returncode == 0, r.stderr
+
+
+def test_missing_gemma_tensor_is_an_error(tmp_path, gemma3_path):
+    bad = copy_gguf(gemma3_path, tmp_path / "holes.gguf", drop_tensors=["blk.4.post_ffw_norm.weight"])
+    with pytest.raises(EngineError, match=r"holes\.gguf.*'blk\.4\.post_ffw_norm\.weight' is missing"):
+        KangarooLM(bad, n_ctx=256, n_threads=1)
