@@ -9,6 +9,7 @@ than the window check that local layers stop seeing what slid out of it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -164,3 +165,20 @@ def test_missing_gemma_tensor_is_an_error(tmp_path, gemma3_path):
     bad = copy_gguf(gemma3_path, tmp_path / "holes.gguf", drop_tensors=["blk.4.post_ffw_norm.weight"])
     with pytest.raises(EngineError, match=r"holes\.gguf.*'blk\.4\.post_ffw_norm\.weight' is missing"):
         KangarooLM(bad, n_ctx=256, n_threads=1)
+
+
+def test_bench_completion_prompts(tmp_path):
+    """bench on a model without a chat template: --completion continues the questions as text; our
+    plain decoding gives llama.cpp's tokens. Without --completion it says why it cannot chat."""
+    from conftest import SPECBENCH
+
+    js = tmp_path / "b.json"
+    common = ["bench", "-m", models.GEMMA3_NAME, "--questions", str(SPECBENCH), "--limit", "2",
+              "--max-new-tokens", "8", "--systems", "llamacpp_plain,ours_plain", "-t", "1", "--no-progress"]
+    r = cli(*common, "--completion", "--json", str(js))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(js.read_text())
+    assert res["config"]["prompt_format"] == "completion"
+    assert [q["match_plain_vs_llamacpp"] for q in res["questions"]] == [True, True]
+    r = cli(*common)
+    assert r.returncode != 0 and "has no chat template" in r.stderr and "Traceback" not in r.stderr
