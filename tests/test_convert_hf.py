@@ -6,6 +6,7 @@ the hyper-parameters to be right. Five families: SmolLM2-like llama, Qwen2, Qwen
 RoPE scaling) and Gemma 3 (local layers, post-norms, GeGLU); and our engine on each export.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -267,3 +268,16 @@ def test_engine_logits_match_llamacpp(tiny_root, arch):
     lm = KangarooLM(path, n_ctx=128, n_threads=N_THREADS)
     got = lm.engine.forward(ids, 0, lm.engine.n_layer, 0, "logits", True)
     np.testing.assert_allclose(got, np.asarray(llm.scores[: len(ids)]), rtol=0, atol=1e-3)
+
+
+def test_convert_refuses_sentencepiece_tokenizers(tiny_root, tmp_path):
+    """Gemma's and Llama 2's tokenizer.json are SentencePiece-style BPE, which llama.cpp reads as
+    another tokenizer kind: refused, not written as a byte-level one."""
+    src, dst = tiny_root / "tiny-gemma3", tmp_path / "spm"
+    shutil.copytree(src, dst)
+    tok = json.loads((dst / "tokenizer.json").read_text())
+    tok["decoder"] = {"type": "Sequence", "decoders": [{"type": "Replace"}, {"type": "ByteFallback"}]}
+    (dst / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(NotImplementedError, match="SentencePiece"):
+        convert(dst, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()

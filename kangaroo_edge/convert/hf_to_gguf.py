@@ -327,6 +327,14 @@ def write_tokenizer(
     tok = json.loads(path.read_text(encoding="utf-8"))
     if tok["model"]["type"] != "BPE":
         raise NotImplementedError(f"{path}: tokenizer model {tok['model']['type']}, expected BPE")
+    # SentencePiece-style BPE (Gemma's, Llama 2's: Metaspace and byte fallback) is llama.cpp's
+    # "llama" tokenizer, which this converter does not write: refuse rather than mis-tokenize.
+    decoder = tok.get("decoder") or {}
+    decoders = [d.get("type") for d in decoder.get("decoders", [decoder])]
+    if "ByteLevel" not in decoders:
+        raise NotImplementedError(
+            f"{path}: a SentencePiece-style tokenizer (decoder {decoders}); only byte-level BPE "
+            "(GPT-2 style) is supported here: convert this model with llama.cpp's convert_hf_to_gguf.py")
 
     vocab, added_tokens = tok["model"]["vocab"], tok.get("added_tokens", [])
     max_id = max([*vocab.values(), *(t["id"] for t in added_tokens)])
