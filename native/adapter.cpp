@@ -62,6 +62,8 @@ Adapter::Adapter(const std::string & path, const Model & model, Backends & backe
     GgufFile f(path);
     params_ = read_params(f, model);
     const Hparams & hp = model.hparams();
+    config_ = hp.global_attention_config();
+    const bool base_has_qk_norm = model.layers[0].attn.q_norm != nullptr;
     const int64_t n_q = (int64_t) hp.n_head * hp.head_dim;
     const int64_t n_kv = hp.n_embd_kv();
 
@@ -84,6 +86,13 @@ Adapter::Adapter(const std::string & path, const Model & model, Backends & backe
     attn_.bq = add("adapter.attn_q.bias", n_q, 0, false, GGML_OP_ADD);
     attn_.bk = add("adapter.attn_k.bias", n_kv, 0, false, GGML_OP_ADD);
     attn_.bv = add("adapter.attn_v.bias", n_kv, 0, false, GGML_OP_ADD);
+    // q/k norms exactly when the base model has them: the adapter's attention is built like its
+    attn_.q_norm = add("adapter.attn_q_norm.weight", hp.head_dim, 0, base_has_qk_norm, GGML_OP_MUL);
+    attn_.k_norm = add("adapter.attn_k_norm.weight", hp.head_dim, 0, base_has_qk_norm, GGML_OP_MUL);
+    if (!base_has_qk_norm && (f.find_tensor("adapter.attn_q_norm.weight") || f.find_tensor("adapter.attn_k_norm.weight"))) {
+        throw EngineError(format("adapter '%s' has q/k norms, but the %s model has none", path.c_str(),
+                                 hp.arch_name.c_str()));
+    }
     attn_.wo = add("adapter.attn_output.weight", n_q, hp.n_embd, true, GGML_OP_MUL_MAT);
     output_norm_ = add("adapter.output_norm.weight", hp.n_embd, 0, true, GGML_OP_MUL);
     if (f.has_key("kangaroo.draft.vocab")) load_draft_vocab(f, backends);
@@ -117,13 +126,13 @@ void Adapter::load_draft_vocab(const GgufFile & f, Backends & backends) {
 
 ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv) {
     ggml_tensor * cur = b.rms_norm(h, attn_.norm);
-    cur = b.attention(attn_, kv_.layer(0), n_kv, cur, in, model_.rope_freqs);
+    cur = b.attention(attn_, config_, kv_.layer(0), n_kv, cur, in, model_.rope_freqs);
     cur = ggml_add(b.ctx(), cur, h);  // residual
     return b.rms_norm(cur, output_norm_);
 }
 
 void Adapter::build_kv(GraphBuilder & b, ggml_tensor * h, const StepInputs & in) {
-    b.store_kv(attn_, kv_.layer(0), b.rms_norm(h, attn_.norm), in, model_.rope_freqs);
+    b.store_kv(attn_, config_, kv_.layer(0), b.rms_norm(h, attn_.norm), in, model_.rope_freqs);
 }
 
 }  // namespace ke

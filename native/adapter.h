@@ -54,7 +54,8 @@ private:
     std::string path_;
     const Model & model_;
     AdapterParams params_{};
-    AttentionWeights attn_;
+    AttentionWeights attn_;     // with q/k norms where the base model's layers have them
+    AttentionConfig config_{};  // the base model's global attention: full window, its RoPE
     ggml_tensor * output_norm_ = nullptr;
     ggml_tensor * draft_head_ = nullptr;
     std::vector<int32_t> draft_vocab_;

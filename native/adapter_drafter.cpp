@@ -104,7 +104,7 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
         key.n_kv = kv.n_kv_for(r.pos + i + 1);
         const int n_kv = key.n_kv;
         GraphBody body = [&m, &kv, &adapter, N, n_kv](GraphBuilder & b, const StepInputs & in) {
-            ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+            ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
             ggml_tensor * z = adapter.build(b, h, in, n_kv);
             return std::vector<ggml_tensor *>{h, ggml_mul_mat(b.ctx(), adapter.draft_head(), z)};
         };

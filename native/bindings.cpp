@@ -141,6 +141,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("ggml_version", []() { return std::string(ggml_version()); });
     m.attr("COMPILED_GGML_VERSION") = KE_GGML_VERSION;
     m.def("set_verbose", &set_verbose, py::arg("verbose"));
+    m.def("supported_architectures", []() { return ke::supported_architectures(); });  // GGUF names
 
     m.attr("MAX_GAMMA") = MAX_GAMMA;
     m.attr("DEFAULT_GAMMA") = DEFAULT_GAMMA;

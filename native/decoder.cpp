@@ -200,7 +200,7 @@ void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     const Model & m = model_;
     const int n_kv = key.n_kv;
     GraphBody body = [&m, &kv, keeper, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
-        ggml_tensor * h = b.layers(m, kv, n_kv, ggml_get_rows(b.ctx(), m.tok_embd, in.tokens), 0, N, in);
+        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
         if (keeper) keeper->record(b, h, in);
         if (N < L) h = b.layers(m, kv, n_kv, h, N, L, in);
         return std::vector<ggml_tensor *>{b.head(m, h, true)};

@@ -147,6 +147,20 @@ std::vector<std::string> GgufFile::get_str_array(const std::string & key) const 
     return out;
 }
 
+std::vector<bool> GgufFile::get_bool_array(const std::string & key) const {
+    const int64_t id = key_id(key);
+    if (id < 0) fail_key(key, "is missing");
+    if (!is_array(key) || gguf_get_arr_type(gguf_, id) != GGUF_TYPE_BOOL) fail_key(key, "is not an array of bools");
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    const int8_t * data = static_cast<const int8_t *>(gguf_get_arr_data(gguf_, id));
+    return std::vector<bool>(data, data + n);
+}
+
+bool GgufFile::is_array(const std::string & key) const {
+    const int64_t id = key_id(key);
+    return id >= 0 && gguf_get_kv_type(gguf_, id) == GGUF_TYPE_ARRAY;
+}
+
 ggml_tensor * GgufFile::find_tensor(const std::string & name) const {
     return ggml_get_tensor(meta_, name.c_str());
 }

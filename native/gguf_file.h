@@ -34,6 +34,8 @@ public:
     bool get_bool(const std::string & key, bool fallback) const;
     std::vector<std::string> get_str_array(const std::string & key) const;
     std::vector<int32_t> get_i32_array(const std::string & key) const;  // int32 or uint32 elements
+    std::vector<bool> get_bool_array(const std::string & key) const;
+    bool is_array(const std::string & key) const;  // false when absent
 
     // nullptr if absent
     ggml_tensor * find_tensor(const std::string & name) const;

@@ -18,6 +18,10 @@ StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, i
     }
     in.pos = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I32, n_tokens), "inp_pos");
     in.kq_mask = input(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, n_kv, n_tokens), "inp_kq_mask");
+    if (hp_.n_swa > 0) {
+        in.kq_mask_swa = input(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, n_kv, n_tokens), "inp_kq_mask_swa");
+        in.n_swa = hp_.n_swa;
+    }
     in.k_idxs = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I64, n_tokens), "inp_k_idxs");
     in.v_idxs = input(ggml_new_tensor_1d(ctx_, GGML_TYPE_I64, (int64_t) n_embd_kv * n_tokens), "inp_v_idxs");
     if (n_outputs < n_tokens) {
@@ -36,27 +40,41 @@ ggml_tensor * GraphBuilder::weight_mul_mat(ggml_tensor * w, ggml_tensor * x) {
     return out;
 }
 
+ggml_tensor * GraphBuilder::embed(const Model & m, ggml_tensor * tokens) {
+    ggml_tensor * x = ggml_get_rows(ctx_, m.tok_embd, tokens);  // [n_embd, n_tokens]
+    return hp_.embd_scale > 0.0f ? ggml_scale(ctx_, x, hp_.embd_scale) : x;
+}
+
 ggml_tensor * GraphBuilder::rms_norm(ggml_tensor * x, ggml_tensor * weight) {
     return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, hp_.rms_eps), weight);
 }
 
-ggml_tensor * GraphBuilder::rope(ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs) {
+ggml_tensor * GraphBuilder::rope(ggml_tensor * x, const AttentionConfig & c, const StepInputs & in,
+                                 ggml_tensor * rope_freqs) {
     // llama.cpp's defaults for plain (non-YaRN) RoPE
     const float ext_factor = 0.0f, attn_factor = 1.0f, beta_fast = 32.0f, beta_slow = 1.0f;
     return ggml_rope_ext(ctx_, x, in.pos, rope_freqs, (int) hp_.head_dim, hp_.rope_mode, hp_.n_ctx_train,
-                         hp_.rope_freq_base, hp_.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
+                         c.rope_freq_base, c.rope_freq_scale, ext_factor, attn_factor, beta_fast, beta_slow);
 }
 
-void GraphBuilder::store_kv(const AttentionWeights & w, KvLayer & cache, ggml_tensor * x, const StepInputs & in,
-                            ggml_tensor * rope_freqs) {
+ggml_tensor * GraphBuilder::project_rope(ggml_tensor * w, ggml_tensor * b, ggml_tensor * norm, int n_heads,
+                                         const AttentionConfig & c, ggml_tensor * x, const StepInputs & in,
+                                         ggml_tensor * rope_freqs) {
+    ggml_tensor * y = weight_mul_mat(w, x);  // [n_heads*hd, n_tokens]
+    if (b) y = ggml_add(ctx_, y, b);
+    y = ggml_reshape_3d(ctx_, y, hp_.head_dim, n_heads, x->ne[1]);
+    if (norm) y = rms_norm(y, norm);  // each head's vector on its own
+    return rope(y, c, in, rope_freqs);
+}
+
+void GraphBuilder::store_kv(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, ggml_tensor * x,
+                            const StepInputs & in, ggml_tensor * rope_freqs) {
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
-    ggml_tensor * k = weight_mul_mat(w.wk, x);  // [n_embd_kv, n_tokens]
-    if (w.bk) k = ggml_add(ctx_, k, w.bk);
+    ggml_tensor * k = project_rope(w.wk, w.bk, w.k_norm, hp_.n_head_kv, c, x, in, rope_freqs);  // [hd, n_head_kv, n_tokens]
     ggml_tensor * v = weight_mul_mat(w.wv, x);  // [n_embd_kv, n_tokens]
     if (w.bv) v = ggml_add(ctx_, v, w.bv);
-    k = rope(ggml_reshape_3d(ctx_, k, hd, hp_.n_head_kv, n_tokens), in, rope_freqs);
     v = ggml_reshape_3d(ctx_, v, hd, hp_.n_head_kv, n_tokens);
 
     // K: a row per cell; V transposed: one element per row of a flat view.
@@ -67,26 +85,26 @@ void GraphBuilder::store_kv(const AttentionWeights & w, KvLayer & cache, ggml_te
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
 }
 
-ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
-                                      const StepInputs & in, ggml_tensor * rope_freqs) {
+ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, int n_kv,
+                                      ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs) {
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
 
-    ggml_tensor * q = weight_mul_mat(w.wq, x);  // [n_head*hd, n_tokens]
-    if (w.bq) q = ggml_add(ctx_, q, w.bq);
-    q = ggml_reshape_3d(ctx_, q, hd, hp_.n_head, n_tokens);
-    q = rope(q, in, rope_freqs);
+    ggml_tensor * q = project_rope(w.wq, w.bq, w.q_norm, hp_.n_head, c, x, in, rope_freqs);  // [hd, n_head, n_tokens]
+    // Gemma scales q itself (llama.cpp's order; a scale inside the softmax rounds differently)
+    if (hp_.scale_q) q = ggml_scale(ctx_, q, hp_.kq_scale);
     ggml_build_forward_expand(gf_, q);
-    store_kv(w, cache, x, in, rope_freqs);
+    store_kv(w, c, cache, x, in, rope_freqs);
 
+    ggml_tensor * mask = c.sliding_window ? in.kq_mask_swa : in.kq_mask;  // [n_kv, n_tokens]
     ggml_tensor * cur;
     if (!in.per_token) {
-        cur = attend(cache, n_kv, ggml_permute(ctx_, q, 0, 2, 1, 3), in.kq_mask);
+        cur = attend(cache, n_kv, ggml_permute(ctx_, q, 0, 2, 1, 3), mask);
     } else {
         for (int64_t t = 0; t < n_tokens; ++t) {
             const int n_kv_t = t < in.split ? in.n_kv_before : n_kv;
             ggml_tensor * q_t = ggml_view_3d(ctx_, q, hd, hp_.n_head, 1, q->nb[1], q->nb[2], t * q->nb[2]);
-            ggml_tensor * mask_t = ggml_view_2d(ctx_, in.kq_mask, n_kv_t, 1, in.kq_mask->nb[1], t * in.kq_mask->nb[1]);
+            ggml_tensor * mask_t = ggml_view_2d(ctx_, mask, n_kv_t, 1, mask->nb[1], t * mask->nb[1]);
             ggml_tensor * out_t = attend(cache, n_kv_t, ggml_permute(ctx_, q_t, 0, 2, 1, 3), mask_t);
             cur = t == 0 ? out_t : ggml_concat(ctx_, cur, out_t, 1);
         }
@@ -109,7 +127,7 @@ ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, g
 
     ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head]; GQA broadcasts
     ggml_prec_set_acc(kq, GGML_PREC_F32);
-    kq = ggml_soft_max_ext(ctx_, kq, mask, 1.0f / sqrtf((float) hd), 0.0f);
+    kq = ggml_soft_max_ext(ctx_, kq, mask, hp_.scale_q ? 1.0f : hp_.kq_scale, 0.0f);
     ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, kq);  // [hd, n_tokens, n_head]
     ggml_tensor * cur = ggml_permute(ctx_, kqv, 0, 2, 1, 3);
     return ggml_cont_2d(ctx_, cur, hd * hp_.n_head, Q->ne[1]);  // [n_head*hd, n_tokens]
@@ -118,7 +136,8 @@ ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, g
 ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {
     ggml_tensor * up = weight_mul_mat(w.ffn_up, x);      // [n_ff, n_tokens]
     ggml_tensor * gate = weight_mul_mat(w.ffn_gate, x);  // [n_ff, n_tokens]
-    ggml_tensor * act = ggml_swiglu_split(ctx_, gate, up);   // silu(gate) * up
+    ggml_tensor * act = hp_.ffn_act == FfnActivation::GeLU ? ggml_geglu_split(ctx_, gate, up)   // gelu(gate) * up
+                                                           : ggml_swiglu_split(ctx_, gate, up);  // silu(gate) * up
     return weight_mul_mat(w.ffn_down, act);              // [n_embd, n_tokens]
 }
 
@@ -126,17 +145,9 @@ ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml
                                    const StepInputs & in) {
     const int n_layer = m.hparams().n_layer;
     for (int il = a; il < b; ++il) {
-        const LayerWeights & L = m.layers[il];
-        ggml_tensor * residual = x;
-        ggml_tensor * cur = rms_norm(x, L.attn.norm);
-        cur = attention(L.attn, kv.layer(il), n_kv, cur, in, m.rope_freqs);
-        if (il == n_layer - 1 && in.out_ids) {
-            cur = ggml_get_rows(ctx_, cur, in.out_ids);
-            residual = ggml_get_rows(ctx_, residual, in.out_ids);
-        }
-        ggml_tensor * ffn_in = ggml_add(ctx_, cur, residual);
-        cur = ffn(L, rms_norm(ffn_in, L.ffn_norm));
-        x = ggml_add(ctx_, cur, ffn_in);
+        const bool last = il == n_layer - 1;
+        x = hp_.arch == Arch::Gemma3 ? gemma3_layer(m, kv, n_kv, x, il, last, in)
+                                     : llama_layer(m, kv, n_kv, x, il, last, in);
         ggml_format_name(x, "l_out-%d", il);
     }
     return x;
@@ -144,7 +155,11 @@ ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml
 
 ggml_tensor * GraphBuilder::head(const Model & m, ggml_tensor * x, bool logits) {
     x = rms_norm(x, m.output_norm);
-    return logits ? weight_mul_mat(m.output, x) : x;
+    if (!logits) return x;
+    ggml_tensor * out = weight_mul_mat(m.output, x);  // [n_vocab, n]
+    const float cap = hp_.final_logit_softcap;
+    if (cap > 0.0f) out = ggml_scale(ctx_, ggml_tanh(ctx_, ggml_scale(ctx_, out, 1.0f / cap)), cap);
+    return out;
 }
 
 }  // namespace ke

@@ -1,8 +1,9 @@
 // The layer-range graph: runs decoder layers [a, b) of a model over a batch of tokens (when
 // a == 0) or of hidden states, writing their keys/values into the KV cache, and ends in hidden
 // states, final-normed hidden states or logits. Built from shared helpers (norm, attention, FFN)
-// that the Kangaroo adapter's graph reuses. Operation order mirrors llama.cpp's graph so that
-// results agree with it bit for bit on the same kernels.
+// that the Kangaroo adapter's graph reuses; each architecture's layer is a small builder of its
+// own (graph_llama.cpp: llama, qwen2, qwen3; graph_gemma3.cpp). Operation order mirrors
+// llama.cpp's graphs so that results agree with it bit for bit on the same kernels.
 #pragma once
 
 #include <functional>
@@ -19,6 +20,8 @@ struct StepInputs {
     ggml_tensor * hidden = nullptr;   // F32 [n_embd, n_tokens]       (graphs starting later)
     ggml_tensor * pos = nullptr;      // I32 [n_tokens]               absolute positions
     ggml_tensor * kq_mask = nullptr;  // F32 [n_kv, n_tokens]         0 or -inf (causal)
+    ggml_tensor * kq_mask_swa = nullptr;  // F32 [n_kv, n_tokens]     causal, only the last n_swa positions
+    int n_swa = 0;                    // window of kq_mask_swa (0: the model has no local layers)
     ggml_tensor * k_idxs = nullptr;   // I64 [n_tokens]               cache cell per token
     ggml_tensor * v_idxs = nullptr;   // I64 [n_embd_kv * n_tokens]   element index into transposed V
     ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]              rows kept at the last layer (or null: all)
@@ -49,16 +52,20 @@ public:
     // w x for a weight matrix w (rows one by one where split_rows_for asks)
     ggml_tensor * weight_mul_mat(ggml_tensor * w, ggml_tensor * x);
 
+    // Token embeddings of tokens I32 [n_tokens] -> [n_embd, n_tokens] (scaled where the arch says)
+    ggml_tensor * embed(const Model & m, ggml_tensor * tokens);
     ggml_tensor * rms_norm(ggml_tensor * x, ggml_tensor * weight);
-    // Self-attention block (no residual): norm'ed input x [n_embd, n_tokens] -> [n_embd, n_tokens]
-    ggml_tensor * attention(const AttentionWeights & w, KvLayer & cache, int n_kv, ggml_tensor * x,
-                            const StepInputs & in, ggml_tensor * rope_freqs);
+    // Self-attention block (no residual): norm'ed input x [n_embd, n_tokens] -> [n_embd, n_tokens].
+    // q/k biases and per-head q/k norms are applied where the weights have them.
+    ggml_tensor * attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, int n_kv,
+                            ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs);
+    // Gated FFN (SwiGLU or GeGLU, as the model's): [n_embd, n_tokens] -> [n_embd, n_tokens]
     ggml_tensor * ffn(const LayerWeights & w, ggml_tensor * x);
     // Writes the K/V of the step's tokens (norm'ed input x [n_embd, n_tokens]) into the cache:
     // what a later token needs of these ones, without attending from them.
-    void store_kv(const AttentionWeights & w, KvLayer & cache, ggml_tensor * x, const StepInputs & in,
-                  ggml_tensor * rope_freqs);
-    // softmax(K^T Q / sqrt(hd) + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
+    void store_kv(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, ggml_tensor * x,
+                  const StepInputs & in, ggml_tensor * rope_freqs);
+    // softmax(K^T Q * kq_scale + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
     ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask);
 
     // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
@@ -72,7 +79,17 @@ public:
 
 private:
     // RoPE at the step's positions on x [hd, n_heads, n_tokens]
-    ggml_tensor * rope(ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs);
+    ggml_tensor * rope(ggml_tensor * x, const AttentionConfig & c, const StepInputs & in, ggml_tensor * rope_freqs);
+    // Projection w x (+ b), per-head norm, RoPE: x [n_embd, n_tokens] -> [hd, n_heads, n_tokens]
+    ggml_tensor * project_rope(ggml_tensor * w, ggml_tensor * b, ggml_tensor * norm, int n_heads,
+                               const AttentionConfig & c, ggml_tensor * x, const StepInputs & in,
+                               ggml_tensor * rope_freqs);
+    // One decoder layer of each architecture family on x [n_embd, n_tokens]; `last`: the model's
+    // last layer, where only in.out_ids rows continue.
+    ggml_tensor * llama_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+                              const StepInputs & in);   // graph_llama.cpp (llama, qwen2, qwen3)
+    ggml_tensor * gemma3_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+                               const StepInputs & in);  // graph_gemma3.cpp
 
     ggml_context * ctx_;
     ggml_cgraph * gf_;

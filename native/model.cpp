@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include <cmath>
+
 #include "error.h"
 #include "ggml-cpu.h"
 #include "gguf_file.h"
@@ -97,18 +99,65 @@ Model::Model(const std::string & path, Backends & backends) : path_(path) {
     to_load_.clear();
 }
 
+namespace {
+
+// What differs between the supported architectures, as far as loading goes; the graph of each is
+// built in graph_<arch>.cpp.
+struct ArchTraits {
+    const char * name;
+    Arch arch;
+    int rope_mode;
+    FfnActivation ffn_act;
+    bool qkv_bias;     // q/k/v biases
+    bool qk_norm;      // per-head RMSNorm of q and k
+    bool post_norms;   // RMSNorm of the attention and FFN outputs before each residual add
+};
+
+const ArchTraits ARCHS[] = {
+    {"llama", Arch::Llama, GGML_ROPE_TYPE_NORMAL, FfnActivation::SiLU, false, false, false},
+    {"qwen2", Arch::Qwen2, GGML_ROPE_TYPE_NEOX, FfnActivation::SiLU, true, false, false},
+    {"qwen3", Arch::Qwen3, GGML_ROPE_TYPE_NEOX, FfnActivation::SiLU, false, true, false},
+    {"gemma3", Arch::Gemma3, GGML_ROPE_TYPE_NEOX, FfnActivation::GeLU, false, true, true},
+};
+
+const ArchTraits & traits(Arch arch) {
+    for (const ArchTraits & t : ARCHS) {
+        if (t.arch == arch) return t;
+    }
+    throw EngineError("internal error: architecture without traits");
+}
+
+}  // namespace
+
+const std::vector<std::string> & supported_architectures() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> v;
+        for (const ArchTraits & t : ARCHS) v.emplace_back(t.name);
+        return v;
+    }();
+    return names;
+}
+
+AttentionConfig Hparams::attention_config(int il) const {
+    if (n_swa > 0 && swa_layers[il]) return {rope_freq_base_swa, 1.0f, true};
+    return global_attention_config();
+}
+
 void Model::read_hparams(const GgufFile & f) {
     const std::string arch = f.get_str("general.architecture");
-    if (arch == "llama") {
-        hp_.arch = Arch::Llama;
-        hp_.rope_mode = GGML_ROPE_TYPE_NORMAL;
-    } else if (arch == "qwen2") {
-        hp_.arch = Arch::Qwen2;
-        hp_.rope_mode = GGML_ROPE_TYPE_NEOX;
-    } else {
-        throw EngineError(format("'%s': unsupported architecture '%s' (supported: llama, qwen2)",
-                                 f.path().c_str(), arch.c_str()));
+    const ArchTraits * t = nullptr;
+    for (const ArchTraits & a : ARCHS) {
+        if (arch == a.name) t = &a;
     }
+    if (!t) {
+        std::string names;
+        for (const std::string & n : supported_architectures()) names += (names.empty() ? "" : ", ") + n;
+        throw EngineError(format("'%s': unsupported architecture '%s' (kangaroo-edge runs: %s)",
+                                 f.path().c_str(), arch.c_str(), names.c_str()));
+    }
+    hp_.arch = t->arch;
+    hp_.rope_mode = t->rope_mode;
+    hp_.ffn_act = t->ffn_act;
     hp_.arch_name = arch;
     const std::string p = arch + ".";
     hp_.n_layer = (int) f.get_u32(p + "block_count");
@@ -142,6 +191,21 @@ void Model::read_hparams(const GgufFile & f) {
           "value_length must equal key_length");
     check((int) f.get_u32(p + "rope.dimension_count", (uint32_t) hp_.head_dim) == hp_.head_dim,
           "partial RoPE (rope.dimension_count != head size) is not supported");
+    hp_.kq_scale = 1.0f / sqrtf((float) hp_.head_dim);
+    if (hp_.arch == Arch::Gemma3) {
+        // As llama.cpp: embeddings scaled by sqrt(n_embd); q scaled by query_pre_attn_scalar^-1/2
+        // before q.k, which is 1/sqrt(head_dim) except for the 27B (62 layers: n_embd/n_head); a
+        // GGUF may state its own (`attention.scale`, which llama.cpp ignores for Gemma 3).
+        hp_.embd_scale = sqrtf((float) hp_.n_embd);
+        hp_.scale_q = true;
+        if (hp_.n_layer == 62) hp_.kq_scale = 1.0f / sqrtf((float) (hp_.n_embd / hp_.n_head));
+        hp_.kq_scale = f.get_f32(p + "attention.scale", hp_.kq_scale);
+        hp_.final_logit_softcap = f.get_f32(p + "final_logit_softcapping", 0.0f);
+        check(hp_.kq_scale > 0.0f && std::isfinite(hp_.kq_scale), "attention.scale must be positive");
+        check(hp_.final_logit_softcap >= 0.0f && std::isfinite(hp_.final_logit_softcap),
+              "final_logit_softcapping must be non-negative");
+        read_sliding_window(f);
+    }
 
     ggml_tensor * embd = f.find_tensor("token_embd.weight");
     if (!embd) throw EngineError(format("'%s': required tensor 'token_embd.weight' is missing", f.path().c_str()));
@@ -151,9 +215,42 @@ void Model::read_hparams(const GgufFile & f) {
     file_type_ = ftype == 0 ? std::string(ggml_type_name(embd->type)) : format("ftype %u", ftype);
 }
 
+// Gemma 3's local layers: window `attention.sliding_window`; which layers are local comes from
+// `attention.sliding_window_pattern` (a period n: every n-th layer is global, or one bool per
+// layer) and defaults, as in llama.cpp, to 5 local layers then 1 global; their RoPE base is
+// `rope.freq_base_swa` (default 10000) at scale 1.
+void Model::read_sliding_window(const GgufFile & f) {
+    const std::string p = hp_.arch_name + ".";
+    const uint32_t n_swa = f.get_u32(p + "attention.sliding_window", 0);
+    if (n_swa == 0) return;
+    if (n_swa > (1u << 24)) {
+        throw EngineError(format("'%s': invalid hyperparameters: attention.sliding_window %u is not a window size",
+                                 f.path().c_str(), n_swa));
+    }
+    hp_.n_swa = (int) n_swa;
+    const std::string pattern_key = p + "attention.sliding_window_pattern";
+    hp_.swa_layers.assign(hp_.n_layer, 0);
+    if (f.has_key(pattern_key) && f.is_array(pattern_key)) {
+        const std::vector<bool> local = f.get_bool_array(pattern_key);
+        if ((int) local.size() < hp_.n_layer) {
+            throw EngineError(format("'%s': %s lists %zu layers, the model has %d", f.path().c_str(),
+                                     pattern_key.c_str(), local.size(), hp_.n_layer));
+        }
+        for (int il = 0; il < hp_.n_layer; ++il) hp_.swa_layers[il] = local[il];
+    } else {
+        const int period = (int) f.get_u32(pattern_key, 6);
+        for (int il = 0; il < hp_.n_layer; ++il) hp_.swa_layers[il] = period == 0 || il % period < period - 1;
+    }
+    hp_.rope_freq_base_swa = f.get_f32(p + "rope.freq_base_swa", 10000.0f);
+    if (!(hp_.rope_freq_base_swa > 0.0f)) {
+        throw EngineError(format("'%s': invalid hyperparameters: rope.freq_base_swa must be positive", f.path().c_str()));
+    }
+}
+
 void Model::create_weights(const GgufFile & f, Backends & backends) {
     weights_.reserve(gguf_get_n_tensors(f.gguf()) + 1);  // + the tied LM head's copy
     const Hparams & hp = hp_;
+    const ArchTraits & arch = traits(hp.arch);
     const int64_t n_q = (int64_t) hp.n_head * hp.head_dim;
     const int64_t n_kv = hp.n_embd_kv();
 
@@ -193,7 +290,8 @@ void Model::create_weights(const GgufFile & f, Backends & backends) {
             to_load_.emplace_back("token_embd.weight", output);
         }
     }
-    rope_freqs = opt("rope_freqs.weight", hp.head_dim / 2, 0, GGML_OP_ROPE);
+    // Llama 3's RoPE scaling factors (llama.cpp reads them for llama only)
+    if (hp.arch == Arch::Llama) rope_freqs = opt("rope_freqs.weight", hp.head_dim / 2, 0, GGML_OP_ROPE);
 
     layers.resize(hp.n_layer);
     for (int il = 0; il < hp.n_layer; ++il) {
@@ -204,10 +302,18 @@ void Model::create_weights(const GgufFile & f, Backends & backends) {
         L.attn.wk = req(b + "attn_k.weight", hp.n_embd, n_kv, GGML_OP_MUL_MAT);
         L.attn.wv = req(b + "attn_v.weight", hp.n_embd, n_kv, GGML_OP_MUL_MAT);
         L.attn.wo = req(b + "attn_output.weight", n_q, hp.n_embd, GGML_OP_MUL_MAT);
-        if (hp.arch == Arch::Qwen2) {
+        if (arch.qkv_bias) {
             L.attn.bq = req(b + "attn_q.bias", n_q, 0, GGML_OP_ADD);
             L.attn.bk = req(b + "attn_k.bias", n_kv, 0, GGML_OP_ADD);
             L.attn.bv = req(b + "attn_v.bias", n_kv, 0, GGML_OP_ADD);
+        }
+        if (arch.qk_norm) {
+            L.attn.q_norm = req(b + "attn_q_norm.weight", hp.head_dim, 0, GGML_OP_MUL);
+            L.attn.k_norm = req(b + "attn_k_norm.weight", hp.head_dim, 0, GGML_OP_MUL);
+        }
+        if (arch.post_norms) {
+            L.attn_post_norm = req(b + "post_attention_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
+            L.ffn_post_norm = req(b + "post_ffw_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
         }
         L.ffn_norm = req(b + "ffn_norm.weight", hp.n_embd, 0, GGML_OP_MUL);
         L.ffn_gate = req(b + "ffn_gate.weight", hp.n_embd, hp.n_ff, GGML_OP_MUL_MAT);

@@ -1,8 +1,10 @@
-// A base model: hyperparameters and weights of a `llama` or `qwen2` GGUF, loaded into backend
-// buffers. Everything is validated before any ggml op sees it (ggml asserts abort the process).
+// A base model: hyperparameters and weights of a GGUF of a supported architecture (llama, qwen2,
+// qwen3, gemma3), loaded into backend buffers. Everything is validated before any ggml op sees it
+// (ggml asserts abort the process).
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,11 +17,23 @@ namespace ke {
 
 class GgufFile;
 
-enum class Arch { Llama, Qwen2 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma3 };
+
+enum class FfnActivation { SiLU, GeLU };  // the gate's activation: SwiGLU or GeGLU (tanh GELU)
+
+// GGUF `general.architecture` names the engine runs, in the order `info` lists them.
+const std::vector<std::string> & supported_architectures();
+
+// How one layer's attention runs: its RoPE and, for local layers, the sliding window.
+struct AttentionConfig {
+    float rope_freq_base;
+    float rope_freq_scale;
+    bool sliding_window;  // attend only to the last n_swa positions (StepInputs::kq_mask_swa)
+};
 
 struct Hparams {
     Arch arch;
-    std::string arch_name;  // "llama" | "qwen2"
+    std::string arch_name;  // a name of supported_architectures()
     int n_layer;
     int n_embd;
     int n_head;
@@ -31,9 +45,20 @@ struct Hparams {
     float rms_eps;
     float rope_freq_base;
     float rope_freq_scale;  // 1 / linear scaling factor
-    int rope_mode;          // GGML_ROPE_TYPE_NORMAL (llama) or GGML_ROPE_TYPE_NEOX (qwen2)
+    int rope_mode;          // GGML_ROPE_TYPE_NORMAL (llama) or GGML_ROPE_TYPE_NEOX (qwen2, qwen3, gemma3)
+    FfnActivation ffn_act = FfnActivation::SiLU;
+    float kq_scale;         // scale of q.k: 1/sqrt(head_dim), or the GGUF's (Gemma 3)
+    bool scale_q = false;   // Gemma 3: q is scaled before q.k (llama.cpp's order), not inside softmax
+    float embd_scale = 0.0f;            // Gemma 3: token embeddings times sqrt(n_embd); 0: none
+    float final_logit_softcap = 0.0f;   // logits = c * tanh(logits / c) when > 0
+    int n_swa = 0;                      // sliding window of local layers (positions); 0: none
+    std::vector<uint8_t> swa_layers;    // [n_layer] 1: the layer is local (sliding window)
+    float rope_freq_base_swa = 10000.0f;  // RoPE base of local layers (their scale is 1)
 
     int n_embd_kv() const { return n_head_kv * head_dim; }  // K/V width per token (GQA)
+    // Layer il's attention; the adapter's is the global layers' (full attention, the model's RoPE).
+    AttentionConfig attention_config(int il) const;
+    AttentionConfig global_attention_config() const { return {rope_freq_base, rope_freq_scale, false}; }
 };
 
 // Attention weights shared by the model's layers and the Kangaroo adapter.
@@ -45,12 +70,16 @@ struct AttentionWeights {
     ggml_tensor * bq = nullptr;    // [n_head*head_dim]     (qwen2)
     ggml_tensor * bk = nullptr;    // [n_head_kv*head_dim]  (qwen2)
     ggml_tensor * bv = nullptr;    // [n_head_kv*head_dim]  (qwen2)
+    ggml_tensor * q_norm = nullptr;  // [head_dim] per-head RMSNorm of q before RoPE (qwen3, gemma3)
+    ggml_tensor * k_norm = nullptr;  // [head_dim] per-head RMSNorm of k before RoPE (qwen3, gemma3)
     ggml_tensor * wo = nullptr;    // [n_head*head_dim, n_embd]
 };
 
 struct LayerWeights {
     AttentionWeights attn;
+    ggml_tensor * attn_post_norm = nullptr;  // [n_embd] norm of the attention output (gemma3)
     ggml_tensor * ffn_norm = nullptr;  // [n_embd]
+    ggml_tensor * ffn_post_norm = nullptr;   // [n_embd] norm of the FFN output (gemma3)
     ggml_tensor * ffn_gate = nullptr;  // [n_embd, n_ff]
     ggml_tensor * ffn_up = nullptr;    // [n_embd, n_ff]
     ggml_tensor * ffn_down = nullptr;  // [n_ff, n_embd]
@@ -94,6 +123,7 @@ public:
 
 private:
     void read_hparams(const GgufFile & f);
+    void read_sliding_window(const GgufFile & f);
     void create_weights(const GgufFile & f, Backends & backends);
 
     std::string path_;

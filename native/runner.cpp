@@ -54,9 +54,10 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     auto g = std::make_unique<CachedGraph>();
     g->key = key;
     const Hparams & hp = model_.hparams();
-    // Generous: a layer is ~40 nodes (plus ~16 per token with per-token attention and up to
-    // ~14 more for weights multiplied row by row); the adapter block and head add a few dozen.
-    const size_t per_layer = 64 + (key.spec.per_token_attention ? 40 * (size_t) key.spec.n_tokens : 0);
+    // Generous: a layer is ~40 nodes (~50 for Gemma 3; plus ~16 per token with per-token
+    // attention and up to ~14 more for weights multiplied row by row); the adapter block and
+    // head add a few dozen.
+    const size_t per_layer = 80 + (key.spec.per_token_attention ? 40 * (size_t) key.spec.n_tokens : 0);
     const size_t max_nodes = 256 + (size_t) hp.n_layer * per_layer;
     ggml_init_params params = {ggml_tensor_overhead() * max_nodes + ggml_graph_overhead_custom(max_nodes, false),
                                nullptr, true};
@@ -100,6 +101,15 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
         for (int d = 0; d < n_embd_kv; ++d) v_idxs[(size_t) i * n_embd_kv + d] = (int64_t) d * n_cells + p;
         float * row = mask.data() + (size_t) i * n_kv;
         for (int j = 0; j < n_kv; ++j) row[j] = j <= p ? 0.0f : -INFINITY;
+    }
+    if (in.kq_mask_swa && in.kq_mask_swa->buffer) {
+        // local layers also hide the keys n_swa or more positions back (llama.cpp's standard SWA)
+        std::vector<float> swa = mask;
+        for (int i = 0; i < n_tokens; ++i) {
+            float * row = swa.data() + (size_t) i * n_kv;
+            for (int j = 0; j < n_kv && j <= pos0 + i - in.n_swa; ++j) row[j] = -INFINITY;
+        }
+        set_input(in.kq_mask_swa, swa.data());
     }
     set_input(in.pos, pos.data());
     set_input(in.k_idxs, k_idxs.data());
@@ -172,7 +182,7 @@ void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tok
     const Model & m = model_;
     GraphBody body = [&m, &kv, &key](GraphBuilder & b, const StepInputs & in) {
         const ForwardSpec & s = key.spec;
-        ggml_tensor * x = in.tokens ? ggml_get_rows(b.ctx(), m.tok_embd, in.tokens) : in.hidden;
+        ggml_tensor * x = in.tokens ? b.embed(m, in.tokens) : in.hidden;
         x = b.layers(m, kv, key.n_kv, x, s.layer_begin, s.layer_end, in);
         if (s.layer_end < m.hparams().n_layer && in.out_ids) {
             x = ggml_get_rows(b.ctx(), x, in.out_ids);  // the model's last layer did not select rows

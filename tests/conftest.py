@@ -1,5 +1,6 @@
-"""Shared fixtures: the two real models (loaded once per session), llama.cpp as the oracle, and
-Spec-Bench dev prompts rendered with the model's chat template."""
+"""Shared fixtures: the real models (loaded once per session), llama.cpp as the oracle, and
+Spec-Bench dev prompts rendered with the model's chat template (or, for Gemma 3 270M, which has
+none, as plain completion prompts)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kangaroo_edge import KangarooLM
-from kangaroo_edge.models import default_model_path, qwen_coder_path
+from kangaroo_edge.models import default_model_path, gemma3_270m_path, qwen_coder_path
 
 # 2 = the CI machine's cores; KE_TEST_THREADS=1 keeps a shared development machine responsive
 TEST_THREADS = int(os.environ.get("KE_TEST_THREADS", "2"))
@@ -57,6 +58,16 @@ def smollm_path() -> Path:
 @pytest.fixture(scope="session")
 def qwen_path() -> Path:
     return qwen_coder_path()
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    return gemma3_270m_path()
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_path) -> KangarooLM:
+    return KangarooLM(gemma3_path, n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -52,11 +52,13 @@ def test_info_table_and_json():
     assert r.returncode == 0, r.stderr
     for word in ("architecture", "llama", "30 layers", "Q4_1", "n_ctx_train", "fingerprint", "backend", "adapter"):
         assert word in r.stdout, word
+    assert "architectures llama, qwen2, qwen3, gemma3" in r.stdout
     r = cli("info", *SMALL, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["arch"] == "llama" and info["n_layer"] == 30 and info["file_type"] == "Q4_1"
     assert info["n_threads"] == 2 and info["n_ctx"] == 1024
+    assert info["supported_architectures"] == ["llama", "qwen2", "qwen3", "gemma3"]
     # the embedded model comes with its shipped adapter, which must be built for exactly this model file
     adapter = info["adapter"]
     assert adapter["path"].endswith(".kangaroo.gguf") and adapter["matches_model"]

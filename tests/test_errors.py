@@ -49,8 +49,9 @@ def test_truncated_header(tmp_path, smollm_path):
 
 def test_unsupported_architecture(tmp_path, smollm_path):
     bad = copy_gguf(smollm_path, tmp_path / "gpt2.gguf", set_str={"general.architecture": "gpt2"})
-    with pytest.raises(EngineError, match=r"gpt2\.gguf.*unsupported architecture 'gpt2'"):
+    with pytest.raises(EngineError, match=r"gpt2\.gguf.*unsupported architecture 'gpt2'") as e:
         load(bad)
+    assert "runs: llama, qwen2, qwen3, gemma3" in str(e.value)
 
 
 def test_missing_tensor(tmp_path, smollm_path):

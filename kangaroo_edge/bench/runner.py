@@ -244,6 +244,10 @@ class BenchConfig:
     tau: Optional[float] = None   # Kangaroo: None = the speculation controller, else a fixed threshold
     gamma: Optional[int] = None   # Kangaroo: most drafts per cycle (None: the adapter's)
     lookup: Optional[bool] = None  # Kangaroo: also draft by prompt lookup (None: with the controller only)
+    # "chat": each question in the chat template (the model's, or chat_template's); "completion":
+    # the question as raw text to continue, for models without a template (a pretrained Gemma 3)
+    prompt_format: str = "chat"
+    chat_template: Optional[str] = None
 
 
 def machine_info() -> dict[str, Any]:
@@ -275,6 +279,16 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def render_prompt(lm, question: dict, prompt_format: str) -> str:
+    """A question's first turn as the model sees it (see BenchConfig.prompt_format)."""
+    text = question["turns"][0]
+    if prompt_format == "completion":
+        return text.strip() + "\n\n"
+    if prompt_format != "chat":
+        raise ValueError(f"prompt_format must be 'chat' or 'completion', got {prompt_format!r}")
+    return lm.apply_chat_template([{"role": "user", "content": text}])
+
+
 def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable]] = None) -> dict[str, Any]:
     """Runs every system on every question; returns the results document (see report.summarize)."""
     from ..llm import KangarooLM
@@ -284,8 +298,9 @@ def run_bench(cfg: BenchConfig, progress: Optional[Callable[[Iterable], Iterable
         raise ValueError(f"no questions selected from {cfg.questions}")
 
     # a first load only to render and tokenize the prompts; the context is then sized to them
-    lm = KangarooLM(cfg.model, adapter_path=cfg.adapter, n_ctx=256, n_threads=cfg.threads, device=cfg.device)
-    prompts = [lm.tokenize(lm.apply_chat_template([{"role": "user", "content": q["turns"][0]}])) for q in questions]
+    lm = KangarooLM(cfg.model, adapter_path=cfg.adapter, n_ctx=256, n_threads=cfg.threads, device=cfg.device,
+                    chat_template=cfg.chat_template)
+    prompts = [lm.tokenize(render_prompt(lm, q, cfg.prompt_format)) for q in questions]
     n_ctx = cfg.n_ctx or _round_up(max(map(len, prompts)) + cfg.max_new_tokens + CONTEXT_SLACK, 256)
     lm.close()
     t = time.perf_counter()

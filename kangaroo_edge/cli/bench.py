@@ -56,6 +56,12 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                    help="after the run, time plain steps and verifications of every draft length 1..gamma, and "
                         "print what the speculation controller measured on this machine (step costs against "
                         "ours and llama.cpp's, draft accuracy) and the settings it implies")
+    p.add_argument("--completion", action="store_true",
+                   help="questions as raw text to continue instead of chat prompts (for a model without a chat "
+                        "template, such as the pretrained Gemma 3 270M)")
+    p.add_argument("--chat-template", default=None, metavar="NAME|JINJA",
+                   help="chat template for the prompts: a llama.cpp built-in name or a Jinja source "
+                        "(default: the model's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,7 +91,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = runner.BenchConfig(questions=args.questions, model=args.model, adapter=args.adapter, threads=args.threads,
                              max_new_tokens=args.max_new_tokens, limit=args.limit, categories=_split(args.categories),
                              n_ctx=args.ctx_size or None, device=args.device, systems=systems,
-                             tune=args.tune, tau=args.tau, gamma=args.gamma, lookup=args.lookup)
+                             tune=args.tune, tau=args.tau, gamma=args.gamma, lookup=args.lookup,
+                             prompt_format="completion" if args.completion else "chat",
+                             chat_template=args.chat_template)
     progress = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -70,7 +70,7 @@ non_negative_int.__name__ = "integer"
 def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = DEFAULT_THREADS) -> None:
     g = p.add_argument_group("model")
     g.add_argument("-m", "--model", default=None,
-                   help="GGUF model path or a known name (smollm2-135m, qwen2.5-coder-0.5b); "
+                   help="GGUF model path or a known name (smollm2-135m, qwen2.5-coder-0.5b, gemma-3-270m); "
                         "default: the embedded SmolLM2-135M-Instruct")
     g.add_argument("--adapter", default=None, metavar="GGUF",
                    help="Kangaroo adapter GGUF for the model (default: the shipped one when -m is omitted or a "
@@ -82,6 +82,9 @@ def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = 
                    help=f"CPU threads (default: {threads_default})")
     g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="compute device: auto = a GPU when llama.cpp was built with one (default auto)")
+    g.add_argument("--chat-template", default=None, metavar="NAME|JINJA",
+                   help="chat template for chat prompts: a llama.cpp built-in name (gemma, chatml, llama3, ...) "
+                        "or a Jinja source (default: the model's own; required for a model that has none)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, defaults: SamplingParams = SamplingParams()) -> None:
@@ -113,7 +116,8 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace) -> KangarooLM:
     return KangarooLM(model_path=args.model, adapter_path=getattr(args, "adapter", None),
-                      n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+                      n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
+                      chat_template=getattr(args, "chat_template", None))
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:

@@ -20,8 +20,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
 def _setup_hf_parser(sub: argparse._SubParsersAction) -> None:
     from ..convert.hf_to_gguf import DEFAULT_OUTTYPE, OUTTYPES
 
-    hf = sub.add_parser("hf", help="Hugging Face safetensors checkpoint (llama, qwen2) -> GGUF",
-                        description="Convert a Hugging Face safetensors checkpoint (llama, qwen2) to GGUF.")
+    hf = sub.add_parser("hf", help="Hugging Face safetensors checkpoint (llama, qwen2, qwen3, gemma3) -> GGUF",
+                        description="Convert a Hugging Face safetensors checkpoint (llama incl. Llama 3, qwen2, qwen3, "
+                                    "gemma3) to GGUF.")
     hf.add_argument("model_dir", help="directory with config.json, *.safetensors and tokenizer files")
     hf.add_argument("-o", "--out", required=True, help="GGUF file to write")
     hf.add_argument("--outtype", choices=sorted(OUTTYPES), default=DEFAULT_OUTTYPE,

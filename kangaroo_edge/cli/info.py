@@ -2,7 +2,8 @@
 
 The model is loaded (small models load in well under a second) so that the backend and threads
 shown are the ones a run would use; the file type and tensor types come from the GGUF header.
-The adapter is read from its GGUF header and checked against the model's fingerprint.
+The adapter is read from its GGUF header and checked against the model's fingerprint. The
+architectures the engine runs are listed too (a model of another one is refused at load).
 """
 
 from __future__ import annotations
@@ -91,7 +92,15 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     if info["adapter"]:
         info["adapter"]["share_of_model_params"] = info["adapter"]["n_params"] / max(info["n_params"], 1)
     info.pop("adapter_path", None)
+    info["supported_architectures"] = supported_architectures()
     return info
+
+
+def supported_architectures() -> list[str]:
+    """GGUF `general.architecture` names the engine runs."""
+    from .. import _native
+
+    return list(_native.supported_architectures())
 
 
 def _mib(n: int) -> str:
@@ -112,6 +121,7 @@ def format_table(info: dict[str, Any]) -> str:
         ("n_ctx_train", str(info["n_ctx_train"])),
         ("fingerprint", info["fingerprint"]),
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
+        ("supported", "architectures " + ", ".join(info["supported_architectures"])),
     ]
     a = info.get("adapter")
     if a is None:

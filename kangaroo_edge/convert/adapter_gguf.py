@@ -23,11 +23,14 @@ MAX_GAMMA: int = _native.MAX_GAMMA            # the most the engine verifies per
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output")
 NORMS = ("attn_norm", "output_norm")
 BIASES = ("attn_q", "attn_k", "attn_v")
+QK_NORMS = ("attn_q_norm", "attn_k_norm")  # per-head, [head_dim]: when the base model has them
+# base models an adapter can be made for: the engine's architectures
+BASE_ARCHS: tuple[str, ...] = tuple(_native.supported_architectures())  # the engine owns the list
 
 
 @dataclass(frozen=True)
 class AdapterMeta:
-    base_arch: str          # "llama" | "qwen2"
+    base_arch: str          # one of BASE_ARCHS
     fingerprint: str        # base model fingerprint (docs/formats.md)
     n_embd: int
     n_head: int
@@ -80,15 +83,22 @@ def bias_shapes(meta: AdapterMeta) -> dict[str, tuple[int, ...]]:
     return {f"{PREFIX}attn_q.bias": (q_dim,), f"{PREFIX}attn_k.bias": (kv_dim,), f"{PREFIX}attn_v.bias": (kv_dim,)}
 
 
+def qk_norm_shapes(meta: AdapterMeta) -> dict[str, tuple[int, ...]]:
+    return {f"{PREFIX}{n}.weight": (meta.head_dim,) for n in QK_NORMS}
+
+
 def validate_tensors(path, tensors: dict[str, np.ndarray], meta: AdapterMeta) -> None:
     """ValueError naming the file for a missing, unexpected or misshapen tensor."""
-    required, optional = expected_shapes(meta), bias_shapes(meta)
+    required = expected_shapes(meta)
     for name in required:
         if name not in tensors:
             raise ValueError(f"{path}: missing tensor '{name}'")
-    present_biases = [n for n in optional if n in tensors]
-    if present_biases and len(present_biases) != len(optional):
-        raise ValueError(f"{path}: q/k/v biases must come together, found only {present_biases}")
+    optional = {}
+    for group, what in ((bias_shapes(meta), "q/k/v biases"), (qk_norm_shapes(meta), "q/k norms")):
+        present = [n for n in group if n in tensors]
+        if present and len(present) != len(group):
+            raise ValueError(f"{path}: {what} must come together, found only {present}")
+        optional.update(group)
     for name, arr in tensors.items():
         shape = required.get(name) or optional.get(name)
         if shape is None:
@@ -102,8 +112,8 @@ def write_adapter_gguf(path: str | Path, tensors: dict[str, np.ndarray], meta: A
     """tensors: GGUF names (`adapter.attn_q.weight`, ...) -> arrays in torch layout [out, in]."""
     if dtype not in ("f16", "f32"):
         raise ValueError(f"dtype must be 'f16' or 'f32', got {dtype!r}")
-    if meta.base_arch not in ("llama", "qwen2"):
-        raise ValueError(f"base architecture must be 'llama' or 'qwen2', got {meta.base_arch!r}")
+    if meta.base_arch not in BASE_ARCHS:
+        raise ValueError(f"base architecture must be one of {', '.join(BASE_ARCHS)}, got {meta.base_arch!r}")
     if not 1 <= meta.gamma <= MAX_GAMMA:
         raise ValueError(f"gamma must be in [1, {MAX_GAMMA}] (the engine's limit), got {meta.gamma}")
     if not 0.0 <= meta.tau <= 1.0:
@@ -154,8 +164,8 @@ def read_adapter_gguf(path: str | Path) -> tuple[AdapterMeta, dict[str, np.ndarr
             raise ValueError(f"{path}: metadata key '{DRAFT_VOCAB_KEY}' has type {vocab.types}, expected an INT32 array")
         values["draft_vocab"] = tuple(int(t) for t in vocab.contents())
     meta = AdapterMeta(**values)
-    if meta.base_arch not in ("llama", "qwen2"):
-        raise ValueError(f"{path}: kangaroo.base.architecture {meta.base_arch!r} is not 'llama' or 'qwen2'")
+    if meta.base_arch not in BASE_ARCHS:
+        raise ValueError(f"{path}: kangaroo.base.architecture {meta.base_arch!r} is not one of {', '.join(BASE_ARCHS)}")
     tensors = {}
     for t in reader.tensors:
         if t.data.dtype not in (np.float16, np.float32):
@@ -170,7 +180,7 @@ def read_adapter_gguf(path: str | Path) -> tuple[AdapterMeta, dict[str, np.ndarr
 def adapter_state_to_tensors(state_dict) -> dict[str, np.ndarray]:
     """A KangarooAdapter state dict (torch tensors or arrays) -> GGUF-named float32 arrays.
     The module's parameter names are the GGUF names without the `adapter.` prefix."""
-    names = [f"{n}.weight" for n in NORMS + PROJECTIONS] + [f"{n}.bias" for n in BIASES]
+    names = [f"{n}.weight" for n in NORMS + QK_NORMS + PROJECTIONS] + [f"{n}.bias" for n in BIASES]
     out = {}
     for name in names:
         if name in state_dict:

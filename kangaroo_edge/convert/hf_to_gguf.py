@@ -1,9 +1,11 @@
-"""Export a Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` checkpoint to GGUF.
+"""Export a Hugging Face `LlamaForCausalLM` (Llama 1-3, with Llama 3's RoPE scaling),
+`Qwen2ForCausalLM`, `Qwen3ForCausalLM` or `Gemma3ForCausalLM` checkpoint to GGUF.
 
-Follows what llama.cpp's convert_hf_to_gguf.py does for these two architectures, in a few hundred
+Follows what llama.cpp's convert_hf_to_gguf.py does for these architectures, in a few hundred
 lines and with only numpy and the `gguf` package (no torch): hyper-parameters as `{arch}.*` keys,
-tensors renamed to ggml's names, llama's q/k rows permuted for ggml's RoPE, and a byte-level BPE
-tokenizer written as llama.cpp's "gpt2" tokenizer.
+tensors renamed to ggml's names, llama's q/k rows permuted for ggml's RoPE, Llama 3's RoPE scaling
+as a `rope_freqs` tensor, Gemma's norms shifted by one, and a byte-level BPE tokenizer written as
+llama.cpp's "gpt2" tokenizer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
+}
 OUTTYPES = {
     "f32": (np.float32, gguf.LlamaFileType.ALL_F32),
     "f16": (np.float16, gguf.LlamaFileType.MOSTLY_F16),
@@ -89,16 +96,60 @@ def iter_checkpoint(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
 # Hyper-parameters
 
 
+def _rope_params(config: dict, layer_type: str = "full_attention") -> dict:
+    """RoPE settings of one kind of layer, from any transformers version's config: >= 5 keeps them
+    in `rope_parameters` (per layer type for Gemma 3), older ones in `rope_theta`/`rope_scaling`."""
+    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    if layer_type in rope or "full_attention" in rope:
+        rope = dict(rope.get(layer_type) or {})
+    if "rope_theta" not in rope:
+        key = "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta"
+        rope["rope_theta"] = config.get(key, 10000.0)
+    return rope
+
+
+def _rope_type(rope: dict) -> str:
+    return rope.get("rope_type", rope.get("type", "default"))
+
+
 def _rope_theta(config: dict) -> float:
-    # transformers >= 5 moves rope settings into `rope_parameters`; older configs have `rope_theta`.
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise NotImplementedError(f"RoPE scaling {rope_type!r} is not supported by this converter")
-    return float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    rope = _rope_params(config)
+    if _rope_type(rope) not in ("default", "llama3", "linear"):
+        raise NotImplementedError(f"RoPE scaling {_rope_type(rope)!r} is not supported by this converter")
+    return float(rope["rope_theta"])
 
 
-def write_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
+def llama3_rope_factors(config: dict) -> np.ndarray | None:
+    """Llama 3's RoPE scaling as llama.cpp stores it: `rope_freqs.weight` [head_dim/2], the factor
+    that divides each frequency (1 for short wavelengths, `factor` for long ones, smoothly in
+    between); None for any other RoPE."""
+    rope = _rope_params(config)
+    if _rope_type(rope) != "llama3":
+        return None
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    base = float(rope["rope_theta"])
+    factor = float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
+    freqs = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * np.pi / freqs
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    factors = np.where(wavelen < old_ctx / high, 1.0,
+                       np.where(wavelen > old_ctx / low, factor, 1.0 / ((1 - smooth) / factor + smooth)))
+    return factors.astype(np.float32)
+
+
+def gemma3_local_layers(config: dict) -> list[bool]:
+    """Which layers use the sliding window: `layer_types`, or (older configs) every
+    `sliding_window_pattern`-th layer global."""
+    n = config["num_hidden_layers"]
+    if config.get("layer_types"):
+        return [t == "sliding_attention" for t in config["layer_types"][:n]]
+    period = config.get("sliding_window_pattern", 6)
+    return [bool(i % period < period - 1) for i in range(n)]
+
+
+def write_hparams(writer: gguf.GGUFWriter, config: dict, arch: str) -> None:
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
     writer.add_context_length(config["max_position_embeddings"])
@@ -109,11 +160,42 @@ def write_hparams(writer: gguf.GGUFWriter, config: dict) -> None:
     writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(_rope_theta(config))
+    if _rope_type(_rope_params(config)) == "linear":  # positions divided by the factor
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(_rope_params(config)["factor"]))
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(config["vocab_size"])
-    if head_dim != config["hidden_size"] // n_head:  # llama.cpp assumes n_embd / n_head otherwise
+    if head_dim != config["hidden_size"] // n_head or arch == "gemma3":  # llama.cpp assumes n_embd / n_head otherwise
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if arch == "gemma3":
+        _write_gemma3_hparams(writer, config, head_dim)
+
+
+def _write_gemma3_hparams(writer: gguf.GGUFWriter, config: dict, head_dim: int) -> None:
+    if config.get("attn_logit_softcapping") is not None:
+        raise NotImplementedError("Gemma 3 with attn_logit_softcapping is not supported (llama.cpp has none)")
+    if config.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+        raise NotImplementedError(f"Gemma 3 activation {config['hidden_activation']!r}: expected gelu_pytorch_tanh")
+    if config.get("final_logit_softcapping"):
+        writer.add_float32("gemma3.final_logit_softcapping", float(config["final_logit_softcapping"]))
+    # q.k is scaled by query_pre_attn_scalar^-1/2; llama.cpp assumes 1/sqrt(head_dim) (but for the 27B)
+    scalar = config.get("query_pre_attn_scalar", head_dim)
+    if scalar != head_dim:
+        writer.add_float32("gemma3.attention.scale", float(scalar) ** -0.5)
+    local = gemma3_local_layers(config)
+    if any(local):
+        writer.add_uint32("gemma3.attention.sliding_window", int(config["sliding_window"]))
+        writer.add_float32("gemma3.rope.freq_base_swa", float(_rope_params(config, "sliding_attention")["rope_theta"]))
+        period = next((p for p in range(1, len(local) + 1)
+                       if local == [bool(i % p < p - 1) for i in range(len(local))]), None)
+        if period is None:
+            writer.add_array("gemma3.attention.sliding_window_pattern", local)
+        elif period != 6:  # 6: llama.cpp's default
+            writer.add_uint32("gemma3.attention.sliding_window_pattern", period)
+    local_rope = _rope_params(config, "sliding_attention")
+    if _rope_type(local_rope) != "default":
+        raise NotImplementedError(f"RoPE scaling {_rope_type(local_rope)!r} on local layers is not supported")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,22 +211,33 @@ _TENSOR_NAMES = {
     "model.layers.{i}.self_attn.k_proj": "blk.{i}.attn_k",
     "model.layers.{i}.self_attn.v_proj": "blk.{i}.attn_v",
     "model.layers.{i}.self_attn.o_proj": "blk.{i}.attn_output",
+    "model.layers.{i}.self_attn.q_norm": "blk.{i}.attn_q_norm",  # qwen3, gemma3
+    "model.layers.{i}.self_attn.k_norm": "blk.{i}.attn_k_norm",
     "model.layers.{i}.post_attention_layernorm": "blk.{i}.ffn_norm",
     "model.layers.{i}.mlp.gate_proj": "blk.{i}.ffn_gate",
     "model.layers.{i}.mlp.up_proj": "blk.{i}.ffn_up",
     "model.layers.{i}.mlp.down_proj": "blk.{i}.ffn_down",
 }
+# Gemma 3 norms the attention output before its residual add (its post_attention_layernorm) and
+# has a pre- and a post-norm around the MLP.
+_GEMMA3_TENSOR_NAMES = {
+    **_TENSOR_NAMES,
+    "model.layers.{i}.post_attention_layernorm": "blk.{i}.post_attention_norm",
+    "model.layers.{i}.pre_feedforward_layernorm": "blk.{i}.ffn_norm",
+    "model.layers.{i}.post_feedforward_layernorm": "blk.{i}.post_ffw_norm",
+}
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
-def gguf_tensor_name(hf_name: str) -> str:
+def gguf_tensor_name(hf_name: str, arch: str = "llama") -> str:
     """'model.layers.3.self_attn.q_proj.bias' -> 'blk.3.attn_q.bias'."""
+    names = _GEMMA3_TENSOR_NAMES if arch == "gemma3" else _TENSOR_NAMES
     base, _, suffix = hf_name.rpartition(".")
     m = _LAYER.match(base)
     key = _LAYER.sub("model.layers.{i}.", base) if m else base
-    if key not in _TENSOR_NAMES or suffix not in ("weight", "bias"):
+    if key not in names or suffix not in ("weight", "bias"):
         raise ValueError(f"unexpected tensor {hf_name!r} in the checkpoint")
-    return _TENSOR_NAMES[key].format(i=m.group(1) if m else "") + "." + suffix
+    return names[key].format(i=m.group(1) if m else "") + "." + suffix
 
 
 def permute_for_ggml_rope(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -159,25 +252,31 @@ def permute_for_ggml_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def convert_tensor(hf_name: str, data: np.ndarray, arch: str, config: dict, dtype) -> np.ndarray:
-    """The array written for one tensor: permuted for llama's q/k, cast to the output type."""
+    """The array written for one tensor: permuted for llama's q/k, Gemma's norms shifted, cast."""
     if arch == "llama" and ".self_attn.q_proj." in hf_name:
         data = permute_for_ggml_rope(data, config["num_attention_heads"])
     elif arch == "llama" and ".self_attn.k_proj." in hf_name:
         n_head_kv = config.get("num_key_value_heads") or config["num_attention_heads"]
         data = permute_for_ggml_rope(data, n_head_kv)
+    elif arch == "gemma3" and hf_name.endswith("norm.weight"):
+        data = data.astype(np.float32) + 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
     # As llama.cpp does: norms and biases (1-D) stay f32, matrices take the output type.
     return np.ascontiguousarray(data, dtype=np.float32 if data.ndim == 1 else dtype)
 
 
 def write_tensors(writer: gguf.GGUFWriter, model_dir: Path, arch: str, config: dict, dtype) -> None:
-    tied = config.get("tie_word_embeddings", False)
+    # Gemma ties its head whatever the config says (transformers' default is tied there too)
+    tied = config.get("tie_word_embeddings", arch == "gemma3")
+    rope_factors = llama3_rope_factors(config) if arch == "llama" else None
+    if rope_factors is not None:
+        writer.add_tensor("rope_freqs.weight", rope_factors)
     for hf_name, data in iter_checkpoint(model_dir):
         if hf_name.endswith("rotary_emb.inv_freq"):  # a buffer some old checkpoints saved
             continue
         if hf_name == "lm_head.weight" and tied:  # llama.cpp uses token_embd when output is absent
             continue
         data = convert_tensor(hf_name, data, arch, config, dtype)
-        writer.add_tensor(gguf_tensor_name(hf_name), data)
+        writer.add_tensor(gguf_tensor_name(hf_name, arch), data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +327,14 @@ def write_tokenizer(
     tok = json.loads(path.read_text(encoding="utf-8"))
     if tok["model"]["type"] != "BPE":
         raise NotImplementedError(f"{path}: tokenizer model {tok['model']['type']}, expected BPE")
+    # SentencePiece-style BPE (Gemma's, Llama 2's: Metaspace and byte fallback) is llama.cpp's
+    # "llama" tokenizer, which this converter does not write: refuse rather than mis-tokenize.
+    decoder = tok.get("decoder") or {}
+    decoders = [d.get("type") for d in decoder.get("decoders", [decoder])]
+    if "ByteLevel" not in decoders:
+        raise NotImplementedError(
+            f"{path}: a SentencePiece-style tokenizer (decoder {decoders}); only byte-level BPE "
+            "(GPT-2 style) is supported here: convert this model with llama.cpp's convert_hf_to_gguf.py")
 
     vocab, added_tokens = tok["model"]["vocab"], tok.get("added_tokens", [])
     max_id = max([*vocab.values(), *(t["id"] for t in added_tokens)])
@@ -283,7 +390,7 @@ def convert(
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_name(name or model_dir.name)
         writer.add_file_type(file_type)
-        write_hparams(writer, config)
+        write_hparams(writer, config, arch)
         write_tokenizer(writer, model_dir, config["vocab_size"], pre)
         write_tensors(writer, model_dir, arch, config, dtype)
         writer.write_header_to_file()

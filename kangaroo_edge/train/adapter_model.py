@@ -1,8 +1,11 @@
 """The Kangaroo adapter in torch: exactly the forward pass of docs/formats.md.
 
     a = rms_norm(x) * attn_norm
-    q, k, v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)     -> heads, RoPE on q and k
-    o = causal_softmax(q k^T / sqrt(head_dim)) v            (GQA: kv head = q head // group)
+    q, k, v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)     -> heads
+    q, k = rms_norm(q) * q_norm, rms_norm(k) * k_norm       per head, when the base has q/k norms
+    q, k = RoPE(q), RoPE(k)                                 the base's global RoPE
+    o = causal_softmax(q k^T * attn_scale) v                (GQA: kv head = q head // group;
+                                                             attn_scale 1/sqrt(head_dim) but Gemma's)
     y = x + o Wo^T
     out = rms_norm(y) * output_norm                         (logits = out @ lm_head^T, outside)
 
@@ -28,8 +31,10 @@ class AdapterConfig:
     head_dim: int
     rms_eps: float
     rope_freq_base: float
-    rope_type: str          # "normal" (llama: adjacent pairs) | "neox" (qwen2: split halves)
+    rope_type: str          # "normal" (llama: adjacent pairs) | "neox" (qwen2, qwen3, gemma3: split halves)
     bias: bool = False      # q/k/v biases (qwen2)
+    qk_norm: bool = False   # per-head q/k RMSNorm before RoPE (qwen3, gemma3)
+    attn_scale: float | None = None  # scale of q.k; None: 1/sqrt(head_dim)
 
     def __post_init__(self):
         if self.rope_type not in ("normal", "neox"):
@@ -41,7 +46,7 @@ class AdapterConfig:
     def from_base(cls, info) -> AdapterConfig:
         """From a base_model.BaseModelInfo: the adapter copies the base model's attention shape."""
         return cls(info.n_embd, info.n_head, info.n_head_kv, info.head_dim, info.rms_eps,
-                   info.rope_freq_base, info.rope_type, info.has_bias)
+                   info.rope_freq_base, info.rope_type, info.has_bias, info.has_qk_norm, info.attn_scale)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +95,9 @@ class KangarooAdapter(nn.Module):
         self.attn_k = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
         self.attn_v = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
         self.attn_output = nn.Linear(q_dim, cfg.n_embd, bias=False)
+        if cfg.qk_norm:
+            self.attn_q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
+            self.attn_k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
         self.output_norm = RMSNorm(cfg.n_embd, cfg.rms_eps)
         # the base model's, not trained and not saved: the engine takes it from the base GGUF
         self.register_buffer("rope_freq_factors", rope_freq_factors, persistent=False)
@@ -100,8 +108,10 @@ class KangarooAdapter(nn.Module):
             nn.init.normal_(lin.weight, std=INIT_STD)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
-        nn.init.ones_(self.attn_norm.weight)
-        nn.init.ones_(self.output_norm.weight)
+        for norm in (self.attn_norm, self.output_norm, getattr(self, "attn_q_norm", None),
+                     getattr(self, "attn_k_norm", None)):
+            if norm is not None:
+                nn.init.ones_(norm.weight)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,13 +124,16 @@ class KangarooAdapter(nn.Module):
         q = self.attn_q(a).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)     # [B, H, T, D]
         k = self.attn_k(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
         v = self.attn_v(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        if cfg.qk_norm:  # over each head's D values
+            q, k = self.attn_q_norm(q), self.attn_k_norm(k)
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_freq_base, self.rope_freq_factors)
         q, k = apply_rope(q, cos, sin, cfg.rope_type), apply_rope(k, cos, sin, cfg.rope_type)
         # GQA: q head h reads kv head h // group (repeat_interleave puts copies side by side)
         group = cfg.n_head // cfg.n_head_kv
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)    # [B, H, T, D]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(key_padding_mask, T, x.device),
-                                           is_causal=key_padding_mask is None, scale=cfg.head_dim ** -0.5)
+                                           is_causal=key_padding_mask is None,
+                                           scale=cfg.attn_scale or cfg.head_dim ** -0.5)
         y = x + self.attn_output(o.transpose(1, 2).reshape(B, T, -1))                 # [B, T, n_embd]
         return self.output_norm(y)
 

@@ -15,9 +15,9 @@ import torch
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
-# ggml's RoPE mode per architecture: llama -> normal (adjacent pairs), qwen2 -> NeoX (split halves).
-ROPE_TYPES = {"llama": "normal", "qwen2": "neox"}
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+# ggml's RoPE mode per architecture: llama -> normal (adjacent pairs), the others NeoX (split halves).
+ROPE_TYPES = {"llama": "normal", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox"}
 NEWLINE = b"\n"
 ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
 
@@ -25,7 +25,7 @@ ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
 @dataclass(frozen=True)
 class BaseModelInfo:
     path: str
-    arch: str             # "llama" | "qwen2"
+    arch: str             # one of SUPPORTED_ARCHS
     n_layer: int
     n_embd: int
     n_head: int
@@ -37,6 +37,8 @@ class BaseModelInfo:
     rope_type: str        # "normal" | "neox"
     tied: bool            # no output.weight: the head is token_embd.weight
     has_bias: bool        # q/k/v biases (qwen2)
+    has_qk_norm: bool = False     # per-head q/k RMSNorm (qwen3, gemma3)
+    attn_scale: float | None = None  # scale of q.k; None: 1/sqrt(head_dim)
 
     @property
     def head_tensor_name(self) -> str:
@@ -60,7 +62,7 @@ def _tensor(reader: GGUFReader, name: str):
 
 
 def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> BaseModelInfo:
-    """Hyperparameters of a llama/qwen2 base GGUF; ValueError naming the file when unsupported."""
+    """Hyperparameters of a base GGUF (SUPPORTED_ARCHS); ValueError naming the file when unsupported."""
     reader = reader or GGUFReader(str(path))
     arch = _field(reader, "general.architecture", path)
     if arch not in SUPPORTED_ARCHS:
@@ -74,10 +76,11 @@ def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> 
     embd = _tensor(reader, "token_embd.weight")
     if embd is None:
         raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
+    n_layer = int(_field(reader, f"{arch}.block_count", path))
     return BaseModelInfo(
         path=str(path),
         arch=arch,
-        n_layer=int(_field(reader, f"{arch}.block_count", path)),
+        n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
         n_head_kv=int(_field(reader, f"{arch}.attention.head_count_kv", path, n_head)),
@@ -88,7 +91,16 @@ def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> 
         rope_type=ROPE_TYPES[arch],
         tied=_tensor(reader, "output.weight") is None,
         has_bias=_tensor(reader, "blk.0.attn_q.bias") is not None,
+        has_qk_norm=_tensor(reader, "blk.0.attn_q_norm.weight") is not None,
+        attn_scale=_gemma3_attn_scale(reader, path, n_layer, n_embd, n_head, head_dim) if arch == "gemma3" else None,
     )
+
+
+def _gemma3_attn_scale(reader: GGUFReader, path, n_layer: int, n_embd: int, n_head: int, head_dim: int) -> float:
+    """Gemma 3's q.k scale as the engine (and llama.cpp) reads it: the GGUF's `attention.scale`,
+    else 1/sqrt(head_dim), but 1/sqrt(n_embd/n_head) for the 27B (62 layers)."""
+    default = (n_embd // n_head) ** -0.5 if n_layer == 62 else head_dim ** -0.5
+    return float(_field(reader, "gemma3.attention.scale", path, default))
 
 
 def _dequantize(reader: GGUFReader, name: str, path) -> np.ndarray:
@@ -112,7 +124,8 @@ def load_lm_head(path: str | Path, reader: GGUFReader | None = None) -> torch.Te
 def load_rope_freq_factors(path: str | Path, reader: GGUFReader | None = None) -> torch.Tensor | None:
     """Llama-3 style `rope_freqs.weight` [head_dim/2] (divides each RoPE frequency), or None."""
     reader = reader or GGUFReader(str(path))
-    if _tensor(reader, "rope_freqs.weight") is None:
+    # the engine (as llama.cpp) applies them to llama models only
+    if _tensor(reader, "rope_freqs.weight") is None or read_base_model_info(path, reader).arch != "llama":
         return None
     return torch.from_numpy(_dequantize(reader, "rope_freqs.weight", path))
 
@@ -129,6 +142,8 @@ def load_layer_attention(path: str | Path, layer: int, reader: GGUFReader | None
     names = {f"{n}.weight": f"blk.{layer}.{n}.weight" for n in ATTN_TENSORS}
     if info.has_bias:
         names.update({f"{n}.bias": f"blk.{layer}.{n}.bias" for n in ("attn_q", "attn_k", "attn_v")})
+    if info.has_qk_norm:
+        names.update({f"{n}.weight": f"blk.{layer}.{n}.weight" for n in ("attn_q_norm", "attn_k_norm")})
     names["output_norm.weight"] = "output_norm.weight"
     return {ours: torch.from_numpy(_dequantize(reader, theirs, path)) for ours, theirs in names.items()}
 
