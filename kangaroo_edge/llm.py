@@ -135,11 +135,7 @@ class KangarooLM:
         return self.engine.cost_model()
 
     def reset(self) -> None:
-        """Forgets the cached conversation: the next prompt is evaluated from scratch.
-
-        Reusing a cached prefix evaluates the rest of a prompt in a different batch shape than a
-        fresh run would, and ggml's batched kernels round differently from its one-token ones, so
-        near-ties can then break differently (as in llama.cpp)."""
+        """Forgets the cached conversation: the next prompt is evaluated from scratch."""
         with self._idle("reset"):
             self.engine.truncate(0)
 
