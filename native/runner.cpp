@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "kernels/mul_mat_op.h"
 
 namespace ke {
 
@@ -64,6 +65,7 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     g->gf = ggml_new_graph_custom(g->ctx, max_nodes, false);
 
     GraphBuilder b(g->ctx, g->gf, hp);
+    b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled());
     const ForwardSpec & spec = key.spec;
     if (spec.per_token_attention) {
         const Backends & backends = backends_;
