@@ -16,6 +16,7 @@ from typing import Any, Optional
 from .common import UserError, add_model_args, load_model
 
 ADAPTER_ARCH = "kangaroo-adapter"
+MAX_KERNEL_ROWS = 16  # kernels.MAX_ROWS
 
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
@@ -78,6 +79,15 @@ def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
     }
 
 
+def matmul_paths(engine: Any) -> dict[str, str]:
+    """Weight type -> how its products run for batches of 1..16 rows (decoding, verification):
+    our kernels (and which ISA path) or ggml's mul_mat (and why). Larger batches (prefill) always
+    take ggml's mul_mat."""
+    from kangaroo_edge import _native
+
+    return dict(_native.kernels.matmul_paths(engine))
+
+
 def gather(args: argparse.Namespace) -> dict[str, Any]:
     adapter_path: Optional[str] = args.adapter
     args.adapter = None  # read below from its header: a mismatch is reported, not an error
@@ -85,6 +95,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     info = lm.info()
     info.update(model_file_info(Path(info["model_path"])))
     info["load_seconds"] = round(lm.load_seconds, 4)
+    info["matmul_paths"] = matmul_paths(lm.engine)
     if adapter_path is None and lm.adapter_path is not None:  # the adapter shipped for the default model
         adapter_path = str(lm.adapter_path)
     info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
@@ -112,6 +123,8 @@ def format_table(info: dict[str, Any]) -> str:
         ("n_ctx_train", str(info["n_ctx_train"])),
         ("fingerprint", info["fingerprint"]),
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
+        ("matmuls", "; ".join(f"{t}: {p}" for t, p in info["matmul_paths"].items())
+                    + f" (batches of 1..{MAX_KERNEL_ROWS} rows; larger ones: ggml mul_mat)"),
     ]
     a = info.get("adapter")
     if a is None:

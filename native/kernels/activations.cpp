@@ -20,8 +20,9 @@ void quantize_rows(ggml_type type, const float * x, int k, int64_t n, int64_t ro
     out.n_blocks = n / block;
     const int64_t n_chunks = n / QK;
     out.qs.resize((size_t) (n_chunks * k * QK));
-    out.d.resize((size_t) (out.n_blocks * k));
-    out.s.resize(at == GGML_TYPE_Q8_1 ? (size_t) (out.n_blocks * k) : 0);
+    // + PAD: the kernels load 8 consecutive slots from any row's slot
+    out.d.resize((size_t) (out.n_blocks * k) + QuantizedRows::PAD);
+    out.s.resize(at == GGML_TYPE_Q8_1 ? (size_t) (out.n_blocks * k) + QuantizedRows::PAD : 0);
     out.bsums.resize(at == GGML_TYPE_Q8_K ? (size_t) (out.n_blocks * k * 16) : 0);
 
     thread_local std::vector<uint8_t> packed;  // one row in ggml's block layout

@@ -39,6 +39,8 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 //   s:     f32  [n_blocks][k]       q8_1 only: d * sum(qs), as stored (fp16 widened)
 //   bsums: i16  [n_blocks][k][16]   q8_K only: sums of 16 consecutive quants
 struct QuantizedRows {
+    static constexpr size_t PAD = 8;  // d and s have PAD slots more, for 8-wide loads (never in a result)
+
     int act_type = 0;        // ggml_type of the quantization (Q8_0, Q8_1, Q8_K)
     int k = 0;               // rows
     int64_t n = 0;           // elements per row

@@ -2,6 +2,7 @@
 // machine's), optionally lowered by KE_KERNEL_ISA for tests and measurements.
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "ggml-cpu.h"
 #include "isa_entry.h"
@@ -23,8 +24,65 @@ bool cpu_has(Isa isa) {
     return isa == Isa::Portable;
 }
 
+MatmulFn entry(Isa isa);
+
+// A path must give the portable path's bits. The tests check every path a test machine has; this
+// check guards the machines the tests never ran on (e.g. AVX-512 ones): on synthetic blocks of every
+// type and several batch sizes, a path that disagrees is not used.
+bool agrees_with_portable(Isa isa) {
+    uint32_t seed = 12345;
+    auto next = [&seed] { return seed = seed * 1664525u + 1013904223u; };
+    const int64_t n = 2 * QK_K, m = 5;
+    for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
+        const ggml_type type = (ggml_type) t;
+        if (!type_supported(type)) continue;
+        const ggml_type at = activation_type(type);
+        const size_t row_bytes = ggml_row_size(type, n);
+        std::vector<uint8_t> w(row_bytes * m);
+        for (auto & b : w) b = (uint8_t) (next() >> 24);
+        // finite fp16 scales: every 16-bit field gets a small positive value where the type keeps one
+        const int64_t bsize = ggml_type_size(type), nb = (int64_t) (row_bytes / bsize);
+        const int scale_off = type == GGML_TYPE_Q6_K ? (int) bsize - 2 : 0;
+        const bool two = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1 || type == GGML_TYPE_Q4_K ||
+                         type == GGML_TYPE_Q5_K;
+        for (int64_t i = 0; i < m * nb; ++i) {
+            for (int f = 0; f < (two ? 2 : 1); ++f) {
+                const uint16_t h = (uint16_t) (0x1000 + (next() >> 22));
+                std::memcpy(&w[i * bsize + scale_off + 2 * f], &h, 2);
+            }
+        }
+        for (int k : {1, 2, 3, 8, 11, 16}) {
+            QuantizedRows a;
+            a.act_type = at;
+            a.k = k;
+            a.n = n;
+            a.n_blocks = at == GGML_TYPE_Q8_K ? n / QK_K : n / QK;
+            a.qs.resize((size_t) (n * k));
+            // as ggml quantizes activations: -127..127 (the sign trick wraps -128, as in ggml)
+            for (auto & q : a.qs) q = (int8_t) ((int) ((next() >> 24) % 255) - 127);
+            a.d.resize((size_t) (a.n_blocks * k) + QuantizedRows::PAD);
+            for (auto & d : a.d) d = (float) (next() >> 16) * 1e-7f;
+            a.s.resize(a.d.size());
+            for (auto & s : a.s) s = (float) (int16_t) (next() >> 16) * 1e-5f;
+            a.bsums.resize((size_t) (a.n_blocks * k * 16));
+            for (auto & b : a.bsums) b = (int16_t) ((int) (next() >> 21) - 1024);
+            std::vector<float> want((size_t) (k * m)), got((size_t) (k * m));
+            entry(Isa::Portable)(type, w.data(), row_bytes, 0, m, a, want.data(), m);
+            entry(isa)(type, w.data(), row_bytes, 0, m, a, got.data(), m);
+            if (std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) != 0) return false;
+        }
+    }
+    return true;
+}
+
 Isa choose() {
-    Isa best = cpu_has(Isa::Avx512) ? Isa::Avx512 : cpu_has(Isa::Avx2) ? Isa::Avx2 : Isa::Portable;
+    Isa best = Isa::Portable;
+    for (Isa isa : {Isa::Avx512, Isa::Avx2}) {
+        if (cpu_has(isa) && agrees_with_portable(isa)) {
+            best = isa;
+            break;
+        }
+    }
     const char * env = std::getenv("KE_KERNEL_ISA");
     if (env) {
         for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512}) {

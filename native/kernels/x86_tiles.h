@@ -38,9 +38,9 @@ struct Ymm {
     static F fzero() { return _mm256_setzero_ps(); }
     static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
     static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-    // per row p of the pack: dx * dy[p] (the order of ggml's product, rounded once)
+    // per row p of the pack: dx * dy[p] in every lane of its half (a product rounded once, as ggml's)
     static F scale(float dx, const float * dy) { return _mm256_set1_ps(dx * dy[0]); }
-    static F scale_rev(float dx, const float * dy) { return _mm256_set1_ps(dy[0] * dx); }
+    static F scale(__m256 dx, const float * dy) { return _mm256_mul_ps(dx, _mm256_broadcast_ss(dy)); }
     static void hsum(F acc, float * out) { out[0] = hsum8(acc); }
 };
 
@@ -79,7 +79,10 @@ struct Zmm {
         return _mm512_castpd_ps(_mm512_insertf64x4(v, _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
     }
     static F scale(float dx, const float * dy) { return pair(dx * dy[0], dx * dy[1]); }
-    static F scale_rev(float dx, const float * dy) { return pair(dy[0] * dx, dy[1] * dx); }
+    static F scale(__m256 dx, const float * dy) {
+        const __m512 d = _mm512_mask_broadcastss_ps(_mm512_set1_ps(dy[0]), 0xFF00, _mm_load_ss(dy + 1));
+        return _mm512_mul_ps(_mm512_broadcast_f32x4(_mm256_castps256_ps128(dx)), d);
+    }
     static void hsum(F acc, float * out) {
         out[0] = hsum8(_mm512_castps512_ps256(acc));
         out[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
@@ -146,19 +149,19 @@ template <class T, class V, int NW, int NS>
 void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r0, float * out, int64_t ldo) {
     using B = typename T::Block;
     constexpr int P = V::P;
+    static_assert(NS * P <= 8, "the mins' sums take one 8-lane register per weight row");
     const int k = a.k;
     typename V::F acc[NW][NS];
-    float summ[NW][NS * P];
+    __m256 summ[NW];  // lane p: the min term of row r0 + p (a per-lane FMA is ggml's scalar one)
     for (int wi = 0; wi < NW; ++wi) {
         for (int s = 0; s < NS; ++s) acc[wi][s] = V::fzero();
-        for (int s = 0; s < NS * P; ++s) summ[wi][s] = 0.0f;
+        summ[wi] = _mm256_setzero_ps();
     }
     const typename V::I ones = V::set16(1);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
         for (int wi = 0; wi < NW; ++wi) {
             const B & blk = ((const B *) (w + wi * row_bytes))[b];
-            _mm_prefetch((const char *) (&blk + 8), _MM_HINT_T0);
-            const float dx = f16(blk.d);
+            const __m256 dx = _mm256_set1_ps(f16(blk.d));
             const __m256i q = T::quants(blk);
             typename V::Signed ws;  // the decoded chunk, in the form the row products need
             typename V::I wu;
@@ -177,22 +180,22 @@ void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r
                     p = V::dot_u(wu, y);
                 }
                 acc[wi][s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(V::madd(ones, p)), acc[wi][s]);
-                if constexpr (T::HAS_MIN) {
-                    const float mx = f16(blk.m);
-                    for (int p2 = 0; p2 < P; ++p2) {
-                        summ[wi][s * P + p2] = std::fma(mx, a.s[b * k + r + p2], summ[wi][s * P + p2]);
-                    }
-                }
+            }
+            if constexpr (T::HAS_MIN) {
+                // lanes past the group's rows read the next slots (padding): never stored
+                summ[wi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.m)), _mm256_loadu_ps(&a.s[b * k + r0]), summ[wi]);
             }
         }
     }
     for (int wi = 0; wi < NW; ++wi) {
+        alignas(32) float mins[8];
+        _mm256_store_ps(mins, summ[wi]);
         for (int s = 0; s < NS; ++s) {
             float v[P];
             V::hsum(acc[wi][s], v);
             for (int p2 = 0; p2 < P; ++p2) {
                 const int r = r0 + s * P + p2;
-                out[r * ldo + wi] = T::HAS_MIN ? v[p2] + summ[wi][s * P + p2] : v[p2];
+                out[r * ldo + wi] = T::HAS_MIN ? v[p2] + mins[s * P + p2] : v[p2];
             }
         }
     }
@@ -259,7 +262,7 @@ void tile_q45k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, 
         const float dx = f16(x[b].d), dmx = f16(x[b].dmin);
         for (int s = 0; s < NS; ++s) {
             const int r = r0 + s * P;
-            acc[s] = V::fma(V::scale_rev(dx, &a.d[b * k + r]), V::cvt(sumi[s]), acc[s]);
+            acc[s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(sumi[s]), acc[s]);
             for (int p = 0; p < P; ++p) {
                 const float dmin = -a.d[b * k + r + p] * dmx;
                 const __m128i prod = k_min_products(mn, a.bsums.data() + (b * k + r + p) * 16);
@@ -334,7 +337,7 @@ void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, i
             const int r = r0 + s * P;
             // the -32 offset: 32 * (bsums . scales), lane j over sub-blocks 2j and 2j+1
             const typename V::I off = V::shl5(V::madd(V::load(a.bsums.data() + (b * k + r) * 16), scv));
-            acc[s] = V::fma(V::scale_rev(dx, &a.d[b * k + r]), V::cvt(V::sub(sumi[s], off)), acc[s]);
+            acc[s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(V::sub(sumi[s], off)), acc[s]);
         }
     }
     for (int s = 0; s < NS; ++s) {
@@ -354,7 +357,9 @@ struct Q6_K {};
 template <class T, class V, int NS>
 void run_rows(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
               float * out, int64_t ldo) {
-    if constexpr (std::is_same_v<T, Q6_K>) {
+    if constexpr (NS * V::P > 8) {
+        return;  // passes take at most 8 rows (never instantiated for use)
+    } else if constexpr (std::is_same_v<T, Q6_K>) {
         for (int64_t i = i0; i < i1; ++i) tile_q6k<V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
     } else if constexpr (std::is_same_v<T, Q4_K> || std::is_same_v<T, Q5_K>) {
         for (int64_t i = i0; i < i1; ++i) tile_q45k<T::K, V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
