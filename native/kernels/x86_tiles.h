@@ -40,7 +40,8 @@ struct Ymm {
     static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
     // per row p of the pack: dx * dy[p] in every lane of its half (a product rounded once, as ggml's)
     static F scale(float dx, const float * dy) { return _mm256_set1_ps(dx * dy[0]); }
-    static F scale(__m256 dx, const float * dy) { return _mm256_mul_ps(dx, _mm256_broadcast_ss(dy)); }
+    static F bcast_f(const float * dy) { return _mm256_broadcast_ss(dy); }  // dy[p] in row p's lanes
+    static F mul(__m256 dx, F dy) { return _mm256_mul_ps(dx, dy); }
     static void hsum(F acc, float * out) { out[0] = hsum8(acc); }
 };
 
@@ -79,10 +80,10 @@ struct Zmm {
         return _mm512_castpd_ps(_mm512_insertf64x4(v, _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
     }
     static F scale(float dx, const float * dy) { return pair(dx * dy[0], dx * dy[1]); }
-    static F scale(__m256 dx, const float * dy) {
-        const __m512 d = _mm512_mask_broadcastss_ps(_mm512_set1_ps(dy[0]), 0xFF00, _mm_load_ss(dy + 1));
-        return _mm512_mul_ps(_mm512_broadcast_f32x4(_mm256_castps256_ps128(dx)), d);
+    static F bcast_f(const float * dy) {
+        return _mm512_mask_broadcastss_ps(_mm512_set1_ps(dy[0]), 0xFF00, _mm_load_ss(dy + 1));
     }
+    static F mul(__m256 dx, F dy) { return _mm512_mul_ps(_mm512_broadcast_f32x4(_mm256_castps256_ps128(dx)), dy); }
     static void hsum(F acc, float * out) {
         out[0] = hsum8(_mm512_castps512_ps256(acc));
         out[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
@@ -93,9 +94,10 @@ struct Zmm {
 // ---- weight decoding: one 32-element chunk into 32 bytes in element order -----------------------
 
 // 32 nibbles of 16 bytes: low nibbles are elements 0..15, high nibbles 16..31
+// (the 16 bytes loaded into both halves, the high half shifted: no cross-lane shuffle)
 inline __m256i nibbles(const uint8_t * qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *) qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 // 0xFF in byte e where bit e of the 32-bit word at p is set
@@ -159,9 +161,15 @@ void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r
     }
     const typename V::I ones = V::set16(1);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
+        typename V::F dy[NS];  // the rows' scales, shared by the NW weight rows
+        for (int s = 0; s < NS; ++s) dy[s] = V::bcast_f(&a.d[b * k + r0 + s * P]);
         for (int wi = 0; wi < NW; ++wi) {
             const B & blk = ((const B *) (w + wi * row_bytes))[b];
-            const __m256 dx = _mm256_set1_ps(f16(blk.d));
+            // d (and m): the block's first fp16 fields, widened together
+            int dm_bits;
+            std::memcpy(&dm_bits, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
+            const __m256 dx = _mm256_broadcastss_ps(dm);
             const __m256i q = T::quants(blk);
             typename V::Signed ws;  // the decoded chunk, in the form the row products need
             typename V::I wu;
@@ -179,11 +187,12 @@ void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r
                 } else {
                     p = V::dot_u(wu, y);
                 }
-                acc[wi][s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(V::madd(ones, p)), acc[wi][s]);
+                acc[wi][s] = V::fma(V::mul(dx, dy[s]), V::cvt(V::madd(ones, p)), acc[wi][s]);
             }
             if constexpr (T::HAS_MIN) {
                 // lanes past the group's rows read the next slots (padding): never stored
-                summ[wi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.m)), _mm256_loadu_ps(&a.s[b * k + r0]), summ[wi]);
+                const __m256 mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+                summ[wi] = _mm256_fmadd_ps(mx, _mm256_loadu_ps(&a.s[b * k + r0]), summ[wi]);
             }
         }
     }
@@ -365,7 +374,7 @@ void run_rows(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const
         for (int64_t i = i0; i < i1; ++i) tile_q45k<T::K, V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
     } else {
         constexpr int rows = NS * V::P;
-        constexpr int NW = rows == 1 ? 4 : rows == 2 ? 2 : 1;
+        constexpr int NW = std::is_same_v<T, Q8_0> ? 1 : rows == 1 ? 4 : rows == 2 ? 2 : 1;
         int64_t i = i0;
         for (; i + NW <= i1; i += NW) tile_32<T, V, NW, NS>(w + i * row_bytes, row_bytes, a, r0, out + i, ldo);
         for (; i < i1; ++i) tile_32<T, V, 1, NS>(w + i * row_bytes, row_bytes, a, r0, out + i, ldo);
