@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <map>
 #include <memory>
 
@@ -96,7 +97,9 @@ py::dict engine_matmul_paths(Engine & e) {
             const ggml_backend_buffer_type_t buft = ggml_backend_buffer_get_type(w->buffer);
             path = kernels::path_for(w->type, ggml_backend_buft_name(buft), buft == ggml_backend_cpu_buffer_type());
         }
-        std::string & slot = paths[ggml_type_name(w->type)];
+        std::string name = ggml_type_name(w->type);  // as gguf names it (the info's tensor types)
+        for (char & c : name) c = (char) std::toupper((unsigned char) c);
+        std::string & slot = paths[name];
         if (slot.empty()) slot = path;
         else if (slot.find(path) == std::string::npos) slot += "; " + path;
     };
