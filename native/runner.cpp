@@ -65,7 +65,11 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     g->gf = ggml_new_graph_custom(g->ctx, max_nodes, false);
 
     GraphBuilder b(g->ctx, g->gf, hp);
-    b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled());
+    // Our kernels give every row the bits of a one-token step: for decoding steps and for rows that
+    // must come out as one-token steps (verification). A prompt's prefill keeps ggml's batched
+    // kernels, as llama.cpp's prefill does (its batched K-quant kernels round unlike single rows).
+    b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled() &&
+                      (key.spec.n_tokens == 1 || key.spec.per_token_attention));
     const ForwardSpec & spec = key.spec;
     if (spec.per_token_attention) {
         const Backends & backends = backends_;

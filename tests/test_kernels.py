@@ -184,3 +184,18 @@ def test_real_tensors_bit_exact_against_ggml_and_across_batches(real_matrices, r
         for k in (1, 2, 3, 5, 8, 13):
             pick = rng.choice(len(pool), size=k, replace=False)
             np.testing.assert_array_equal(matmul(qtype, w, pool[pick]), ref[pick], err_msg=f"{name} k={k}")
+
+
+def test_weights_in_ggmls_repacking_buffer_stay_with_ggml(rng):
+    """Repacked weights (CPU_REPACK: Q4_0, Q4_K on AVX2 CPUs) are in a layout the kernels cannot
+    read: the op leaves them to ggml's mul_mat, whatever the CPU repacks."""
+    cases = [(int(t), 512, random_weights(t, 64, 512, rng)) for t in (QT.Q4_0, QT.Q4_K, QT.Q4_1)]
+    g = K.MatmulGraph(cases, 4, True, 1, repack=True)
+    assert g.n_kernel_ops == len(cases) - g.n_repacked
+    x = [rng.standard_normal((4, 512)).astype(np.float32) for _ in cases]
+    for i, xi in enumerate(x):
+        g.set_input(i, xi)
+    g.compute()
+    for i, (qtype, n, w) in enumerate(cases):
+        exact = x[i].astype(np.float64) @ dequantize(w, QT(qtype)).reshape(64, n).astype(np.float64).T
+        assert (np.abs(g.output(i) - exact) <= error_bound(QT(qtype), w, x[i])).all()

@@ -70,7 +70,8 @@ struct PyMatmulGraph {
     int k;
     std::unique_ptr<kernels::MatmulGraph> g;
 
-    PyMatmulGraph(const std::vector<std::tuple<int, int64_t, ByteArray>> & cases, int k_, bool use_kernels, int n_threads)
+    PyMatmulGraph(const std::vector<std::tuple<int, int64_t, ByteArray>> & cases, int k_, bool use_kernels, int n_threads,
+                  bool repack)
         : k(k_) {
         if (k < 1) throw InvalidArgument("k must be positive");
         if (n_threads < 1) throw InvalidArgument("n_threads must be positive");
@@ -82,7 +83,7 @@ struct PyMatmulGraph {
             m.push_back(w.shape(0));
             cs.push_back({(ggml_type) type_id, n, w.shape(0), w.data()});
         }
-        g = std::make_unique<kernels::MatmulGraph>(cs, k, use_kernels, n_threads);
+        g = std::make_unique<kernels::MatmulGraph>(cs, k, use_kernels, n_threads, repack);
     }
 };
 
@@ -141,8 +142,8 @@ void bind_kernels(py::module_ & parent) {
           py::call_guard<py::gil_scoped_release>());
 
     py::class_<PyMatmulGraph>(m, "MatmulGraph")
-        .def(py::init<const std::vector<std::tuple<int, int64_t, ByteArray>> &, int, bool, int>(), py::arg("cases"),
-             py::arg("k"), py::arg("use_kernels"), py::arg("n_threads"),
+        .def(py::init<const std::vector<std::tuple<int, int64_t, ByteArray>> &, int, bool, int, bool>(), py::arg("cases"),
+             py::arg("k"), py::arg("use_kernels"), py::arg("n_threads"), py::arg("repack") = false,
              "one product per (type, n, w [m, row_bytes]) case against its own input of k rows, by our op or ggml_mul_mat")
         .def("set_input", [](PyMatmulGraph & g, size_t i, const FloatArray & x) {
             if (i >= g.m.size()) throw InvalidArgument("no such case");
@@ -157,7 +158,8 @@ void bind_kernels(py::module_ & parent) {
             return out;
         })
         .def_property_readonly("weight_bytes", [](PyMatmulGraph & g) { return g.g->weight_bytes(); })
-        .def_property_readonly("n_kernel_ops", [](PyMatmulGraph & g) { return g.g->n_kernel_ops(); });
+        .def_property_readonly("n_kernel_ops", [](PyMatmulGraph & g) { return g.g->n_kernel_ops(); })
+        .def_property_readonly("n_repacked", [](PyMatmulGraph & g) { return g.g->n_repacked(); });
 }
 
 }  // namespace ke
