@@ -35,7 +35,7 @@ BANDWIDTH_BYTES = 512 * 2**20  # far larger than any L3 here
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", "-t", type=int, default=2)
     p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--ks", default=",".join(str(k) for k in range(1, 17)), help="batch sizes, comma-separated")
+    p.add_argument("--ks", default=",".join(str(k) for k in range(1, 17)), help="batch sizes, comma-separated (1 first)")
     p.add_argument("--types", default=",".join(TYPES), help="weight types for the per-type rows ('' for none)")
 
 
@@ -77,37 +77,42 @@ def random_cases(qtype: QT, shapes: list[tuple[int, int]], rng) -> list[tuple[in
     return out
 
 
-def time_pair(cases, k: int, threads: int, reps: int, rng) -> tuple[float, float, int]:
-    """Median seconds of one pass over all cases with k rows: (ours, ggml's); and weight bytes."""
-    graphs = [K.MatmulGraph(cases, k, use, threads) for use in (True, False)]
+def time_pass(cases, k: int, threads: int, reps: int, rng) -> tuple[list[float], int]:
+    """Median seconds of one pass over all cases with k rows: [ours, ggml's, ggml's with the weights
+    it repacks in CPU_REPACK (as llama.cpp loads them; None when it repacks none)]; weight bytes."""
+    graphs = [K.MatmulGraph(cases, k, True, threads), K.MatmulGraph(cases, k, False, threads)]
+    repacked = K.MatmulGraph(cases, k, False, threads, repack=True)
+    if repacked.n_repacked:
+        graphs.append(repacked)
     for g in graphs:
         for i, (_, n, _) in enumerate(cases):
             g.set_input(i, rng.standard_normal((k, n)).astype(np.float32))
         g.compute()  # warm-up: first touch of the work buffers
-    times: list[list[float]] = [[], []]
+    times: list[list[float]] = [[] for _ in graphs]
     for _ in range(reps):
         for j, g in enumerate(graphs):
             t0 = time.perf_counter()
             g.compute()
             times[j].append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1]), graphs[0].weight_bytes
+    medians = [statistics.median(t) for t in times]
+    return medians + [None] * (3 - len(medians)), graphs[0].weight_bytes
 
 
 def report(title: str, cases, ks: list[int], args, bandwidth: float, rng) -> None:
-    rows = []
-    for k in ks:
-        rows.append((k, *time_pair(cases, k, args.threads, args.reps, rng)))
-    ours1 = next((o for k, o, _, _ in rows if k == 1), rows[0][1])
-    ggml1 = next((g for k, _, g, _ in rows if k == 1), rows[0][2])
-    nbytes = rows[0][3]
+    rows = {k: time_pass(cases, k, args.threads, args.reps, rng) for k in ks}
+    first = rows[1] if 1 in rows else rows[ks[0]]
+    (ours1, ggml1, rep1), nbytes = first
+    # llama.cpp's one-row step multiplies repacked weights by ggml's repacked kernel
+    step1 = rep1 if rep1 is not None else ggml1
     print(f"\n### {title}: {len(cases)} matrices, {nbytes / 1e6:.1f} MB streamed per pass, "
           f"floor {1e3 * nbytes / bandwidth:.2f} ms")
-    print("| k | ggml ms | ggml / ggml k=1 | ours ms | ours / ours k=1 | ours / ggml k=1 | ours GB/s (% of floor) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for k, ours, ggml, _ in rows:
-        gbs = nbytes / ours / 1e9
-        print(f"| {k} | {1e3 * ggml:.2f} | {ggml / ggml1:.2f}x | {1e3 * ours:.2f} | {ours / ours1:.2f}x | "
-              f"{ours / ggml1:.2f}x | {gbs:.1f} ({100 * nbytes / ours / bandwidth:.0f}%) |")
+    rep_cols = " ggml repacked ms |" if rep1 is not None else ""
+    print(f"| k | ggml ms | ggml / k=1 |{rep_cols} ours ms | ours / ours k=1 | ours / ggml k=1 | ours GB/s (% of floor) |")
+    print("|---:|---:|---:|" + ("---:|" if rep1 is not None else "") + "---:|---:|---:|---:|")
+    for k, ((ours, ggml, rep), _) in rows.items():
+        rep_cell = f" {1e3 * rep:.2f} |" if rep is not None else ""
+        print(f"| {k} | {1e3 * ggml:.2f} | {ggml / ggml1:.2f}x |{rep_cell} {1e3 * ours:.2f} | {ours / ours1:.2f}x | "
+              f"{ours / step1:.2f}x | {nbytes / ours / 1e9:.1f} ({100 * nbytes / ours / bandwidth:.0f}%) |")
 
 
 def main(args: argparse.Namespace) -> int:
