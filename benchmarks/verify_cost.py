@@ -37,6 +37,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--ks", default=",".join(str(k) for k in range(1, 17)), help="batch sizes, comma-separated (1 first)")
     p.add_argument("--types", default=",".join(TYPES), help="weight types for the per-type rows ('' for none)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="with -t 1: time the calling thread's CPU time (ggml computes there), not wall time: "
+                        "on an oversubscribed machine the time the thread was descheduled does not count")
 
 
 def cpu_model() -> str:
@@ -77,7 +80,7 @@ def random_cases(qtype: QT, shapes: list[tuple[int, int]], rng) -> list[tuple[in
     return out
 
 
-def time_pass(cases, k: int, threads: int, reps: int, rng) -> tuple[list[float], int]:
+def time_pass(cases, k: int, threads: int, reps: int, rng, clock=time.perf_counter) -> tuple[list[float], int]:
     """Median seconds of one pass over all cases with k rows: [ours, ggml's, ggml's with the weights
     it repacks in CPU_REPACK (as llama.cpp loads them; None when it repacks none)]; weight bytes."""
     graphs = [K.MatmulGraph(cases, k, True, threads), K.MatmulGraph(cases, k, False, threads)]
@@ -91,15 +94,16 @@ def time_pass(cases, k: int, threads: int, reps: int, rng) -> tuple[list[float],
     times: list[list[float]] = [[] for _ in graphs]
     for _ in range(reps):
         for j, g in enumerate(graphs):
-            t0 = time.perf_counter()
+            t0 = clock()
             g.compute()
-            times[j].append(time.perf_counter() - t0)
+            times[j].append(clock() - t0)
     medians = [statistics.median(t) for t in times]
     return medians + [None] * (3 - len(medians)), graphs[0].weight_bytes
 
 
 def report(title: str, cases, ks: list[int], args, bandwidth: float, rng) -> None:
-    rows = {k: time_pass(cases, k, args.threads, args.reps, rng) for k in ks}
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    rows = {k: time_pass(cases, k, args.threads, args.reps, rng, clock) for k in ks}
     first = rows[1] if 1 in rows else rows[ks[0]]
     (ours1, ggml1, rep1), nbytes = first
     # llama.cpp's one-row step multiplies repacked weights by ggml's repacked kernel
@@ -116,13 +120,16 @@ def report(title: str, cases, ks: list[int], args, bandwidth: float, rng) -> Non
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.cpu_time and args.threads != 1:
+        raise SystemExit("--cpu-time measures the calling thread: use it with -t 1")
     ks = [int(k) for k in args.ks.split(",") if k]
     rng = np.random.default_rng(0)
     bandwidth = K.read_bandwidth(BANDWIDTH_BYTES, args.threads, 9)
     print(f"# verify_cost: {cpu_model()}, {os.cpu_count()} logical CPUs, {args.threads} threads, "
           f"kernels path {K.best_isa()} (available: {', '.join(K.isas())})")
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
-          f"{os.getloadavg()[0]:.2f}, ggml {_native.ggml_version()}, median of {args.reps}")
+          f"{os.getloadavg()[0]:.2f}, ggml {_native.ggml_version()}, median of {args.reps}"
+          + (", thread CPU time" if args.cpu_time else ", wall time"))
     print(f"# streaming read bandwidth ({args.threads} threads, {BANDWIDTH_BYTES >> 20} MiB): {bandwidth / 1e9:.1f} GB/s")
 
     path = default_model_path()
@@ -131,8 +138,12 @@ def main(args: argparse.Namespace) -> int:
     shapes = [(c[1], c[2].shape[0]) for c in model_cases(path)[:-1]]  # the layers' matrices
     for name in [t for t in args.types.split(",") if t]:
         qtype = QT[name.upper()]
-        report(f"{qtype.name}, random blocks in the default model's layer shapes", random_cases(qtype, shapes, rng),
-               ks, args, bandwidth, rng)
+        block = GGML_QUANT_SIZES[qtype][0]
+        # K-quants need rows of whole 256-element super-blocks: 576 -> 768 (1536 stays)
+        type_shapes = [(-(-n // block) * block, m) for n, m in shapes]
+        what = "shapes" if type_shapes == shapes else "shapes, rows padded to 256-element super-blocks"
+        report(f"{qtype.name}, random blocks in the default model's layer {what}",
+               random_cases(qtype, type_shapes, rng), ks, args, bandwidth, rng)
     print(f"\n# load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -80,9 +80,9 @@ def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
 
 
 def matmul_paths(engine: Any) -> dict[str, str]:
-    """Weight type -> how its products run for batches of 1..16 rows (decoding, verification):
-    our kernels (and which ISA path) or ggml's mul_mat (and why). Larger batches (prefill) always
-    take ggml's mul_mat."""
+    """Weight type -> how its products run in verification batches (up to 16 rows): our kernels
+    (and which ISA path) or ggml's mul_mat (and why). One-row steps take ggml's mul_mat where it
+    gives the kernels' bits (x86 AVX2 builds of ggml), prefill always."""
     from kangaroo_edge import _native
 
     return dict(_native.kernels.matmul_paths(engine))
@@ -124,7 +124,7 @@ def format_table(info: dict[str, Any]) -> str:
         ("fingerprint", info["fingerprint"]),
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
         ("matmuls", "; ".join(f"{t}: {p}" for t, p in info["matmul_paths"].items())
-                    + f" (batches of 1..{MAX_KERNEL_ROWS} rows; larger ones: ggml mul_mat)"),
+                    + f" (verification batches of up to {MAX_KERNEL_ROWS} rows)"),
     ]
     a = info.get("adapter")
     if a is None:

@@ -55,6 +55,14 @@ bool enabled() {
     return on;
 }
 
+bool ggml_single_row_matches() {
+#if defined(__x86_64__) || defined(_M_X64)
+    return ggml_cpu_has_avx2() && ggml_cpu_has_fma() && ggml_cpu_has_f16c();
+#else
+    return false;
+#endif
+}
+
 std::string path_for(ggml_type type, const std::string & buffer_type_name, bool plain_cpu) {
     if (!type_supported(type)) return "ggml mul_mat (no kernel for this type)";
     if (!plain_cpu) return "ggml mul_mat (weights in " + buffer_type_name + ")";

@@ -19,8 +19,14 @@ ggml_tensor * mul_mat_op(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 // Whether graphs use the kernels at all (on unless KE_KERNELS=0: for comparisons).
 bool enabled();
 
-// For `info`: the path a CPU weight of `type` takes for batches of 1..MAX_ROWS rows, e.g.
-// "kernels (avx2)", "ggml mul_mat (weights in CPU_REPACK)", "ggml mul_mat (no kernel for this type)".
+// Whether ggml's own one-row mul_mat gives our kernels' bits: an x86 ggml-cpu built with AVX2, FMA
+// and F16C, whose single-row vec_dot arithmetic the kernels reproduce. One-row steps can then stay
+// with ggml (as fast there, measured: docs/benchmarks.md) and still equal verification rows.
+bool ggml_single_row_matches();
+
+// For `info`: the path a CPU weight of `type` takes for verification batches (up to MAX_ROWS
+// rows), e.g. "kernels (avx2)", "ggml mul_mat (weights in CPU_REPACK)", "ggml mul_mat (no kernel
+// for this type)".
 std::string path_for(ggml_type type, const std::string & buffer_type_name, bool plain_cpu);
 
 }  // namespace ke::kernels
