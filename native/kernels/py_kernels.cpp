@@ -127,6 +127,8 @@ void bind_kernels(py::module_ & parent) {
     });
     m.def("best_isa", [] { return std::string(kernels::isa_name(kernels::best_isa())); });
     m.def("enabled", &kernels::enabled);
+    m.def("ggml_single_row_matches", &kernels::ggml_single_row_matches,
+          "whether ggml's one-row mul_mat is the x86 AVX2 vec_dot whose bits the kernels reproduce");
     m.def("supported_types", [] {
         std::vector<int> out;
         for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
