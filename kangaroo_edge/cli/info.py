@@ -96,6 +96,10 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     info.update(model_file_info(Path(info["model_path"])))
     info["load_seconds"] = round(lm.load_seconds, 4)
     info["matmul_paths"] = matmul_paths(lm.engine)
+    from kangaroo_edge import _native
+
+    info["one_row_matmuls"] = ("ggml mul_mat (the kernels' bits)" if _native.kernels.ggml_single_row_matches()
+                               else "as verification batches")
     if adapter_path is None and lm.adapter_path is not None:  # the adapter shipped for the default model
         adapter_path = str(lm.adapter_path)
     info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
@@ -124,7 +128,8 @@ def format_table(info: dict[str, Any]) -> str:
         ("fingerprint", info["fingerprint"]),
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
         ("matmuls", "; ".join(f"{t}: {p}" for t, p in info["matmul_paths"].items())
-                    + f" (verification batches of up to {MAX_KERNEL_ROWS} rows)"),
+                    + f" (verification batches of up to {MAX_KERNEL_ROWS} rows; one-row steps: "
+                    + f"{info['one_row_matmuls']}; prefill: ggml mul_mat)"),
     ]
     a = info.get("adapter")
     if a is None:
