@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "error.h"
+#include "kernels/py_kernels.h"
 
 namespace py = pybind11;
 using namespace ke;
@@ -294,4 +295,6 @@ PYBIND11_MODULE(_native, m) {
         }, py::arg("hidden"), py::arg("pos0") = 0)
         .def("forward", &forward, py::arg("input"), py::arg("layer_begin"), py::arg("layer_end"),
              py::arg("pos0") = 0, py::arg("output") = "logits", py::arg("all_outputs") = true);
+
+    bind_kernels(m);  // the `kernels` submodule (native/kernels/py_kernels.cpp)
 }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/mul_mat_op.h"
+
 namespace ke {
 
 StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, int n_embd_kv, int n_outputs) {
@@ -31,6 +33,7 @@ StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, i
 }
 
 ggml_tensor * GraphBuilder::weight_mul_mat(ggml_tensor * w, ggml_tensor * x) {
+    if (cpu_kernels_ && kernels::op_takes(w, x)) return kernels::mul_mat_op(ctx_, w, x);
     if (!split_rows_ || x->ne[1] == 1 || !split_rows_(w)) return ggml_mul_mat(ctx_, w, x);
     ggml_tensor * out = nullptr;
     for (int64_t t = 0; t < x->ne[1]; ++t) {

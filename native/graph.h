@@ -49,7 +49,10 @@ public:
     // multiply by the weights `split` selects one row at a time: ggml's repacked kernels for
     // some types round a batch (gemm) unlike a single row (gemv).
     void split_rows_for(std::function<bool(const ggml_tensor *)> split) { split_rows_ = std::move(split); }
-    // w x for a weight matrix w (rows one by one where split_rows_for asks)
+    // Multiply by CPU weights with our small-batch kernels where they take the weight (runners
+    // without a GPU backend turn this on): batch-invariant, so no row splitting is needed there.
+    void use_cpu_kernels(bool on) { cpu_kernels_ = on; }
+    // w x for a weight matrix w (our kernels, or ggml; rows one by one where split_rows_for asks)
     ggml_tensor * weight_mul_mat(ggml_tensor * w, ggml_tensor * x);
 
     // Token embeddings of tokens I32 [n_tokens] -> [n_embd, n_tokens] (scaled where the arch says)
@@ -95,6 +98,7 @@ private:
     ggml_cgraph * gf_;
     const Hparams & hp_;
     std::function<bool(const ggml_tensor *)> split_rows_;
+    bool cpu_kernels_ = false;
 };
 
 }  // namespace ke

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "kernels/mul_mat_op.h"
 
 namespace ke {
 
@@ -65,6 +66,12 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     g->gf = ggml_new_graph_custom(g->ctx, max_nodes, false);
 
     GraphBuilder b(g->ctx, g->gf, hp);
+    // Our kernels give every row the bits of a one-token step: for rows that must come out as
+    // one-token steps (verification), and for one-token steps themselves unless ggml's own gives
+    // the same bits. A prompt's prefill keeps ggml's batched kernels, as llama.cpp's prefill does
+    // (its batched K-quant kernels round unlike single rows).
+    const bool one_row = key.spec.n_tokens == 1 && !kernels::ggml_single_row_matches();
+    b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled() && (key.spec.per_token_attention || one_row));
     const ForwardSpec & spec = key.spec;
     if (spec.per_token_attention) {
         const Backends & backends = backends_;

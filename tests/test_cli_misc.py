@@ -50,7 +50,7 @@ def test_generate_lookup_flag(flags, lookup):
 def test_info_table_and_json():
     r = cli("info", *SMALL)
     assert r.returncode == 0, r.stderr
-    for word in ("architecture", "llama", "30 layers", "Q4_1", "n_ctx_train", "fingerprint", "backend", "adapter"):
+    for word in ("architecture", "llama", "30 layers", "Q4_1", "n_ctx_train", "fingerprint", "backend", "adapter", "matmuls"):
         assert word in r.stdout, word
     assert "architectures llama, qwen2, qwen3, gemma3" in r.stdout
     r = cli("info", *SMALL, "--json")
@@ -59,6 +59,8 @@ def test_info_table_and_json():
     assert info["arch"] == "llama" and info["n_layer"] == 30 and info["file_type"] == "Q4_1"
     assert info["n_threads"] == 2 and info["n_ctx"] == 1024
     assert info["supported_architectures"] == ["llama", "qwen2", "qwen3", "gemma3"]
+    assert set(info["matmul_paths"]) == {"Q4_1", "Q8_0"}  # the default model's matrix types
+    assert all(p.startswith(("kernels (", "ggml mul_mat (")) for p in info["matmul_paths"].values())
     # the embedded model comes with its shipped adapter, which must be built for exactly this model file
     adapter = info["adapter"]
     assert adapter["path"].endswith(".kangaroo.gguf") and adapter["matches_model"]

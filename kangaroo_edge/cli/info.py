@@ -79,6 +79,21 @@ def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
     }
 
 
+def matmul_paths(engine: Any) -> dict[str, str]:
+    """Weight type -> how its products run in verification batches (up to 16 rows): our kernels
+    (and which ISA path) or ggml's mul_mat (and why). One-row steps take ggml's mul_mat where it
+    gives the kernels' bits (x86 AVX2 builds of ggml), prefill always."""
+    from kangaroo_edge import _native
+
+    return dict(_native.kernels.matmul_paths(engine))  # a read-only view of the loaded weights
+
+
+def _native_kernels() -> Any:
+    from kangaroo_edge import _native
+
+    return _native.kernels
+
+
 def gather(args: argparse.Namespace) -> dict[str, Any]:
     adapter_path: Optional[str] = args.adapter
     args.adapter = None  # read below from its header: a mismatch is reported, not an error
@@ -86,6 +101,11 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     info = lm.info()
     info.update(model_file_info(Path(info["model_path"])))
     info["load_seconds"] = round(lm.load_seconds, 4)
+    info["matmul_paths"] = matmul_paths(lm.engine)
+    from kangaroo_edge import _native
+
+    info["one_row_matmuls"] = ("ggml mul_mat (the kernels' bits)" if _native.kernels.ggml_single_row_matches()
+                               else "as verification batches")
     if adapter_path is None and lm.adapter_path is not None:  # the adapter shipped for the default model
         adapter_path = str(lm.adapter_path)
     info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
@@ -122,6 +142,9 @@ def format_table(info: dict[str, Any]) -> str:
         ("fingerprint", info["fingerprint"]),
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
         ("supported", "architectures " + ", ".join(info["supported_architectures"])),
+        ("matmuls", "; ".join(f"{t}: {p}" for t, p in info["matmul_paths"].items())
+                    + f" (verification batches of up to {_native_kernels().MAX_ROWS} rows; one-row steps: "
+                    + f"{info['one_row_matmuls']}; prefill: ggml mul_mat)"),
     ]
     a = info.get("adapter")
     if a is None:

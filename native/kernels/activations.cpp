@@ -1,0 +1,56 @@
+// Activation rows quantized by ggml's own from_float for the weights' vec_dot_type (so each row's
+// int8 quants and scales are exactly those ggml's mul_mat would use), then unpacked into the
+// chunk-major layout of QuantizedRows: all k rows of one 32-element chunk side by side.
+#include <cstring>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "matmul.h"
+
+namespace ke::kernels {
+
+ggml_type activation_type(ggml_type type) { return ggml_get_type_traits_cpu(type)->vec_dot_type; }
+
+void quantize_rows(ggml_type type, const float * x, int k, int64_t n, int64_t row_stride, QuantizedRows & out) {
+    const ggml_type at = activation_type(type);
+    const int64_t block = at == GGML_TYPE_Q8_K ? QK_K : QK;
+    out.act_type = at;
+    out.k = k;
+    out.n = n;
+    out.n_blocks = n / block;
+    const int64_t n_chunks = n / QK;
+    out.qs.resize((size_t) (n_chunks * k * QK));
+    // + PAD: the kernels load 8 consecutive slots from any row's slot
+    out.d.resize((size_t) (out.n_blocks * k) + QuantizedRows::PAD);
+    out.s.resize(at == GGML_TYPE_Q8_1 ? (size_t) (out.n_blocks * k) + QuantizedRows::PAD : 0);
+    out.bsums.resize(at == GGML_TYPE_Q8_K ? (size_t) (out.n_blocks * k * 16) : 0);
+
+    thread_local std::vector<uint8_t> packed;  // one row in ggml's block layout
+    packed.resize(ggml_row_size(at, n));
+    const ggml_from_float_t from_float = ggml_get_type_traits_cpu(at)->from_float;
+    for (int r = 0; r < k; ++r) {
+        from_float(x + r * row_stride, packed.data(), n);
+        for (int64_t b = 0; b < out.n_blocks; ++b) {
+            const size_t slot = (size_t) (b * k + r);
+            if (at == GGML_TYPE_Q8_K) {
+                const BlockQ8_K & q = ((const BlockQ8_K *) packed.data())[b];
+                out.d[slot] = q.d;
+                std::memcpy(&out.bsums[slot * 16], q.bsums, sizeof(q.bsums));
+                for (int c = 0; c < QK_K / QK; ++c) {
+                    std::memcpy(&out.qs[(size_t) (((b * 8 + c) * k + r) * QK)], q.qs + c * QK, QK);
+                }
+            } else if (at == GGML_TYPE_Q8_1) {
+                const BlockQ8_1 & q = ((const BlockQ8_1 *) packed.data())[b];
+                out.d[slot] = ggml_fp16_to_fp32(q.d);
+                out.s[slot] = ggml_fp16_to_fp32(q.s);
+                std::memcpy(&out.qs[slot * QK], q.qs, QK);
+            } else {
+                const BlockQ8_0 & q = ((const BlockQ8_0 *) packed.data())[b];
+                out.d[slot] = ggml_fp16_to_fp32(q.d);
+                std::memcpy(&out.qs[slot * QK], q.qs, QK);
+            }
+        }
+    }
+}
+
+}  // namespace ke::kernels

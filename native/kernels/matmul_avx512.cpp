@@ -1,0 +1,49 @@
+// AVX-512 (F, BW, VL) path: two activation rows per 512-bit register, the weight chunk broadcast
+// to both halves; an odd last row takes the 256-bit pack. Compiled for those instructions by
+// target pragmas and entered only when the CPU reports them (dispatch.cpp).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include <immintrin.h>
+
+#include "isa_entry.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+
+namespace ke::kernels {
+
+namespace {
+
+#define KE_TILES_AVX512 1
+#include "x86_tiles.h"
+
+struct Avx512Pass {
+    template <class T>
+    void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+             float * out, int64_t ldo) const {
+        if (nr >= 2) run_packs<T, Zmm>(nr / 2, w, row_bytes, i0, i1, a, r0, out, ldo);
+        if (nr % 2) run_packs<T, Ymm>(1, w, row_bytes, i0, i1, a, r0 + nr - 1, out, ldo);
+    }
+};
+
+}  // namespace
+
+void matmul_avx512(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
+                   const QuantizedRows & a, float * out, int64_t ldo) {
+    run_any(type, w, row_bytes, i0, i1, a, out, ldo, Avx512Pass{});
+}
+
+}  // namespace ke::kernels
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,32 @@
+// Our small-batch kernels as a ggml custom op inside the CPU graphs.
+#pragma once
+
+#include <string>
+
+#include "ggml.h"
+
+namespace ke::kernels {
+
+// Whether the kernels multiply by weight w for activations x: a supported type in plain CPU memory
+// (not a repacked or GPU buffer: ggml keeps those), whole blocks per row, and an F32 x of at most
+// MAX_ROWS rows.
+bool op_takes(const ggml_tensor * w, const ggml_tensor * x);
+
+// w x with our kernels: w [n, m] (weights), x [n, k] F32 (rows may be strided) -> [m, k] F32.
+// The output rows are split across ggml's threads; each thread quantizes x itself (no barrier).
+ggml_tensor * mul_mat_op(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
+
+// Whether graphs use the kernels at all (on unless KE_KERNELS=0: for comparisons).
+bool enabled();
+
+// Whether ggml's own one-row mul_mat gives our kernels' bits: an x86 ggml-cpu built with AVX2, FMA
+// and F16C, whose single-row vec_dot arithmetic the kernels reproduce. One-row steps can then stay
+// with ggml (as fast there, measured: docs/benchmarks.md) and still equal verification rows.
+bool ggml_single_row_matches();
+
+// For `info`: the path a CPU weight of `type` takes for verification batches (up to MAX_ROWS
+// rows), e.g. "kernels (avx2)", "ggml mul_mat (weights in CPU_REPACK)", "ggml mul_mat (no kernel
+// for this type)".
+std::string path_for(ggml_type type, const std::string & buffer_type_name, bool plain_cpu);
+
+}  // namespace ke::kernels

@@ -1,0 +1,430 @@
+// The x86 tiles, written once over a "row pack" V: Ymm holds one activation row's 8 f32 lanes in
+// a 256-bit register, Zmm two rows' (rows r and r+1 in the low and high halves of a 512-bit
+// register; the weight chunk broadcast to both halves). Every lane performs the same operations
+// in either, so both give the same bits as each other and as ggml's AVX2 vec_dot.
+//
+// Included by matmul_avx2.cpp and matmul_avx512.cpp after their target pragmas, inside an
+// anonymous namespace: each gets its own copy compiled for its instruction set.
+
+// ggml's hsum_float_8: (a0+a4 + a2+a6) + (a1+a5 + a3+a7)
+inline float hsum8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+// ---- row packs ----------------------------------------------------------------------------------
+
+struct Ymm {
+    static constexpr int P = 1;  // activation rows per register
+    using I = __m256i;
+    using F = __m256;
+    struct Signed {  // a signed weight chunk: |q| and q (for the sign), as ggml's sign trick needs
+        __m256i abs, sign;
+    };
+    static I bcast(__m256i q) { return q; }
+    static Signed make_signed(__m256i q) { return {_mm256_sign_epi8(q, q), q}; }
+    static I load(const void * p) { return _mm256_loadu_si256((const __m256i *) p); }
+    static I zero() { return _mm256_setzero_si256(); }
+    static I set16(int16_t v) { return _mm256_set1_epi16(v); }
+    static I bcast16(__m256i v) { return v; }
+    static I dot_u(I w, I y) { return _mm256_maddubs_epi16(w, y); }  // unsigned w, signed y
+    static I dot_s(const Signed & w, I y) { return _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(y, w.sign)); }
+    static I madd(I a, I b) { return _mm256_madd_epi16(a, b); }
+    static I add(I a, I b) { return _mm256_add_epi32(a, b); }
+    static I sub(I a, I b) { return _mm256_sub_epi32(a, b); }
+    static I shl5(I a) { return _mm256_slli_epi32(a, 5); }
+    static F fzero() { return _mm256_setzero_ps(); }
+    static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+    static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+    // per row p of the pack: dx * dy[p] in every lane of its half (a product rounded once, as ggml's)
+    static F scale(float dx, const float * dy) { return _mm256_set1_ps(dx * dy[0]); }
+    static F bcast_f(const float * dy) { return _mm256_broadcast_ss(dy); }  // dy[p] in row p's lanes
+    static F mul(__m256 dx, F dy) { return _mm256_mul_ps(dx, dy); }
+    static void hsum(F acc, float * out) { out[0] = hsum8(acc); }
+};
+
+#ifdef KE_TILES_AVX512
+struct Zmm {
+    static constexpr int P = 2;
+    using I = __m512i;
+    using F = __m512;
+    struct Signed {
+        __m512i abs;
+        __mmask64 neg;  // bytes where q < 0: the activation byte is negated there
+    };
+    static I bcast(__m256i q) { return _mm512_broadcast_i64x4(q); }
+    static Signed make_signed(__m256i q) {
+        const __m512i b = bcast(q);
+        return {_mm512_abs_epi8(b), _mm512_movepi8_mask(b)};
+    }
+    static I load(const void * p) { return _mm512_loadu_si512(p); }
+    static I zero() { return _mm512_setzero_si512(); }
+    static I set16(int16_t v) { return _mm512_set1_epi16(v); }
+    static I bcast16(__m256i v) { return bcast(v); }
+    static I dot_u(I w, I y) { return _mm512_maddubs_epi16(w, y); }
+    // where q == 0 the product is 0 whatever the sign of y, as with _mm256_sign_epi8
+    static I dot_s(const Signed & w, I y) {
+        return _mm512_maddubs_epi16(w.abs, _mm512_mask_sub_epi8(y, w.neg, _mm512_setzero_si512(), y));
+    }
+    static I madd(I a, I b) { return _mm512_madd_epi16(a, b); }
+    static I add(I a, I b) { return _mm512_add_epi32(a, b); }
+    static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
+    static I shl5(I a) { return _mm512_slli_epi32(a, 5); }
+    static F fzero() { return _mm512_setzero_ps(); }
+    static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
+    static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+    static F pair(float lo, float hi) {
+        const __m512d v = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(lo)));
+        return _mm512_castpd_ps(_mm512_insertf64x4(v, _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
+    }
+    static F scale(float dx, const float * dy) { return pair(dx * dy[0], dx * dy[1]); }
+    static F bcast_f(const float * dy) {
+        return _mm512_mask_broadcastss_ps(_mm512_set1_ps(dy[0]), 0xFF00, _mm_load_ss(dy + 1));
+    }
+    static F mul(__m256 dx, F dy) { return _mm512_mul_ps(_mm512_broadcast_f32x4(_mm256_castps256_ps128(dx)), dy); }
+    static void hsum(F acc, float * out) {
+        out[0] = hsum8(_mm512_castps512_ps256(acc));
+        out[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    }
+};
+#endif
+
+// ---- weight decoding: one 32-element chunk into 32 bytes in element order -----------------------
+
+// 32 nibbles of 16 bytes: low nibbles are elements 0..15, high nibbles 16..31
+// (the 16 bytes loaded into both halves, the high half shifted: no cross-lane shuffle)
+inline __m256i nibbles(const uint8_t * qs) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+// 0xFF in byte e where bit e of the 32-bit word at p is set
+inline __m256i bit_bytes(const uint8_t * p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int) v),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long) 0x8040201008040201ull);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+struct Q4_0 {
+    using Block = BlockQ4_0;
+    static constexpr bool SIGNED = true, HAS_MIN = false;
+    static __m256i quants(const Block & b) { return _mm256_sub_epi8(nibbles(b.qs), _mm256_set1_epi8(8)); }
+};
+struct Q4_1 {
+    using Block = BlockQ4_1;
+    static constexpr bool SIGNED = false, HAS_MIN = true;
+    static __m256i quants(const Block & b) { return nibbles(b.qs); }
+};
+struct Q5_0 {
+    using Block = BlockQ5_0;
+    static constexpr bool SIGNED = true, HAS_MIN = false;
+    // (nibble | bit << 4) - 16, as int8: nibble | 0xF0 where the bit is clear
+    static __m256i quants(const Block & b) {
+        return _mm256_or_si256(nibbles(b.qs), _mm256_andnot_si256(bit_bytes(b.qh), _mm256_set1_epi8((char) 0xF0)));
+    }
+};
+struct Q5_1 {
+    using Block = BlockQ5_1;
+    static constexpr bool SIGNED = false, HAS_MIN = true;
+    static __m256i quants(const Block & b) {
+        return _mm256_or_si256(nibbles(b.qs), _mm256_and_si256(bit_bytes(b.qh), _mm256_set1_epi8(0x10)));
+    }
+};
+struct Q8_0 {
+    using Block = BlockQ8_0;
+    static constexpr bool SIGNED = true, HAS_MIN = false;
+    static __m256i quants(const Block & b) { return _mm256_loadu_si256((const __m256i *) b.qs); }
+};
+
+inline float f16(half h) { return _cvtsh_ss(h); }
+
+// ---- 32-element types: NW weight rows x NS packs of V::P activation rows --------------------------
+// Per block and row: acc = fma(dx*dy, lanes, acc); with a min, summ = fma(mx, sy, summ) in block
+// order. Several weight rows at once keep independent FMA chains in flight when k is small.
+template <class T, class V, int NW, int NS>
+void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r0, float * out, int64_t ldo) {
+    using B = typename T::Block;
+    constexpr int P = V::P;
+    static_assert(NS * P <= 8, "the mins' sums take one 8-lane register per weight row");
+    const int k = a.k;
+    typename V::F acc[NW][NS];
+    __m256 summ[NW];  // lane p: the min term of row r0 + p (a per-lane FMA is ggml's scalar one)
+    for (int wi = 0; wi < NW; ++wi) {
+        for (int s = 0; s < NS; ++s) acc[wi][s] = V::fzero();
+        summ[wi] = _mm256_setzero_ps();
+    }
+    const typename V::I ones = V::set16(1);
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        typename V::F dy[NS];  // the rows' scales, shared by the NW weight rows
+        for (int s = 0; s < NS; ++s) dy[s] = V::bcast_f(&a.d[b * k + r0 + s * P]);
+        for (int wi = 0; wi < NW; ++wi) {
+            const B & blk = ((const B *) (w + wi * row_bytes))[b];
+            // d (and m): the block's first fp16 fields, widened together
+            int dm_bits;
+            std::memcpy(&dm_bits, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
+            const __m256 dx = _mm256_broadcastss_ps(dm);
+            const __m256i q = T::quants(blk);
+            typename V::Signed ws;  // the decoded chunk, in the form the row products need
+            typename V::I wu;
+            if constexpr (T::SIGNED) {
+                ws = V::make_signed(q);
+            } else {
+                wu = V::bcast(q);
+            }
+            for (int s = 0; s < NS; ++s) {
+                const int r = r0 + s * P;
+                const typename V::I y = V::load(a.chunk(b, r));
+                typename V::I p;
+                if constexpr (T::SIGNED) {
+                    p = V::dot_s(ws, y);
+                } else {
+                    p = V::dot_u(wu, y);
+                }
+                acc[wi][s] = V::fma(V::mul(dx, dy[s]), V::cvt(V::madd(ones, p)), acc[wi][s]);
+            }
+            if constexpr (T::HAS_MIN) {
+                // lanes past the group's rows read the next slots (padding): never stored
+                const __m256 mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+                summ[wi] = _mm256_fmadd_ps(mx, _mm256_loadu_ps(&a.s[b * k + r0]), summ[wi]);
+            }
+        }
+    }
+    for (int wi = 0; wi < NW; ++wi) {
+        alignas(32) float mins[8];
+        _mm256_store_ps(mins, summ[wi]);
+        for (int s = 0; s < NS; ++s) {
+            float v[P];
+            V::hsum(acc[wi][s], v);
+            for (int p2 = 0; p2 < P; ++p2) {
+                const int r = r0 + s * P + p2;
+                out[r * ldo + wi] = T::HAS_MIN ? v[p2] + mins[s * P + p2] : v[p2];
+            }
+        }
+    }
+}
+
+// ---- K-quants: one weight row x NS packs -------------------------------------------------------
+// Integer lanes over the super-block (chunk c of 32 elements, lane j = elements 4j..4j+3, times
+// the sub-block scale), then one f32 FMA per lane per super-block.
+
+// ggml's Q4_K/Q5_K min term for one row: 4 f32 lanes of dmin * (mins . pairs of 32-element sums)
+inline __m128i k_min_products(const uint8_t mn[8], const int16_t * bsums) {
+    const __m256i bs = _mm256_loadu_si256((const __m256i *) bsums);
+    const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *) mn));
+    return _mm_madd_epi16(mins, q8s);
+}
+
+enum class KType { Q4, Q5 };
+
+template <KType KT, class V, int NS>
+void tile_q45k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, int64_t ldo) {
+    using B = std::conditional_t<KT == KType::Q4, BlockQ4_K, BlockQ5_K>;
+    constexpr int P = V::P;
+    const int k = a.k;
+    const B * x = (const B *) w;
+    typename V::F acc[NS];
+    __m128 acc_m[NS * P];   // Q4_K: 4 lanes per row
+    float summ[NS * P];     // Q5_K: a scalar per row
+    for (int s = 0; s < NS; ++s) acc[s] = V::fzero();
+    for (int s = 0; s < NS * P; ++s) {
+        acc_m[s] = _mm_setzero_ps();
+        summ[s] = 0.0f;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        _mm_prefetch((const char *) (x + b + 2), _MM_HINT_T0);
+        uint8_t sc[8], mn[8];
+        unpack_k_scales(x[b].scales, sc, mn);
+        typename V::I sumi[NS];
+        for (int s = 0; s < NS; ++s) sumi[s] = V::zero();
+        __m256i hbits = _mm256_setzero_si256();
+        if constexpr (KT == KType::Q5) hbits = _mm256_loadu_si256((const __m256i *) x[b].qh);
+        for (int j = 0; j < 4; ++j) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *) (x[b].qs + 32 * j));
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if constexpr (KT == KType::Q5) {
+                // the 5th bit of element l of sub-block 2j (2j+1) is bit 2j (2j+1) of qh[l]
+                const __m256i b0 = _mm256_set1_epi8((char) (1 << (2 * j)));
+                const __m256i b1 = _mm256_set1_epi8((char) (1 << (2 * j + 1)));
+                const __m256i x10 = _mm256_set1_epi8(0x10);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b0), b0), x10));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), x10));
+            }
+            const typename V::I wl = V::bcast(lo), wh = V::bcast(hi);
+            const typename V::I sl = V::set16(sc[2 * j]), sh = V::set16(sc[2 * j + 1]);
+            for (int s = 0; s < NS; ++s) {
+                const int r = r0 + s * P;
+                const typename V::I pl = V::madd(sl, V::dot_u(wl, V::load(a.chunk(b * 8 + 2 * j, r))));
+                const typename V::I ph = V::madd(sh, V::dot_u(wh, V::load(a.chunk(b * 8 + 2 * j + 1, r))));
+                sumi[s] = V::add(sumi[s], V::add(pl, ph));
+            }
+        }
+        const float dx = f16(x[b].d), dmx = f16(x[b].dmin);
+        for (int s = 0; s < NS; ++s) {
+            const int r = r0 + s * P;
+            acc[s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(sumi[s]), acc[s]);
+            for (int p = 0; p < P; ++p) {
+                const float dmin = -a.d[b * k + r + p] * dmx;
+                const __m128i prod = k_min_products(mn, a.bsums.data() + (b * k + r + p) * 16);
+                if constexpr (KT == KType::Q4) {
+                    acc_m[s * P + p] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[s * P + p]);
+                } else {
+                    const __m128i h = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+                    const int tot = _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 1)));
+                    summ[s * P + p] = std::fma(dmin, (float) tot, summ[s * P + p]);
+                }
+            }
+        }
+    }
+    for (int s = 0; s < NS; ++s) {
+        float v[P];
+        V::hsum(acc[s], v);
+        for (int p = 0; p < P; ++p) {
+            const int r = r0 + s * P + p;
+            float extra;
+            if constexpr (KT == KType::Q4) {
+                __m128 m = acc_m[s * P + p];
+                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                extra = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+            } else {
+                extra = summ[s * P + p];
+            }
+            out[r * ldo] = v[p] + extra;
+        }
+    }
+}
+
+template <class V, int NS>
+void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, int64_t ldo) {
+    constexpr int P = V::P;
+    const int k = a.k;
+    const BlockQ6_K * x = (const BlockQ6_K *) w;
+    typename V::F acc[NS];
+    for (int s = 0; s < NS; ++s) acc[s] = V::fzero();
+    const __m256i m15 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        _mm_prefetch((const char *) (x + b + 2), _MM_HINT_T0);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[b].scales));
+        typename V::I sumi[NS];
+        for (int s = 0; s < NS; ++s) sumi[s] = V::zero();
+        for (int h = 0; h < 2; ++h) {
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *) (x[b].ql + 64 * h));
+            const __m256i l2 = _mm256_loadu_si256((const __m256i *) (x[b].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *) (x[b].qh + 32 * h));
+            // elements 128h + 32t + l: low 4 bits from ql, bits 2t, 2t+1 of qh[l] on top (0..63)
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l2, m15),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m15),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int t = 0; t < 4; ++t) {
+                const int c = 4 * h + t;  // chunk: sub-blocks 2c (elements 0..15) and 2c+1
+                const typename V::I wq = V::bcast(q[t]);
+                const typename V::I sv = V::bcast16(_mm256_set_m128i(_mm_set1_epi16(x[b].scales[2 * c + 1]),
+                                                                     _mm_set1_epi16(x[b].scales[2 * c])));
+                for (int s = 0; s < NS; ++s) {
+                    const int r = r0 + s * P;
+                    sumi[s] = V::add(sumi[s], V::madd(sv, V::dot_u(wq, V::load(a.chunk(b * 8 + c, r)))));
+                }
+            }
+        }
+        const float dx = f16(x[b].d);
+        const typename V::I scv = V::bcast16(sc16);
+        for (int s = 0; s < NS; ++s) {
+            const int r = r0 + s * P;
+            // the -32 offset: 32 * (bsums . scales), lane j over sub-blocks 2j and 2j+1
+            const typename V::I off = V::shl5(V::madd(V::load(a.bsums.data() + (b * k + r) * 16), scv));
+            acc[s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(V::sub(sumi[s], off)), acc[s]);
+        }
+    }
+    for (int s = 0; s < NS; ++s) {
+        float v[P];
+        V::hsum(acc[s], v);
+        for (int p = 0; p < P; ++p) out[(r0 + s * P + p) * ldo] = v[p];
+    }
+}
+
+// ---- drivers ------------------------------------------------------------------------------------
+
+struct Q4_K { static constexpr KType K = KType::Q4; };
+struct Q5_K { static constexpr KType K = KType::Q5; };
+struct Q6_K {};
+
+// Weight rows [i0, i1) against the activation rows [r0, r0 + NS * V::P)
+template <class T, class V, int NS>
+void run_rows(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+              float * out, int64_t ldo) {
+    if constexpr (NS * V::P > 8) {
+        return;  // passes take at most 8 rows (never instantiated for use)
+    } else if constexpr (std::is_same_v<T, Q6_K>) {
+        for (int64_t i = i0; i < i1; ++i) tile_q6k<V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
+    } else if constexpr (std::is_same_v<T, Q4_K> || std::is_same_v<T, Q5_K>) {
+        for (int64_t i = i0; i < i1; ++i) tile_q45k<T::K, V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
+    } else {
+        constexpr int rows = NS * V::P;
+        constexpr int NW = std::is_same_v<T, Q8_0> ? 1 : rows == 1 ? 4 : rows == 2 ? 2 : 1;
+        int64_t i = i0;
+        for (; i + NW <= i1; i += NW) tile_32<T, V, NW, NS>(w + i * row_bytes, row_bytes, a, r0, out + i, ldo);
+        for (; i < i1; ++i) tile_32<T, V, 1, NS>(w + i * row_bytes, row_bytes, a, r0, out + i, ldo);
+    }
+}
+
+template <class T, class V>
+void run_packs(int ns, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+               float * out, int64_t ldo) {
+    switch (ns) {
+        case 1: return run_rows<T, V, 1>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 2: return run_rows<T, V, 2>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 3: return run_rows<T, V, 3>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 4: return run_rows<T, V, 4>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 5: return run_rows<T, V, 5>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 6: return run_rows<T, V, 6>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 7: return run_rows<T, V, 7>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        case 8: return run_rows<T, V, 8>(w, row_bytes, i0, i1, a, r0, out, ldo);
+        default: return;
+    }
+}
+
+// Up to 8 activation rows per pass over a weight row; the passes for k > 8 take slices of 16
+// weight rows in turn, so that the second pass reads the weights from L1.
+constexpr int ROWS_PER_PASS = 8;
+constexpr int64_t WEIGHT_ROWS_PER_SLICE = 16;
+
+template <class T, class Pass>
+void run_type(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, float * out,
+              int64_t ldo, Pass pass) {
+    for (int64_t ib = i0; ib < i1; ib += WEIGHT_ROWS_PER_SLICE) {
+        const int64_t ie = std::min(ib + WEIGHT_ROWS_PER_SLICE, i1);
+        for (int r0 = 0; r0 < a.k; r0 += ROWS_PER_PASS) {
+            pass.template run<T>(std::min(ROWS_PER_PASS, a.k - r0), w, row_bytes, ib, ie, a, r0, out, ldo);
+        }
+    }
+}
+
+template <class Pass>
+void run_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a,
+             float * out, int64_t ldo, Pass pass) {
+    switch (type) {
+        case GGML_TYPE_Q4_0: return run_type<Q4_0>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q4_1: return run_type<Q4_1>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q5_0: return run_type<Q5_0>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q5_1: return run_type<Q5_1>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q8_0: return run_type<Q8_0>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q4_K: return run_type<Q4_K>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q5_K: return run_type<Q5_K>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        case GGML_TYPE_Q6_K: return run_type<Q6_K>(w, row_bytes, i0, i1, a, out, ldo, pass);
+        default: return;
+    }
+}
