@@ -158,7 +158,7 @@ def chart(result: dict[str, Any], path: str) -> None:
 __all__ = ["summarize", "markdown", "chart"]
 
 
-def _ratio(x: Optional[float]) -> str:
+def _times(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.2f}x"
 
 
@@ -177,12 +177,12 @@ def cost_model_text(cm: Optional[dict]) -> str:
             continue  # a drafter this run never used
         draft = d["draft_step_seconds"]
         if draft > 0:
-            lines.append(f"  {name}: draft step {draft * 1e3:.2f} ms ({_ratio(draft / plain if plain else None)} plain)")
+            lines.append(f"  {name}: draft step {draft * 1e3:.2f} ms ({_times(draft / plain if plain else None)} plain)")
         def cost(k: int) -> str:
             v = d["verify_seconds"][k]
             mark = "" if d["verify_measured"][k] else " (extrapolated)"
             return (f"k={k + 1} ({d['verify_rows'][k]} rows) {v * 1e3:.2f} ms = "
-                    f"{_ratio(v / plain if plain else None)} ours, {_ratio(v / llama if llama else None)} llama.cpp{mark}")
+                    f"{_times(v / plain if plain else None)} ours, {_times(v / llama if llama else None)} llama.cpp{mark}")
         lines.append(f"  {name}: verify a cycle of k drafts: " + "; ".join(cost(k) for k in range(8)))
         cal = d["calibration"]
         lines.append(f"  {name}: draft accuracy by signal (drafts seen): " + ", ".join(
