@@ -315,7 +315,7 @@ def _check_resume(ckpt: dict, acfg: AdapterConfig, exit_layer: int, fingerprint:
     for key, value in want.items():
         if ckpt[key] != value:
             raise ValueError(f"{path}: checkpoint {key} {ckpt[key]!r} differs from this run's {value!r}; "
-                             "pass --fresh to start over")
+                             "delete it (or pass --fresh to python -m kangaroo_edge.train.fit) to start over")
 
 
 # ---------------------------------------------------------------- the loop

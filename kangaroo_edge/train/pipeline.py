@@ -25,6 +25,7 @@ from typing import Optional
 
 from .batched import DEFAULT_N_SEQ
 from .draft_vocab import DEFAULT_SIZE as DRAFT_VOCAB_SIZE
+from ..convert.adapter_gguf import DEFAULT_GAMMA, DEFAULT_TAU  # the engine's defaults
 from .jsonl import write_json_atomic
 from .prompts import run_prompts_stage
 
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("prompts", "responses", "features", "fit")
 DEFAULT_N_CTX = 2048          # prompt + response are cut to this for features
-DEFAULT_TAU = 0.6
-DEFAULT_GAMMA = 6
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin-v2"           # v2 seeds: every Spec-Bench category (v1 workdirs hold "builtin")
 ATTEMPTS_PER_PROMPT = 3          # give up after this many attempts per wanted prompt (+ slack)
+ATTEMPT_SLACK = 10               # so that a handful of wanted prompts still gets a few retries each
 CHUNK = 16                       # attempts whose model calls run together (one batched Writer call)
 
 
@@ -81,7 +82,7 @@ def generate_builtin_prompts(write: Writer, workdir: Path, n_prompts: int, seed:
     done = read_jsonl(raw_path)
     for rec in done:  # replay: same cleaning, same dedup, same ids
         consider(plan_attempt(seeds, rec["index"], seed), rec)
-    max_attempts = ATTEMPTS_PER_PROMPT * n_prompts + 10
+    max_attempts = ATTEMPTS_PER_PROMPT * n_prompts + ATTEMPT_SLACK
     index = done[-1]["index"] + 1 if done else 0
     tokens, t0, made = 0, time.perf_counter(), 0
     bar = tqdm(total=n_prompts, initial=min(len(rows), n_prompts), unit="prompt", desc="prompts",
