@@ -81,7 +81,11 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
         keeper->prefill(hidden.data(), b, done);
         runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
     }
-    sequence_.commit(prompt.data() + reuse, n - reuse, logits_.data(), keeper != nullptr);
+    // A last batch of one token took the one-row kernels, as a decoding step does.
+    const int n_lone = (n - reuse) % PREFILL_BATCH == 1 ? 1 : 0;
+    sequence_.commit(prompt.data() + reuse, n - reuse - n_lone, n_lone ? nullptr : logits_.data(), keeper != nullptr,
+                     Sequence::Rows::PromptBatch);
+    if (n_lone) sequence_.commit(&prompt.back(), 1, logits_.data(), keeper != nullptr, Sequence::Rows::DecodeStep);
     pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_);
     return pending_;
 }
@@ -243,7 +247,7 @@ void Decoder::commit(const std::vector<int32_t> & inputs, std::vector<int32_t> &
     // and the logits after the last of them become the sequence's.
     const int n = (int) out.size();
     const float * next = logits_.data() + (size_t) (n - 1) * model_.hparams().n_vocab;
-    sequence_.commit(inputs.data(), n, next, state_drafter() != nullptr);
+    sequence_.commit(inputs.data(), n, next, state_drafter() != nullptr, Sequence::Rows::DecodeStep);
     pending_ = out.back();
 }
 

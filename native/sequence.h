@@ -13,10 +13,12 @@ namespace ke {
 
 // Prompt tokens evaluated per forward pass during prefill (llama.cpp's default n_batch).
 constexpr int PREFILL_BATCH = 512;
-// Prompt tokens evaluated even when the cache holds more of the prompt. ggml computes a lone
-// token through other kernels than a batch (the last prompt token's logits differ by up to ~0.7
-// between the two on an AMD Zen 3), while batches of two or more agree row for row: evaluating
-// at least two keeps a prompt's logits independent of what the cache held.
+// Prompt tokens evaluated when the cache already holds the whole prompt and its last position was
+// written by a prompt batch. ggml computes a lone token through other kernels than a batch (the
+// last prompt token's logits differ by up to ~0.7 between the two on an AMD Zen 3), while batches
+// of two or more agree row for row: re-evaluating two batch-written positions together gives
+// them the numbers a fresh prefill gives. Positions written by decoding steps (one row, or
+// verification rows exact to one row) are continued with one row, as longer decoding would have.
 constexpr int MIN_EVALUATED_TOKENS = 2;
 
 class Sequence {
@@ -35,13 +37,15 @@ public:
     // Keeps the first n tokens; logits() are invalid until the next evaluation.
     void truncate(int n);
     // Keeps the longest prefix of the cached tokens that `prompt` starts with, at most
-    // max_reuse and always leaving the last MIN_EVALUATED_TOKENS prompt tokens to evaluate;
-    // returns its length.
+    // max_reuse, leaving at least the last prompt token to evaluate (two when both were written
+    // by a prompt batch: MIN_EVALUATED_TOKENS); returns its length.
     int reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse);
+    // How the K/V of committed positions were computed: which kernels round them.
+    enum class Rows { PromptBatch, DecodeStep };
     // Commits tokens whose K/V were written elsewhere (prefill, a decoding step); next_logits
     // (may be null) are the logits that follow the last of them. drafter_recorded: the step
     // also wrote the drafter's cache for these positions.
-    void commit(const int32_t * tokens, int n_tokens, const float * next_logits, bool drafter_recorded);
+    void commit(const int32_t * tokens, int n_tokens, const float * next_logits, bool drafter_recorded, Rows rows);
     // Positions [0, drafter_valid()) hold drafter state computed from exactly these tokens.
     // Truncation lowers it; commits extend it only when they recorded drafter state too.
     int drafter_valid() const { return drafter_valid_; }
@@ -59,6 +63,7 @@ private:
     int n_ctx_;
     KvCache kv_;
     std::vector<int32_t> tokens_;
+    std::vector<Rows> rows_;  // per committed position
     std::vector<float> logits_;
     bool has_logits_ = false;
     int drafter_valid_ = 0;
