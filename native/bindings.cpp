@@ -143,6 +143,8 @@ PYBIND11_MODULE(_native, m) {
     m.attr("COMPILED_GGML_VERSION") = KE_GGML_VERSION;
     m.def("set_verbose", &set_verbose, py::arg("verbose"));
     m.def("supported_architectures", []() { return ke::supported_architectures(); });  // GGUF names
+    m.def("model_fingerprint", [](const std::string & path) { return ke::model_fingerprint(path); },
+          py::arg("path"), "The fingerprint adapters are tied to (docs/formats.md), from a GGUF's metadata alone.");
 
     m.attr("MAX_GAMMA") = MAX_GAMMA;
     m.attr("DEFAULT_GAMMA") = DEFAULT_GAMMA;
