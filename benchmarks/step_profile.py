@@ -23,15 +23,16 @@ PROMPT = "Explain in a few paragraphs how a bicycle's gears make climbing a hill
 # Node kinds that compute nothing on the CPU backend: their time is one launch.
 NO_OP_KINDS = ("VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "NONE")
 # Groups for the summary: what a step spends its time on.
-GROUPS = (("matrix products", ("MUL_MAT", "CUSTOM")), ("attention", ("SOFT_MAX", "FLASH_ATTN_EXT")),
-          ("K/V writes", ("SET_ROWS", "CPY")), ("norms", ("RMS_NORM",)), ("RoPE", ("ROPE",)),
-          ("element-wise", ("MUL", "ADD", "SCALE", "GLU", "UNARY", "SILU", "GELU")), ("gathers", ("GET_ROWS",)))
+GROUPS = (("attention", ("SOFT_MAX", "FLASH_ATTN_EXT", "(cache)")), ("weight products", ("MUL_MAT", "CUSTOM")),
+          ("K/V writes", ("SET_ROWS",)), ("copies", ("CPY", "CONT")), ("norms", ("RMS_NORM",)), ("RoPE", ("ROPE",)),
+          ("element-wise", ("MUL", "ADD", "SCALE", "SWIGLU", "GEGLU", "SILU", "GELU", "TANH")),
+          ("gathers", ("GET_ROWS",)))
 
 
 def group_of(kind: str) -> str:
     op = kind.split(" ")[0]
     for name, ops in GROUPS:
-        if op in ops or any(op.startswith(o) for o in ops):
+        if op in ops or kind.endswith(ops):
             return name
     return "launches only" if op in NO_OP_KINDS else "other"
 

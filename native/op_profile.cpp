@@ -15,7 +15,10 @@ double seconds_now() {
 std::string kind_of(const ggml_tensor * t) {
     std::string kind = ggml_op_desc(t);
     const bool product = t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_CUSTOM;  // ours are custom ops
-    if (product && t->src[0]) kind += std::string(" ") + ggml_type_name(t->src[0]->type);
+    if (product && t->src[0]) {
+        // a view is the K/V cache (attention's q.k and p.v); weights are tensors of their own
+        kind += std::string(" ") + ggml_type_name(t->src[0]->type) + (t->src[0]->view_src ? " (cache)" : "");
+    }
     return kind;
 }
 

@@ -23,7 +23,8 @@ public:
     void attach(ggml_backend_sched_t sched, bool on);
     void clear() { by_kind_.clear(); graphs_ = 0; }
     void count_graph() { ++graphs_; }
-    // keyed by op name, and for matrix products by the weight's type ("MUL_MAT q4_1")
+    // keyed by op name, and for matrix products by the weight's type ("MUL_MAT q4_1"), or the
+    // cache's when it multiplies by the K/V cache ("MUL_MAT f16 (cache)")
     const std::map<std::string, OpTime> & by_kind() const { return by_kind_; }
     int64_t graphs() const { return graphs_; }
 
