@@ -6,7 +6,11 @@ plain again alternate on the same cached prefix, each compared token for token w
 reference. Prints identical counts per setting and per category, how often the reference equals
 the fresh run, and the CPU.
 
-    python benchmarks/lossless_reuse.py -m smollm2-135m --max-new-tokens 64 -t 2
+With --out, each question's result is appended to a JSONL file as soon as it is known, and a run
+given the same file again skips the questions already in it: a long run (Qwen on 240 questions)
+resumes where a stopped one left off.
+
+    python benchmarks/lossless_reuse.py -m smollm2-135m --max-new-tokens 64 -t 2 --out reuse.jsonl
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from kangaroo_edge import KangarooLM
 from kangaroo_edge.bench.runner import default_questions_path, load_questions, machine_info
 
 GAMMAS = (1, 4, 8)
+FRESH = "plain reused == fresh"
+PLAIN_AGAIN = "plain again"
 
 
 def main() -> int:
@@ -31,48 +37,74 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("-t", "--threads", type=int, default=2)
-    p.add_argument("--json", default=None, help="write the per-question results here")
+    p.add_argument("--out", default=None, help="JSONL of per-question results: appended to, and resumed from")
     args = p.parse_args()
     if not args.questions:
         p.error("no question file found: give --questions ../shared/specbench/dev.jsonl")
 
     lm = KangarooLM(args.model, n_ctx=4096, n_threads=args.threads, device="cpu")
     questions = load_questions(Path(args.questions), None, args.limit)
-    settings = [f"gamma={g}" for g in GAMMAS] + ["plain again"]
-    same = defaultdict(int)
-    by_cat = defaultdict(lambda: [0, 0])
-    rows = []
+    rows = read_rows(args.out, lm, args.max_new_tokens)
+    done = {r["question_id"] for r in rows}
+    out = open(args.out, "a", encoding="utf-8") if args.out else None
     t0 = time.time()
     for i, q in enumerate(questions):
-        prompt = lm.apply_chat_template([{"role": "user", "content": q["turns"][0]}])
-        lm.reset()
-        fresh = lm.generate(prompt, args.max_new_tokens, speculative=False).token_ids
-        want = lm.generate(prompt, args.max_new_tokens, speculative=False).token_ids
-        same["plain reused == fresh"] += want == fresh
-        ok = {}
-        for g in GAMMAS:
-            ok[f"gamma={g}"] = lm.generate(prompt, args.max_new_tokens, tau=0.0, gamma=g, lookup=False).token_ids == want
-            ok["plain again"] = lm.generate(prompt, args.max_new_tokens, speculative=False).token_ids == want
-        for k, v in ok.items():
-            same[k] += v
-        by_cat[q["category"]][0] += all(ok.values())
-        by_cat[q["category"]][1] += 1
-        rows.append({"question_id": q.get("question_id"), "category": q["category"], **ok})
+        if q.get("question_id") in done:
+            continue
+        row = {"question_id": q.get("question_id"), "category": q["category"], "model": lm.model_path.name,
+               "max_new_tokens": args.max_new_tokens, **compare_on_reused_prefix(lm, q, args.max_new_tokens)}
+        rows.append(row)
+        if out:
+            out.write(json.dumps(row) + "\n")
+            out.flush()
         print(f"\r{i + 1}/{len(questions)} questions, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    n = len(questions)
+    if out:
+        out.close()
+    return report(rows, lm, args)
+
+
+def compare_on_reused_prefix(lm: KangarooLM, q: dict, max_new: int) -> dict:
+    prompt = lm.apply_chat_template([{"role": "user", "content": q["turns"][0]}])
+    lm.reset()
+    fresh = lm.generate(prompt, max_new, speculative=False).token_ids
+    want = lm.generate(prompt, max_new, speculative=False).token_ids
+    ok = {FRESH: want == fresh}
+    for g in GAMMAS:
+        ok[f"gamma={g}"] = lm.generate(prompt, max_new, tau=0.0, gamma=g, lookup=False).token_ids == want
+        ok[PLAIN_AGAIN] = lm.generate(prompt, max_new, speculative=False).token_ids == want
+    return ok
+
+
+def read_rows(path: str | None, lm: KangarooLM, max_new: int) -> list[dict]:
+    """The rows a previous run on the same model and length left in `path`."""
+    if not path or not Path(path).is_file():
+        return []
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    for r in rows:
+        if (r.get("model"), r.get("max_new_tokens")) != (lm.model_path.name, max_new):
+            sys.exit(f"{path} holds results for {r.get('model')} at {r.get('max_new_tokens')} tokens, "
+                     f"not {lm.model_path.name} at {max_new}: give another --out")
+    return rows
+
+
+def report(rows: list[dict], lm: KangarooLM, args) -> int:
+    settings = [f"gamma={g}" for g in GAMMAS] + [PLAIN_AGAIN]
+    n = len(rows)
+    by_cat = defaultdict(lambda: [0, 0])
+    for r in rows:
+        by_cat[r["category"]][0] += all(r[s] for s in settings)
+        by_cat[r["category"]][1] += 1
     info = machine_info()
     print(f"model {lm.model_path.name}, adapter {lm.adapter_path.name if lm.adapter_path else None}, "
           f"{args.max_new_tokens} new tokens, {args.threads} threads, CPU {info['cpu']}")
     print("| setting | identical to plain (reused prefix) |\n|---|---|")
     for s in settings:
-        print(f"| {s} | {same[s]}/{n} |")
-    print(f"| (plain on the cached prefix vs a fresh run) | {same['plain reused == fresh']}/{n} |")
+        print(f"| {s} | {sum(r[s] for r in rows)}/{n} |")
+    print(f"| (plain on the cached prefix vs a fresh run) | {sum(r[FRESH] for r in rows)}/{n} |")
     print("| **all settings, per category** | " + ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(by_cat.items()))
           + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    return 0 if all(same[s] == n for s in settings) else 1
+    return 0 if all(r[s] for r in rows for s in settings) else 1
 
 
 if __name__ == "__main__":

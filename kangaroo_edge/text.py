@@ -1,9 +1,15 @@
-"""Token ids to text: incremental UTF-8 decoding and stop strings."""
+"""Text in and out: completion-style prompts, incremental UTF-8 decoding of tokens and stop strings."""
 
 from __future__ import annotations
 
 import codecs
 from typing import Callable, Optional, Sequence, Union
+
+
+def completion_prompt(text: str) -> str:
+    """A question as raw text for a model to continue (a model without a chat template, such as
+    the pretrained Gemma 3 270M): the text, then a blank line where the answer starts."""
+    return text.strip() + "\n\n"
 
 
 class TextAssembler:

@@ -8,44 +8,31 @@
 namespace ke {
 
 namespace {
-// Pseudo-observations that pull a sparsely seen confidence bin towards the confidence itself.
-constexpr double PRIOR_WEIGHT = 4.0;
+
+// The adapter's confidence in 20 bins, shrunk towards the confidence itself.
+constexpr int CONFIDENCE_BINS = 20;
+
+int confidence_bin(float confidence) { return std::clamp((int) (confidence * CONFIDENCE_BINS), 0, CONFIDENCE_BINS - 1); }
+
+double confidence_prior(float confidence) { return std::clamp((double) confidence, 0.0, 1.0); }
+
+std::vector<float> bin_centres() {
+    std::vector<float> c;
+    for (int b = 0; b < CONFIDENCE_BINS; ++b) c.push_back((b + 0.5f) / CONFIDENCE_BINS);
+    return c;
+}
+
 }  // namespace
-
-// ---- AcceptanceCalibration ---------------------------------------------------------------------
-
-int AcceptanceCalibration::bin(float confidence) {
-    return std::clamp((int) (confidence * BINS), 0, BINS - 1);
-}
-
-void AcceptanceCalibration::record(float confidence, bool accepted) {
-    const int b = bin(confidence);
-    seen_[b] += 1;
-    accepted_[b] += accepted ? 1 : 0;
-}
-
-double AcceptanceCalibration::predict(float confidence) const {
-    const int b = bin(confidence);
-    const double prior = std::clamp((double) confidence, 0.0, 1.0);
-    return (accepted_[b] + PRIOR_WEIGHT * prior) / (seen_[b] + PRIOR_WEIGHT);
-}
-
-CalibrationTable AcceptanceCalibration::table() const {
-    CalibrationTable t;
-    for (int b = 0; b < BINS; ++b) {
-        t.signal.push_back((b + 0.5f) / BINS);
-        t.acceptance.push_back(predict(t.signal.back()));
-        t.count.push_back(seen_[b]);
-    }
-    return t;
-}
 
 // ---- AdapterDrafter ----------------------------------------------------------------------------
 
 AdapterDrafter::AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter)
-    : model_(model), runner_(runner), model_kv_(model_kv), adapter_(adapter), logits_(adapter.draft_vocab_size()) {}
-
-CalibrationTable AdapterDrafter::calibration_table() const { return calibration_.table(); }
+    : model_(model),
+      runner_(runner),
+      model_kv_(model_kv),
+      adapter_(adapter),
+      calibration_(CONFIDENCE_BINS, confidence_bin, confidence_prior, bin_centres()),
+      logits_(adapter.draft_vocab_size()) {}
 
 void AdapterDrafter::prefill(const float * hidden, int n, int pos0) {
     GraphKey key;

@@ -3,27 +3,12 @@
 // their inputs' exit-layer states, so verification only runs the deep layers.
 #pragma once
 
-#include <array>
-
 #include "adapter.h"
+#include "calibration.h"
 #include "drafter.h"
 #include "runner.h"
 
 namespace ke {
-
-// P(draft accepted | the adapter's top-1 probability), learned from verifications: binned
-// counts, shrunk towards the confidence itself while a bin has few observations.
-class AcceptanceCalibration {
-public:
-    static constexpr int BINS = 20;
-    void record(float confidence, bool accepted);
-    double predict(float confidence) const;
-    CalibrationTable table() const;  // at each bin's centre
-
-private:
-    static int bin(float confidence);
-    std::array<int64_t, BINS> seen_{}, accepted_{};
-};
 
 class AdapterDrafter : public Drafter {
 public:
@@ -34,7 +19,7 @@ public:
     double acceptance(float confidence) const override { return calibration_.predict(confidence); }
     void record_outcome(float confidence, bool accepted) override { calibration_.record(confidence, accepted); }
     bool confident(float confidence, float tau) const override { return confidence >= tau; }
-    CalibrationTable calibration_table() const override;
+    CalibrationTable calibration_table() const override { return calibration_.table(); }
 
     bool has_state() const override { return true; }
     void prefill(const float * hidden, int n, int pos0) override;
@@ -49,7 +34,7 @@ private:
     Runner & runner_;
     KvCache & model_kv_;
     Adapter & adapter_;
-    AcceptanceCalibration calibration_;
+    BinnedCalibration calibration_;  // over the adapter's top-1 probability
     std::vector<float> logits_;  // [draft vocab] of the last draft step
 };
 

@@ -143,6 +143,8 @@ PYBIND11_MODULE(_native, m) {
     m.attr("COMPILED_GGML_VERSION") = KE_GGML_VERSION;
     m.def("set_verbose", &set_verbose, py::arg("verbose"));
     m.def("supported_architectures", []() { return ke::supported_architectures(); });  // GGUF names
+    m.def("model_fingerprint", [](const std::string & path) { return ke::model_fingerprint(path); },
+          py::arg("path"), "The fingerprint adapters are tied to (docs/formats.md), from a GGUF's metadata alone.");
 
     m.attr("MAX_GAMMA") = MAX_GAMMA;
     m.attr("DEFAULT_GAMMA") = DEFAULT_GAMMA;
@@ -231,6 +233,15 @@ PYBIND11_MODULE(_native, m) {
         .def("is_eog", [](Engine & e, int32_t t) { return e.tokenizer().is_eog(t); })
         .def_property_readonly("bos", [](Engine & e) { return e.tokenizer().bos(); })
         .def_property_readonly("eos", [](Engine & e) { return e.tokenizer().eos(); })
+        // diagnostics: time per kind of graph node (benchmarks/step_profile.py)
+        .def("set_profiling", &Engine::set_profiling, py::arg("on"))
+        .def("op_profile", [](Engine & e) {
+                 py::dict by_kind;
+                 for (const auto & [kind, t] : e.op_profile().by_kind()) by_kind[py::str(kind)] = py::make_tuple(t.count, t.seconds);
+                 return py::make_tuple(e.op_profile().graphs(), by_kind);
+             },
+             "(graphs run, {node kind: (nodes, seconds)}) since the last clear_op_profile()")
+        .def("clear_op_profile", [](Engine & e) { e.op_profile().clear(); })
         // the sequence
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_past", &Engine::n_past)

@@ -75,6 +75,10 @@ public:
     const std::vector<int32_t> & last_inputs() const { return decoder_.last_inputs(); }
     const std::vector<float> & last_logits() const { return decoder_.last_logits(); }
 
+    // Times every graph node while on (a diagnostic: each node then runs on its own).
+    void set_profiling(bool on) { runner_.set_profiling(on); }
+    OpProfile & op_profile() { return runner_.profile(); }
+
     // ---- the sequence ---------------------------------------------------------------------
     int n_ctx() const { return sequence_.n_ctx(); }
     int n_past() const { return sequence_.n_past(); }

@@ -65,7 +65,12 @@ size_t WeightStore::total_bytes() const {
     return n;
 }
 
-std::string model_fingerprint(const Hparams & hp, const std::vector<std::string> & tokens) {
+std::string model_fingerprint(const GgufFile & f, const Hparams & hp) {
+    const std::vector<std::string> tokens = f.get_str_array("tokenizer.ggml.tokens");
+    if ((int) tokens.size() != hp.n_vocab) {
+        throw EngineError(format("'%s': %zu tokenizer tokens but the embedding has %d rows",
+                                 f.path().c_str(), tokens.size(), hp.n_vocab));
+    }
     uint64_t h = 0xcbf29ce484222325ull;
     auto feed = [&h](const std::string & s) {
         for (unsigned char c : s) {
@@ -82,15 +87,18 @@ std::string model_fingerprint(const Hparams & hp, const std::vector<std::string>
     return format("%016llx", (unsigned long long) h);
 }
 
+std::string model_fingerprint(const std::string & path) {
+    GgufFile f(path);
+    return model_fingerprint(f, read_hparams(f));
+}
+
 Model::Model(const std::string & path, Backends & backends) : path_(path) {
     GgufFile f(path);
-    read_hparams(f);
-    const std::vector<std::string> tokens = f.get_str_array("tokenizer.ggml.tokens");
-    if ((int) tokens.size() != hp_.n_vocab) {
-        throw EngineError(format("'%s': %zu tokenizer tokens but the embedding has %d rows",
-                                 path.c_str(), tokens.size(), hp_.n_vocab));
-    }
-    fingerprint_ = model_fingerprint(hp_, tokens);
+    hp_ = read_hparams(f);
+    fingerprint_ = model_fingerprint(f, hp_);
+    const uint32_t ftype = f.get_u32("general.file_type", 0);
+    file_type_ = ftype == 0 ? std::string(ggml_type_name(f.find_tensor("token_embd.weight")->type))
+                            : format("ftype %u", ftype);
     chat_template_ = f.get_str("tokenizer.chat_template", "");
     name_ = f.get_str("general.name", "");
     create_weights(f, backends);
@@ -143,7 +151,40 @@ AttentionConfig Hparams::attention_config(int il) const {
     return global_attention_config();
 }
 
-void Model::read_hparams(const GgufFile & f) {
+// Gemma 3's local layers: window `attention.sliding_window`; which layers are local comes from
+// `attention.sliding_window_pattern` (a period n: every n-th layer is global, or one bool per
+// layer) and defaults, as in llama.cpp, to 5 local layers then 1 global; their RoPE base is
+// `rope.freq_base_swa` (default 10000) at scale 1.
+static void read_sliding_window(const GgufFile & f, Hparams & hp) {
+    const std::string p = hp.arch_name + ".";
+    const uint32_t n_swa = f.get_u32(p + "attention.sliding_window", 0);
+    if (n_swa == 0) return;
+    if (n_swa > (1u << 24)) {
+        throw EngineError(format("'%s': invalid hyperparameters: attention.sliding_window %u is not a window size",
+                                 f.path().c_str(), n_swa));
+    }
+    hp.n_swa = (int) n_swa;
+    const std::string pattern_key = p + "attention.sliding_window_pattern";
+    hp.swa_layers.assign(hp.n_layer, 0);
+    if (f.has_key(pattern_key) && f.is_array(pattern_key)) {
+        const std::vector<bool> local = f.get_bool_array(pattern_key);
+        if ((int) local.size() < hp.n_layer) {
+            throw EngineError(format("'%s': %s lists %zu layers, the model has %d", f.path().c_str(),
+                                     pattern_key.c_str(), local.size(), hp.n_layer));
+        }
+        for (int il = 0; il < hp.n_layer; ++il) hp.swa_layers[il] = local[il];
+    } else {
+        const int period = (int) f.get_u32(pattern_key, 6);
+        for (int il = 0; il < hp.n_layer; ++il) hp.swa_layers[il] = period == 0 || il % period < period - 1;
+    }
+    hp.rope_freq_base_swa = f.get_f32(p + "rope.freq_base_swa", 10000.0f);
+    if (!(hp.rope_freq_base_swa > 0.0f)) {
+        throw EngineError(format("'%s': invalid hyperparameters: rope.freq_base_swa must be positive", f.path().c_str()));
+    }
+}
+
+Hparams read_hparams(const GgufFile & f) {
+    Hparams hp{};
     const std::string arch = f.get_str("general.architecture");
     const ArchTraits * t = nullptr;
     for (const ArchTraits & a : ARCHS) {
@@ -155,96 +196,63 @@ void Model::read_hparams(const GgufFile & f) {
         throw EngineError(format("'%s': unsupported architecture '%s' (kangaroo-edge runs: %s)",
                                  f.path().c_str(), arch.c_str(), names.c_str()));
     }
-    hp_.arch = t->arch;
-    hp_.rope_mode = t->rope_mode;
-    hp_.ffn_act = t->ffn_act;
-    hp_.arch_name = arch;
+    hp.arch = t->arch;
+    hp.rope_mode = t->rope_mode;
+    hp.ffn_act = t->ffn_act;
+    hp.arch_name = arch;
     const std::string p = arch + ".";
-    hp_.n_layer = (int) f.get_u32(p + "block_count");
-    hp_.n_embd = (int) f.get_u32(p + "embedding_length");
-    hp_.n_head = (int) f.get_u32(p + "attention.head_count");
-    hp_.n_head_kv = (int) f.get_u32(p + "attention.head_count_kv", (uint32_t) hp_.n_head);
-    hp_.n_ff = (int) f.get_u32(p + "feed_forward_length");
-    hp_.n_ctx_train = (int) f.get_u32(p + "context_length", 2048);
-    hp_.rms_eps = f.get_f32(p + "attention.layer_norm_rms_epsilon", 1e-5f);
-    hp_.rope_freq_base = f.get_f32(p + "rope.freq_base", 10000.0f);
+    hp.n_layer = (int) f.get_u32(p + "block_count");
+    hp.n_embd = (int) f.get_u32(p + "embedding_length");
+    hp.n_head = (int) f.get_u32(p + "attention.head_count");
+    hp.n_head_kv = (int) f.get_u32(p + "attention.head_count_kv", (uint32_t) hp.n_head);
+    hp.n_ff = (int) f.get_u32(p + "feed_forward_length");
+    hp.n_ctx_train = (int) f.get_u32(p + "context_length", 2048);
+    hp.rms_eps = f.get_f32(p + "attention.layer_norm_rms_epsilon", 1e-5f);
+    hp.rope_freq_base = f.get_f32(p + "rope.freq_base", 10000.0f);
     const std::string scaling = f.get_str(p + "rope.scaling.type", "none");
     if (scaling != "none" && scaling != "linear") {
         throw EngineError(format("'%s': RoPE scaling '%s' is not supported", f.path().c_str(), scaling.c_str()));
     }
     const float factor = f.get_f32(p + "rope.scaling.factor", 0.0f);
-    hp_.rope_freq_scale = (scaling == "linear" && factor > 0.0f) ? 1.0f / factor : 1.0f;
+    hp.rope_freq_scale = (scaling == "linear" && factor > 0.0f) ? 1.0f / factor : 1.0f;
 
     auto check = [&](bool ok, const char * what) {
         if (!ok) throw EngineError(format("'%s': invalid hyperparameters: %s", f.path().c_str(), what));
     };
-    check(hp_.n_layer > 0 && hp_.n_layer <= 1024, "block_count must be in 1..1024");
-    check(hp_.n_embd > 0 && hp_.n_embd <= 65536, "embedding_length must be in 1..65536");
-    check(hp_.n_head > 0 && hp_.n_head <= 1024, "head_count must be in 1..1024");
-    check(hp_.n_head_kv > 0 && hp_.n_head % hp_.n_head_kv == 0, "head_count must be a multiple of head_count_kv");
-    check(hp_.n_ff > 0 && hp_.n_ff <= 1 << 20, "feed_forward_length must be in 1..2^20");
-    check(hp_.rms_eps > 0.0f && hp_.rms_eps < 1.0f, "layer_norm_rms_epsilon must be in (0, 1)");
-    check(hp_.rope_freq_base > 0.0f, "rope.freq_base must be positive");
-    hp_.head_dim = (int) f.get_u32(p + "attention.key_length", (uint32_t) (hp_.n_embd / hp_.n_head));
-    check(hp_.head_dim > 0 && hp_.head_dim % 2 == 0, "key_length must be positive and even");
-    check((int) f.get_u32(p + "attention.value_length", (uint32_t) hp_.head_dim) == hp_.head_dim,
+    check(hp.n_layer > 0 && hp.n_layer <= 1024, "block_count must be in 1..1024");
+    check(hp.n_embd > 0 && hp.n_embd <= 65536, "embedding_length must be in 1..65536");
+    check(hp.n_head > 0 && hp.n_head <= 1024, "head_count must be in 1..1024");
+    check(hp.n_head_kv > 0 && hp.n_head % hp.n_head_kv == 0, "head_count must be a multiple of head_count_kv");
+    check(hp.n_ff > 0 && hp.n_ff <= 1 << 20, "feed_forward_length must be in 1..2^20");
+    check(hp.rms_eps > 0.0f && hp.rms_eps < 1.0f, "layer_norm_rms_epsilon must be in (0, 1)");
+    check(hp.rope_freq_base > 0.0f, "rope.freq_base must be positive");
+    hp.head_dim = (int) f.get_u32(p + "attention.key_length", (uint32_t) (hp.n_embd / hp.n_head));
+    check(hp.head_dim > 0 && hp.head_dim % 2 == 0, "key_length must be positive and even");
+    check((int) f.get_u32(p + "attention.value_length", (uint32_t) hp.head_dim) == hp.head_dim,
           "value_length must equal key_length");
-    check((int) f.get_u32(p + "rope.dimension_count", (uint32_t) hp_.head_dim) == hp_.head_dim,
+    check((int) f.get_u32(p + "rope.dimension_count", (uint32_t) hp.head_dim) == hp.head_dim,
           "partial RoPE (rope.dimension_count != head size) is not supported");
-    hp_.kq_scale = 1.0f / sqrtf((float) hp_.head_dim);
-    if (hp_.arch == Arch::Gemma3) {
+    hp.kq_scale = 1.0f / sqrtf((float) hp.head_dim);
+    if (hp.arch == Arch::Gemma3) {
         // As llama.cpp: embeddings scaled by sqrt(n_embd); q scaled by query_pre_attn_scalar^-1/2
         // before q.k, which is 1/sqrt(head_dim) except for the 27B (62 layers: n_embd/n_head); a
         // GGUF may state its own (`attention.scale`, which llama.cpp ignores for Gemma 3).
-        hp_.embd_scale = sqrtf((float) hp_.n_embd);
-        hp_.scale_q = true;
-        if (hp_.n_layer == 62) hp_.kq_scale = 1.0f / sqrtf((float) (hp_.n_embd / hp_.n_head));
-        hp_.kq_scale = f.get_f32(p + "attention.scale", hp_.kq_scale);
-        hp_.final_logit_softcap = f.get_f32(p + "final_logit_softcapping", 0.0f);
-        check(hp_.kq_scale > 0.0f && std::isfinite(hp_.kq_scale), "attention.scale must be positive");
-        check(hp_.final_logit_softcap >= 0.0f && std::isfinite(hp_.final_logit_softcap),
+        hp.embd_scale = sqrtf((float) hp.n_embd);
+        hp.scale_q = true;
+        if (hp.n_layer == 62) hp.kq_scale = 1.0f / sqrtf((float) (hp.n_embd / hp.n_head));
+        hp.kq_scale = f.get_f32(p + "attention.scale", hp.kq_scale);
+        hp.final_logit_softcap = f.get_f32(p + "final_logit_softcapping", 0.0f);
+        check(hp.kq_scale > 0.0f && std::isfinite(hp.kq_scale), "attention.scale must be positive");
+        check(hp.final_logit_softcap >= 0.0f && std::isfinite(hp.final_logit_softcap),
               "final_logit_softcapping must be non-negative");
-        read_sliding_window(f);
+        read_sliding_window(f, hp);
     }
 
     ggml_tensor * embd = f.find_tensor("token_embd.weight");
     if (!embd) throw EngineError(format("'%s': required tensor 'token_embd.weight' is missing", f.path().c_str()));
-    hp_.n_vocab = (int) embd->ne[1];
-    check(hp_.n_vocab > 0, "empty vocabulary");
-    const uint32_t ftype = f.get_u32("general.file_type", 0);
-    file_type_ = ftype == 0 ? std::string(ggml_type_name(embd->type)) : format("ftype %u", ftype);
-}
-
-// Gemma 3's local layers: window `attention.sliding_window`; which layers are local comes from
-// `attention.sliding_window_pattern` (a period n: every n-th layer is global, or one bool per
-// layer) and defaults, as in llama.cpp, to 5 local layers then 1 global; their RoPE base is
-// `rope.freq_base_swa` (default 10000) at scale 1.
-void Model::read_sliding_window(const GgufFile & f) {
-    const std::string p = hp_.arch_name + ".";
-    const uint32_t n_swa = f.get_u32(p + "attention.sliding_window", 0);
-    if (n_swa == 0) return;
-    if (n_swa > (1u << 24)) {
-        throw EngineError(format("'%s': invalid hyperparameters: attention.sliding_window %u is not a window size",
-                                 f.path().c_str(), n_swa));
-    }
-    hp_.n_swa = (int) n_swa;
-    const std::string pattern_key = p + "attention.sliding_window_pattern";
-    hp_.swa_layers.assign(hp_.n_layer, 0);
-    if (f.has_key(pattern_key) && f.is_array(pattern_key)) {
-        const std::vector<bool> local = f.get_bool_array(pattern_key);
-        if ((int) local.size() < hp_.n_layer) {
-            throw EngineError(format("'%s': %s lists %zu layers, the model has %d", f.path().c_str(),
-                                     pattern_key.c_str(), local.size(), hp_.n_layer));
-        }
-        for (int il = 0; il < hp_.n_layer; ++il) hp_.swa_layers[il] = local[il];
-    } else {
-        const int period = (int) f.get_u32(pattern_key, 6);
-        for (int il = 0; il < hp_.n_layer; ++il) hp_.swa_layers[il] = period == 0 || il % period < period - 1;
-    }
-    hp_.rope_freq_base_swa = f.get_f32(p + "rope.freq_base_swa", 10000.0f);
-    if (!(hp_.rope_freq_base_swa > 0.0f)) {
-        throw EngineError(format("'%s': invalid hyperparameters: rope.freq_base_swa must be positive", f.path().c_str()));
-    }
+    hp.n_vocab = (int) embd->ne[1];
+    check(hp.n_vocab > 0, "empty vocabulary");
+    return hp;
 }
 
 void Model::create_weights(const GgufFile & f, Backends & backends) {

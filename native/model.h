@@ -122,8 +122,6 @@ public:
     std::vector<LayerWeights> layers;
 
 private:
-    void read_hparams(const GgufFile & f);
-    void read_sliding_window(const GgufFile & f);
     void create_weights(const GgufFile & f, Backends & backends);
 
     std::string path_;
@@ -142,7 +140,13 @@ private:
 // I32) gets past every size check. 1-D weights (norms, biases, RoPE factors) must be F32.
 void check_weight_type(const std::string & path, const std::string & name, ggml_type type, ggml_op op);
 
-// FNV-1a 64 over the model's identity (docs/formats.md, "Model fingerprint").
-std::string model_fingerprint(const Hparams & hp, const std::vector<std::string> & tokens);
+// A GGUF's hyperparameters, validated; throws EngineError naming the file.
+Hparams read_hparams(const GgufFile & f);
+
+// FNV-1a 64 over the model's identity (docs/formats.md, "Model fingerprint"): architecture,
+// shape and vocabulary. The second form reads only the file's metadata, for tools (training,
+// export) that tie adapters to a model without loading its weights.
+std::string model_fingerprint(const GgufFile & f, const Hparams & hp);
+std::string model_fingerprint(const std::string & path);
 
 }  // namespace ke

@@ -166,6 +166,8 @@ void Runner::run(const GraphKey & key, const GraphBody & body, int n_embd_kv, in
     set_input(g.in.tokens, tokens);
     set_input(g.in.hidden, hidden);
     fill_step_inputs(g.in, pos0, key.spec.n_tokens, key.n_kv, n_embd_kv, n_cells);
+    if (profiling_) profile_.count_graph();
+    profile_.attach(g.sched, profiling_);
     if (ggml_backend_sched_graph_compute(g.sched, g.gf) != GGML_STATUS_SUCCESS) {
         throw EngineError("graph computation failed");
     }

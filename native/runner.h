@@ -13,6 +13,7 @@
 #include "graph.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "op_profile.h"
 
 namespace ke {
 
@@ -68,6 +69,10 @@ public:
     // Drops cached graphs (and their compute buffers).
     void clear();
 
+    // While on, every graph run is timed node by node into profile() (slower: a diagnostic).
+    void set_profiling(bool on) { profiling_ = on; }
+    OpProfile & profile() { return profile_; }
+
 private:
     struct CachedGraph;
     CachedGraph & graph_for(const GraphKey & key, const GraphBody & body, int n_embd_kv);
@@ -76,6 +81,8 @@ private:
     const Model & model_;
     Backends & backends_;
     std::list<std::unique_ptr<CachedGraph>> cache_;  // most recently used first
+    bool profiling_ = false;
+    OpProfile profile_;
 };
 
 // Values of the per-step inputs (positions, causal mask, cache cells) for a contiguous run of

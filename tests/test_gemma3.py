@@ -21,6 +21,7 @@ from conftest import TEST_N_CTX, TEST_THREADS, load_questions
 from gguf_edit import copy_gguf
 from kangaroo_edge import EngineError, KangarooLM, models
 from llama_oracle import LlamaOracle
+from kangaroo_edge.text import completion_prompt
 
 N_PROMPTS = 20
 N_NEW = 128
@@ -31,15 +32,15 @@ WINDOW = 512
 LOGIT_ATOL = 1e-3
 
 
-def completion_prompt(question: dict) -> str:
-    return question["turns"][0].strip() + "\n\n"
+def question_text(question: dict) -> str:
+    return completion_prompt(question["turns"][0])
 
 
 def long_prompt(lm: KangarooLM, n_tokens: int) -> list[int]:
     """The first n_tokens of several questions one after the other (past the sliding window)."""
     ids: list[int] = []
     for q in load_questions(40):
-        ids += lm.tokenize(completion_prompt(q), add_special=not ids)
+        ids += lm.tokenize(question_text(q), add_special=not ids)
         if len(ids) >= n_tokens:
             return ids[:n_tokens]
     raise AssertionError("the dev questions are too short for a long prompt")
@@ -73,7 +74,7 @@ def test_greedy_tokens_equal_llamacpp(gemma3, oracle):
         # another batch shape, whose kernels round differently (KangarooLM.reset), and Gemma's
         # logits (262k-token head, large activations) have near-ties that such rounding flips
         gemma3.reset()
-        ours = gemma3.generate(completion_prompt(q), N_NEW, temperature=0.0, speculative=False)
+        ours = gemma3.generate(question_text(q), N_NEW, temperature=0.0, speculative=False)
         ref = oracle.greedy(ours.prompt_token_ids, N_NEW)
         if ours.token_ids != ref:
             mismatches.append(q["question_id"])
@@ -101,7 +102,7 @@ SETTINGS = [(2, 0.0, 4), (16, 0.0, 6), (16, 0.0, 1), (2, 0.0, 6), (16, None, 4),
 
 
 def test_greedy_kangaroo_equals_plain(gemma3, adapters):
-    prompts = [completion_prompt(q) for q in load_questions(len(SETTINGS) - 1)]
+    prompts = [question_text(q) for q in load_questions(len(SETTINGS) - 1)]
     prompts.append(long_prompt(gemma3, WINDOW - 40))  # drafts and verification across the window
     accepted_multi = 0
     for prompt, (exit, tau, gamma) in zip(prompts, SETTINGS):
@@ -187,3 +188,30 @@ def test_bench_completion_prompts(tmp_path):
     assert [q["match_plain_vs_llamacpp"] for q in res["questions"]] == [True, True]
     r = cli(*common)
     assert r.returncode != 0 and "has no chat template" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_training_continues_prompts_as_text(gemma3, tmp_path):
+    """`kangaroo-edge train --completion`: a model without a chat template gets training answers
+    that continue each prompt as raw text (the bench's completion-style prompts), its own greedy
+    continuation; without a prompts file the pipeline says why it cannot write its own prompts."""
+    from kangaroo_edge.train.jsonl import read_jsonl
+    from kangaroo_edge.train.pipeline import Pipeline, TrainConfig
+    from kangaroo_edge.train.prompts import run_prompts_stage
+    from kangaroo_edge.train.responses import run_responses_stage
+
+    texts = ["The three primary colours of light are", "A short history of the bicycle:"]
+    (tmp_path / "prompts.txt").write_text("\n".join(texts) + "\n")
+    run_prompts_stage(tmp_path, None, tmp_path / "prompts.txt", progress=False)
+    run_responses_stage(gemma3, tmp_path, max_new_tokens=8, sampled_fraction=0.0, progress=False,
+                        n_threads=TEST_THREADS, completion=True)
+    rows = read_jsonl(tmp_path / "responses.jsonl")
+    assert len(rows) == 2
+    for text, row in zip(texts, rows):
+        ids = gemma3.tokenize(completion_prompt(text))
+        assert row["prompt_token_ids"] == ids
+        gemma3.reset()
+        assert row["response_token_ids"] == list(gemma3.generate(ids, 8, temperature=0.0, speculative=False).token_ids)
+    with pytest.raises(ValueError, match="needs a prompts file"):
+        Pipeline(TrainConfig(exit_layer=2, completion=True, workdir=str(tmp_path / "w"), preset="smoke"),
+                 lm=gemma3).run()
+    assert not (tmp_path / "w").exists()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from ..text import completion_prompt
 from . import tune
 
 LLAMACPP_PLAIN = "llamacpp_plain"
@@ -283,7 +284,7 @@ def render_prompt(lm, question: dict, prompt_format: str) -> str:
     """A question's first turn as the model sees it (see BenchConfig.prompt_format)."""
     text = question["turns"][0]
     if prompt_format == "completion":
-        return text.strip() + "\n\n"
+        return completion_prompt(text)
     if prompt_format != "chat":
         raise ValueError(f"prompt_format must be 'chat' or 'completion', got {prompt_format!r}")
     return lm.apply_chat_template([{"role": "user", "content": text}])

@@ -42,6 +42,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", dest="prompts_file", default=None,
                    help="your prompts: JSONL (prompt / instruction / turns / messages) or text, one per line "
                         "(default: built-in prompts the model writes from topic x task seeds)")
+    g.add_argument("--completion", action="store_true",
+                   help="continue the prompts as raw text instead of answering them as chat turns (for a model "
+                        "without a chat template, such as the pretrained Gemma 3 270M; with --prompts: the built-in prompts are chat requests)")
     g.add_argument("--n-prompts", type=int, default=None, help="number of prompts (a file: at most this many)")
     g.add_argument("-n", "--max-new-tokens", type=int, default=None, help="maximum tokens per response")
     g.add_argument("--sampled-fraction", type=float, default=None,
@@ -90,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
     if args.lr is not None and args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     return TrainConfig(exit_layer=args.exit_layer, model=args.model, out=args.out, workdir=args.workdir,
-                       preset=args.preset, prompts_file=args.prompts_file, n_prompts=args.n_prompts,
+                       preset=args.preset, prompts_file=args.prompts_file, completion=args.completion,
+                       n_prompts=args.n_prompts,
                        max_new_tokens=args.max_new_tokens, sampled_fraction=args.sampled_fraction,
                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
                        heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,

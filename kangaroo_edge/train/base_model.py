@@ -15,10 +15,11 @@ import torch
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
+from .. import _native
+
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 # ggml's RoPE mode per architecture: llama -> normal (adjacent pairs), the others NeoX (split halves).
 ROPE_TYPES = {"llama": "normal", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox"}
-NEWLINE = b"\n"
 ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
 
 
@@ -148,21 +149,7 @@ def load_layer_attention(path: str | Path, layer: int, reader: GGUFReader | None
     return {ours: torch.from_numpy(_dequantize(reader, theirs, path)) for ours, theirs in names.items()}
 
 
-def model_fingerprint(path: str | Path, reader: GGUFReader | None = None) -> str:
-    """FNV-1a 64-bit of the architecture and vocabulary (docs/formats.md), 16 lower-case hex digits.
-    Must agree with the engine's `model.fingerprint`."""
-    reader = reader or GGUFReader(str(path))
-    info = read_base_model_info(path, reader)
-    field = reader.fields.get("tokenizer.ggml.tokens")
-    if field is None:
-        raise ValueError(f"{path}: missing metadata key 'tokenizer.ggml.tokens'")
-    tokens = [bytes(field.parts[i]) for i in field.data]  # raw UTF-8 bytes as stored
-    header = f"{info.arch}|{info.n_layer}|{info.n_embd}|{info.n_head}|{info.n_head_kv}|{info.n_vocab}|"
-    return f"{fnv1a_64(header.encode() + NEWLINE.join(tokens)):016x}"
-
-
-def fnv1a_64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for byte in data:
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
+def model_fingerprint(path: str | Path) -> str:
+    """The fingerprint adapters are tied to (docs/formats.md), 16 lower-case hex digits: the
+    engine's, read from the file's metadata without loading the model."""
+    return _native.model_fingerprint(str(path))

@@ -328,7 +328,7 @@ def fit(cfg: FitConfig) -> list[dict]:
     shards = FeatureShards(cfg.features)
     reader = GGUFReader(cfg.model)
     info = read_base_model_info(cfg.model, reader)
-    fingerprint = model_fingerprint(cfg.model, reader)
+    fingerprint = model_fingerprint(cfg.model)
     if shards.fingerprint != fingerprint:
         raise ValueError(f"{cfg.features}: features were made with model {shards.fingerprint}, "
                          f"but {cfg.model} is {fingerprint}")

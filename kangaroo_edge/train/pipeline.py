@@ -71,6 +71,7 @@ class TrainConfig:
     workdir: Optional[str] = None         # default ./runs/<model stem>-exit<N>
     preset: str = "default"
     prompts_file: Optional[str] = None    # a user's JSONL / text prompts; None: built-in prompts
+    completion: bool = False              # prompts continued as raw text (a model without a chat template)
     # None: take the preset's value
     n_prompts: Optional[int] = None
     max_new_tokens: Optional[int] = None
@@ -171,6 +172,10 @@ class Pipeline:
         for stage in stages:
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)} or all")
+        if "prompts" in stages and self.cfg.completion and self.cfg.prompts_file is None:
+            # the built-in prompts are the model's answers to chat requests
+            raise ValueError("completion-style training needs a prompts file (--prompts FILE): the built-in "
+                             "prompts are written by the model in a chat")
         self._check_run()
         logger.info("train: model %s, exit layer %d, workdir %s, preset %s", self.model_path, self.cfg.exit_layer,
                     self.workdir, self.cfg.preset)
@@ -213,7 +218,7 @@ class Pipeline:
 
         c = self.cfg
         report = run_responses_stage(self.lm, self.workdir, c.max_new_tokens, c.sampled_fraction, c.seed, c.progress,
-                                     n_seq=c.n_seq, generator=self.generator())
+                                     n_seq=c.n_seq, generator=self.generator(), completion=c.completion)
         self._record("responses", report)
         return report
 

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
+from ..text import completion_prompt
 from .batched import DEFAULT_N_SEQ, BatchedGenerator, GenJob, GenResult
 from .jsonl import append_jsonl, read_jsonl
 from .prompts import read_prompts
@@ -78,8 +79,11 @@ def plan_jobs(prompts: list[dict], sampled_fraction: float, seed: int) -> list[t
     return jobs
 
 
-def chat_prompt_ids(lm, prompt: str) -> list[int]:
-    """The prompt as the model sees it in a chat: one user turn, then the assistant's header."""
+def prompt_ids(lm, prompt: str, completion: bool = False) -> list[int]:
+    """The prompt as the model sees it: in a chat, one user turn then the assistant's header; with
+    `completion`, raw text to continue (a model without a chat template)."""
+    if completion:
+        return lm.tokenize(completion_prompt(prompt))
     return lm.tokenize(lm.apply_chat_template([{"role": "user", "content": prompt}]))
 
 
@@ -105,9 +109,10 @@ def in_order(results: Iterable[GenResult], keys: list[str]) -> Iterator[GenResul
 def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                         sampled_fraction: float = DEFAULT_SAMPLED_FRACTION, seed: int = 0,
                         progress: bool = True, n_seq: int = DEFAULT_N_SEQ, n_threads: int = 1,
-                        generator: Optional[BatchedGenerator] = None) -> ResponsesReport:
+                        generator: Optional[BatchedGenerator] = None, completion: bool = False) -> ResponsesReport:
     """Answers every prompt of workdir/prompts.jsonl not yet in workdir/responses.jsonl, `n_seq`
-    at a time (BatchedGenerator on the model file of `lm`; `lm` renders and tokenizes)."""
+    at a time (BatchedGenerator on the model file of `lm`; `lm` renders and tokenizes; with
+    `completion` the prompts are continued as raw text instead of chat turns)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if not 0.0 <= sampled_fraction <= 1.0:
@@ -123,7 +128,7 @@ def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_M
 
     jobs, rows, n_skipped = [], {}, 0
     for row, mode in planned:
-        ids = chat_prompt_ids(lm, row["prompt"])
+        ids = prompt_ids(lm, row["prompt"], completion)
         room = lm.n_ctx - len(ids)
         if room < 1:
             n_skipped += 1
