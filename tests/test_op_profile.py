@@ -31,9 +31,6 @@ def test_profiling_times_every_node_and_changes_no_token(smollm_path):
     assert products("q8_0") == graphs
     assert by_kind["RMS_NORM"][0] >= (2 * n_layer + 1) * graphs
     assert all(n > 0 and sec >= 0.0 for n, sec in by_kind.values())
-    # products take most of a step
-    product_seconds = sum(sec for kind, (_, sec) in by_kind.items() if kind.startswith(("MUL_MAT", "CUSTOM")))
-    assert product_seconds > 0.5 * sum(sec for _, sec in by_kind.values())
     # profiling off again: nothing more is recorded
     e.clear_op_profile()
     lm.generate(prompt, 4, speculative=False)
