@@ -100,23 +100,17 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const Attentio
     store_kv(w, c, cache, x, in, rope_freqs);
 
     ggml_tensor * mask = c.sliding_window ? in.kq_mask_swa : in.kq_mask;  // [n_kv, n_tokens]
-    ggml_tensor * cur;
-    if (!in.per_token) {
-        cur = attend(cache, n_kv, ggml_permute(ctx_, q, 0, 2, 1, 3), mask);
-    } else {
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            const int n_kv_t = t < in.split ? in.n_kv_before : n_kv;
-            ggml_tensor * q_t = ggml_view_3d(ctx_, q, hd, hp_.n_head, 1, q->nb[1], q->nb[2], t * q->nb[2]);
-            ggml_tensor * mask_t = ggml_view_2d(ctx_, mask, n_kv_t, 1, mask->nb[1], t * mask->nb[1]);
-            ggml_tensor * out_t = attend(cache, n_kv_t, ggml_permute(ctx_, q_t, 0, 2, 1, 3), mask_t);
-            cur = t == 0 ? out_t : ggml_concat(ctx_, cur, out_t, 1);
-        }
-    }
+    // Batched: the tokens are the rows of one product. Per token: each token is a slice of its
+    // own in dimension 3, where ggml multiplies one query row at a time (its one-token kernels).
+    ggml_tensor * Q = in.per_token ? ggml_reshape_4d(ctx_, q, hd, 1, hp_.n_head, n_tokens)
+                                   : ggml_permute(ctx_, q, 0, 2, 1, 3);
+    if (in.per_token) mask = ggml_reshape_4d(ctx_, mask, mask->ne[0], 1, 1, n_tokens);
+    ggml_tensor * cur = attend(cache, n_kv, Q, mask, n_tokens);
     ggml_build_forward_expand(gf_, cur);
     return weight_mul_mat(w.wo, cur);  // [n_embd, n_tokens]
 }
 
-ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask) {
+ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens) {
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
     const int64_t n_cells = cache.k->ne[1];
@@ -128,12 +122,12 @@ ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, g
                                     ggml_row_size(cache.v->type, n_cells), 0);
     Vt = ggml_permute(ctx_, Vt, 0, 2, 1, 3);
 
-    ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head]; GQA broadcasts
+    ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head] (per token: [n_kv, 1, n_head, n_tokens]); GQA broadcasts
     ggml_prec_set_acc(kq, GGML_PREC_F32);
     kq = ggml_soft_max_ext(ctx_, kq, mask, hp_.scale_q ? 1.0f : hp_.kq_scale, 0.0f);
-    ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, kq);  // [hd, n_tokens, n_head]
+    ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, kq);  // [hd, n_tokens, n_head] (per token: [hd, 1, n_head, n_tokens])
     ggml_tensor * cur = ggml_permute(ctx_, kqv, 0, 2, 1, 3);
-    return ggml_cont_2d(ctx_, cur, hd * hp_.n_head, Q->ne[1]);  // [n_head*hd, n_tokens]
+    return ggml_cont_2d(ctx_, cur, hd * hp_.n_head, n_tokens);  // [n_head*hd, n_tokens]
 }
 
 ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {

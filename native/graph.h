@@ -27,13 +27,12 @@ struct StepInputs {
     ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]              rows kept at the last layer (or null: all)
 
     // Attention layout. Batched (prefill, as llama.cpp): one product over n_kv cells for all
-    // tokens. Per token (speculative verification): one product per token over the cells that
-    // token would read in a one-token step: tokens before `split` read `n_kv_before` cells, the
-    // rest n_kv. ggml's batched kernels round differently from its one-token kernels, so this
-    // makes every verified row bit-identical to plain decoding.
+    // tokens. Per token (speculative verification): every token's query is a product of its own
+    // (a slice of the same node), which ggml computes with its one-token kernels: ggml's batched
+    // kernels round differently, so this makes every verified row bit-identical to plain
+    // decoding. Cells a token's one-token step would not read (past its own n_kv) are masked:
+    // they add exact zeros.
     bool per_token = false;
-    int split = 0;
-    int n_kv_before = 0;
 };
 
 enum class Output { Hidden, NormedHidden, Logits };
@@ -69,7 +68,7 @@ public:
     void store_kv(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, ggml_tensor * x,
                   const StepInputs & in, ggml_tensor * rope_freqs);
     // softmax(K^T Q * kq_scale + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
-    ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask);
+    ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens);
 
     // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
     // in.out_ids is set, only those rows continue through the last FFN (as llama.cpp does).

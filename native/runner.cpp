@@ -19,7 +19,7 @@ void set_input(ggml_tensor * t, const void * data) {
 }  // namespace
 
 bool GraphKey::operator==(const GraphKey & o) const {
-    return kind == o.kind && n_kv == o.n_kv && split == o.split && n_kv_before == o.n_kv_before &&
+    return kind == o.kind && n_kv == o.n_kv &&
            cache_a == o.cache_a && cache_b == o.cache_b && spec.per_token_attention == o.spec.per_token_attention &&
            spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
            spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
@@ -55,10 +55,9 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     auto g = std::make_unique<CachedGraph>();
     g->key = key;
     const Hparams & hp = model_.hparams();
-    // Generous: a layer is ~40 nodes (~50 for Gemma 3; plus ~16 per token with per-token
-    // attention and up to ~14 more for weights multiplied row by row); the adapter block and
-    // head add a few dozen.
-    const size_t per_layer = 80 + (key.spec.per_token_attention ? 40 * (size_t) key.spec.n_tokens : 0);
+    // Generous: a layer is ~40 nodes (~50 for Gemma 3; plus up to ~14 per token for weights
+    // multiplied row by row); the adapter block and head add a few dozen.
+    const size_t per_layer = 80 + (key.spec.per_token_attention ? 16 * (size_t) key.spec.n_tokens : 0);
     const size_t max_nodes = 256 + (size_t) hp.n_layer * per_layer;
     ggml_init_params params = {ggml_tensor_overhead() * max_nodes + ggml_graph_overhead_custom(max_nodes, false),
                                nullptr, true};
@@ -79,8 +78,6 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     }
     g->in = b.make_inputs(spec.layer_begin == 0, spec.n_tokens, key.n_kv, n_embd_kv, spec.n_outputs);
     g->in.per_token = spec.per_token_attention;
-    g->in.split = key.split;
-    g->in.n_kv_before = key.n_kv_before;
     g->outs = body(b, g->in);
     for (ggml_tensor * t : g->outs) {
         ggml_set_output(t);
@@ -131,14 +128,7 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
 }
 
 void set_attention_span(GraphKey & key, const KvCache & kv, int pos0) {
-    const int n_tokens = key.spec.n_tokens;
-    key.n_kv = kv.n_kv_for(pos0 + n_tokens);
-    key.split = 0;
-    key.n_kv_before = 0;
-    if (key.spec.per_token_attention) {
-        key.n_kv_before = kv.n_kv_for(pos0 + 1);
-        while (key.split < n_tokens && kv.n_kv_for(pos0 + key.split + 1) < key.n_kv) ++key.split;
-    }
+    key.n_kv = kv.n_kv_for(pos0 + key.spec.n_tokens);
 }
 
 void Runner::validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const {

@@ -36,15 +36,13 @@ struct GraphKey {
     int kind = KIND_LAYER_RANGE;
     ForwardSpec spec;
     int n_kv = 0;
-    int split = 0;        // per-token attention: tokens before `split` read n_kv_before cells
-    int n_kv_before = 0;
     const void * cache_a = nullptr;  // KV caches the graph writes
     const void * cache_b = nullptr;
     bool operator==(const GraphKey & o) const;
 };
 
-// Sets key.n_kv for a batch of key.spec.n_tokens tokens at pos0 and, with per-token attention,
-// the cells each token reads in a one-token step (the count grows in steps of KV_PAD).
+// Sets key.n_kv, the cells a batch of key.spec.n_tokens tokens at pos0 attends over (the count
+// grows in steps of KV_PAD).
 void set_attention_span(GraphKey & key, const KvCache & kv, int pos0);
 
 // Builds a graph's body on top of its step inputs and returns its outputs.
