@@ -1,14 +1,16 @@
 """Greedy Kangaroo equals plain decoding after a reused prefix, on the Spec-Bench dev questions.
 
 Per question: a fresh plain call leaves the prompt cached; the second plain call (reusing the
-cached prefix) is the reference; then Kangaroo with drafting forced (tau=0, gamma 1, 4, 8) and
-plain again alternate on the same cached prefix, each compared token for token with the
-reference. Prints identical counts per setting and per category, how often the reference equals
-the fresh run, and the CPU.
+cached prefix) is the reference; then Kangaroo with drafting forced (tau=0, gamma 1, 4, 8), one
+after the other on the same cached prefix, and plain decoding again after them, each compared
+token for token with the reference. Prints identical counts per setting and per category, how
+often the reference equals the fresh run, and the CPU.
 
 With --out, each question's result is appended to a JSONL file as soon as it is known, and a run
 given the same file again skips the questions already in it: a long run (Qwen on 240 questions)
-resumes where a stopped one left off.
+resumes where a stopped one left off. --shard I/N takes every N-th question from the I-th, so N
+processes with their own --out files share the questions; a run given all the files' rows (cat
+them into one --out) only reports.
 
     python benchmarks/lossless_reuse.py -m smollm2-135m --max-new-tokens 64 -t 2 --out reuse.jsonl
 """
@@ -38,12 +40,14 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("-t", "--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="JSONL of per-question results: appended to, and resumed from")
+    p.add_argument("--shard", default="0/1", type=parse_shard, help="I/N: only every N-th question, from the I-th (0-based)")
     args = p.parse_args()
     if not args.questions:
         p.error("no question file found: give --questions ../shared/specbench/dev.jsonl")
 
     lm = KangarooLM(args.model, n_ctx=4096, n_threads=args.threads, device="cpu")
-    questions = load_questions(Path(args.questions), None, args.limit)
+    shard, n_shards = args.shard
+    questions = load_questions(Path(args.questions), None, args.limit)[shard::n_shards]
     rows = read_rows(args.out, lm, args.max_new_tokens)
     done = {r["question_id"] for r in rows}
     out = open(args.out, "a", encoding="utf-8") if args.out else None
@@ -70,10 +74,20 @@ def compare_on_reused_prefix(lm: KangarooLM, q: dict, max_new: int) -> dict:
     fresh = lm.generate(prompt, max_new, speculative=False).token_ids
     want = lm.generate(prompt, max_new, speculative=False).token_ids
     ok = {FRESH: want == fresh}
-    for g in GAMMAS:
+    for g in GAMMAS:  # each Kangaroo call starts from the state the one before left
         ok[f"gamma={g}"] = lm.generate(prompt, max_new, tau=0.0, gamma=g, lookup=False).token_ids == want
-        ok[PLAIN_AGAIN] = lm.generate(prompt, max_new, speculative=False).token_ids == want
+    ok[PLAIN_AGAIN] = lm.generate(prompt, max_new, speculative=False).token_ids == want  # after all of them
     return ok
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard wants I/N, e.g. 0/2, not {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: I must be in [0, N)")
+    return i, n
 
 
 def read_rows(path: str | None, lm: KangarooLM, max_new: int) -> list[dict]:

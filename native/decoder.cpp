@@ -73,19 +73,18 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
         float * dst = last ? logits_.data() : scratch.data();
         if (!keeper) {
             runner_.forward(sequence_.kv(), {0, L, b, 1, out}, prompt.data() + done, nullptr, done, dst);
-            continue;
+        } else {
+            // shallow layers for every token (the drafter's cache is filled from them), then the deep layers
+            hidden.resize((size_t) b * n_embd);
+            runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done,
+                            hidden.data());
+            keeper->prefill(hidden.data(), b, done);
+            runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
         }
-        // shallow layers for every token (the drafter's cache is filled from them), then the deep layers
-        hidden.resize((size_t) b * n_embd);
-        runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done, hidden.data());
-        keeper->prefill(hidden.data(), b, done);
-        runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
+        // each batch is committed as one: a batch of one token took the one-row kernels, as a step does
+        const auto rows = b > 1 ? Sequence::Rows::PromptBatch : Sequence::Rows::DecodeStep;
+        sequence_.commit(prompt.data() + done, b, last ? logits_.data() : nullptr, keeper != nullptr, rows);
     }
-    // A last batch of one token took the one-row kernels, as a decoding step does.
-    const int n_lone = (n - reuse) % PREFILL_BATCH == 1 ? 1 : 0;
-    sequence_.commit(prompt.data() + reuse, n - reuse - n_lone, n_lone ? nullptr : logits_.data(), keeper != nullptr,
-                     Sequence::Rows::PromptBatch);
-    if (n_lone) sequence_.commit(&prompt.back(), 1, logits_.data(), keeper != nullptr, Sequence::Rows::DecodeStep);
     pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_);
     return pending_;
 }

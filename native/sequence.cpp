@@ -27,13 +27,10 @@ int Sequence::reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse) {
     check_prompt(prompt);
     size_t common = 0;
     while (common < tokens_.size() && common < prompt.size() && tokens_[common] == prompt[common]) ++common;
-    // The last prompt token is evaluated: its logits are needed. If a prompt batch wrote it and
-    // the position before, both are evaluated again so that they keep a batch's rounding.
-    size_t evaluated = 1;
+    // The last prompt token is evaluated: its logits are needed. If a prompt batch wrote it, the
+    // batch is evaluated again from its start.
     const size_t last = prompt.size() - 1;
-    if (common > last && last >= 1 && rows_[last] == Rows::PromptBatch && rows_[last - 1] == Rows::PromptBatch) {
-        evaluated = MIN_EVALUATED_TOKENS;
-    }
+    const size_t evaluated = common > last ? last - (size_t) batch_start_[last] + 1 : 1;
     common = std::min({common, prompt.size() - evaluated, (size_t) std::max(0, max_reuse)});
     truncate((int) common);
     return (int) common;
@@ -44,14 +41,14 @@ void Sequence::append(int32_t token) {
     has_logits_ = false;
     runner_.forward(kv_, {0, model_.hparams().n_layer, 1, 1, Output::Logits}, &token, nullptr, n_past(), logits_.data());
     tokens_.push_back(token);
-    rows_.push_back(Rows::DecodeStep);
+    batch_start_.push_back(n_past() - 1);
     has_logits_ = true;
 }
 
 void Sequence::truncate(int n) {
     if (n < 0 || n > n_past()) throw InvalidArgument(format("cannot truncate %d tokens to %d", n_past(), n));
     tokens_.resize(n);
-    rows_.resize(n);
+    batch_start_.resize(n);
     has_logits_ = false;
     drafter_valid_ = std::min(drafter_valid_, n);
 }
@@ -59,8 +56,9 @@ void Sequence::truncate(int n) {
 void Sequence::commit(const int32_t * tokens, int n_tokens, const float * next_logits, bool drafter_recorded,
                       Rows rows) {
     if (drafter_recorded && drafter_valid_ == n_past()) drafter_valid_ += n_tokens;
+    const int start = n_past();
+    for (int i = 0; i < n_tokens; ++i) batch_start_.push_back(rows == Rows::PromptBatch ? start : start + i);
     tokens_.insert(tokens_.end(), tokens, tokens + n_tokens);
-    rows_.insert(rows_.end(), n_tokens, rows);
     has_logits_ = next_logits != nullptr;
     if (next_logits) std::memcpy(logits_.data(), next_logits, logits_.size() * sizeof(float));
 }

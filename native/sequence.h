@@ -13,13 +13,6 @@ namespace ke {
 
 // Prompt tokens evaluated per forward pass during prefill (llama.cpp's default n_batch).
 constexpr int PREFILL_BATCH = 512;
-// Prompt tokens evaluated when the cache already holds the whole prompt and its last position was
-// written by a prompt batch. ggml computes a lone token through other kernels than a batch (the
-// last prompt token's logits differ by up to ~0.7 between the two on an AMD Zen 3), while batches
-// of two or more agree row for row: re-evaluating two batch-written positions together gives
-// them the numbers a fresh prefill gives. Positions written by decoding steps (one row, or
-// verification rows exact to one row) are continued with one row, as longer decoding would have.
-constexpr int MIN_EVALUATED_TOKENS = 2;
 
 class Sequence {
 public:
@@ -37,8 +30,12 @@ public:
     // Keeps the first n tokens; logits() are invalid until the next evaluation.
     void truncate(int n);
     // Keeps the longest prefix of the cached tokens that `prompt` starts with, at most
-    // max_reuse, leaving at least the last prompt token to evaluate (two when both were written
-    // by a prompt batch: MIN_EVALUATED_TOKENS); returns its length.
+    // max_reuse, leaving at least the last prompt token to evaluate; returns its length. ggml
+    // rounds a row differently with the size of the batch it is in (on some kernels, e.g.
+    // repacked Q4_K), so when a prompt batch wrote the last prompt position, that whole batch is
+    // evaluated again: the same batch gives the same bits, and a prompt sent twice gets its
+    // first answer. Positions written by decoding steps (one row, or verified rows exact to one
+    // row) are continued with one row, as longer decoding would have.
     int reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse);
     // How the K/V of committed positions were computed: which kernels round them.
     enum class Rows { PromptBatch, DecodeStep };
@@ -63,7 +60,7 @@ private:
     int n_ctx_;
     KvCache kv_;
     std::vector<int32_t> tokens_;
-    std::vector<Rows> rows_;  // per committed position
+    std::vector<int> batch_start_;  // per position: the first position of the batch that computed it
     std::vector<float> logits_;
     bool has_logits_ = false;
     int drafter_valid_ = 0;

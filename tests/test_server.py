@@ -222,7 +222,7 @@ def test_extensions_and_stop(server, client):
 def test_sampling_with_a_seed_is_reproducible(server, client):
     # Reproducible with a fixed tau: the auto controller's drafting decisions depend on measured
     # timings, and they change how random numbers are drawn. The second request reuses the
-    # cached prompt (the server still evaluates its last two tokens as a batch).
+    # cached prompt (its last prompt batch is evaluated again, as the first request evaluated it).
     def sample() -> str:
         return client.chat.completions.create(model=server.model_id, messages=QUESTION, max_tokens=16, seed=1234,
                                               extra_body={"tau": 0.5}).choices[0].message.content
