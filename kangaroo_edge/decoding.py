@@ -91,6 +91,8 @@ def speculation_stats(s: dict[str, Any], draft: DraftOptions) -> dict:
         "plain_steps": s["plain_steps"], "probes": s["probes"],
         "cycles": s["cycles"], "drafted": s["drafted"],
         "accepted": s["accepted"],
+        # cycles that also verified the row after the last draft (a full accept adds k + 1)
+        "bonus_rows": s["bonus_rows"],
         # tokens each verification adds: the accepted drafts plus the model's own token
         "mean_accepted": s["cycle_tokens"] / cycles,
         "acceptance_rate": s["accepted"] / max(s["drafted"], 1),

@@ -119,4 +119,33 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
     return d;
 }
 
+bool AdapterDrafter::add_bonus_row(const DraftRequest & r, Draft & d) {
+    const int k = (int) d.tokens.size();
+    if (k < 1 || d.bonus) return false;
+    const int n_embd = model_.hparams().n_embd;
+    const int N = exit_layer();
+    // d_k through layers [0, N) alone: its exit-layer state for verification, and the adapter's
+    // K/V at its position (a later draft attends over it); no adapter head, no draft head.
+    GraphKey key;
+    key.kind = KIND_BONUS_STEP;
+    key.spec = {0, N, 1, 1, Output::Hidden};
+    key.n_kv = model_kv_.n_kv_for(r.pos + k + 1);
+    key.cache_a = &model_kv_;
+    key.cache_b = &adapter_.kv();
+    const Model & m = model_;
+    KvCache & kv = model_kv_;
+    Adapter & adapter = adapter_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&m, &kv, &adapter, N, n_kv](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
+        adapter.build_kv(b, h, in);
+        return std::vector<ggml_tensor *>{h};
+    };
+    d.hidden.resize((size_t) (k + 1) * n_embd);
+    const int32_t x = d.tokens.back();
+    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), &x, nullptr, r.pos + k, {d.hidden.data() + (size_t) k * n_embd});
+    d.bonus = true;
+    return true;
+}
+
 }  // namespace ke

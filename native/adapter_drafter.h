@@ -16,6 +16,7 @@ public:
     const char * name() const override { return "adapter"; }
     int exit_layer() const override { return adapter_.params().exit_layer; }
     Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) override;
+    bool add_bonus_row(const DraftRequest & r, Draft & d) override;
     double acceptance(float confidence) const override { return calibration_.predict(confidence); }
     void record_outcome(float confidence, bool accepted) override { calibration_.record(confidence, accepted); }
     bool confident(float confidence, float tau) const override { return confidence >= tau; }

@@ -77,6 +77,7 @@ py::dict stats_dict(const Engine & e) {
     py::dict d;
     d["n_cached"] = s.n_cached;
     d["cycles"] = s.cycles;
+    d["bonus_rows"] = s.bonus_rows;
     d["drafted"] = s.drafted;
     d["accepted"] = s.accepted;
     d["cycle_tokens"] = s.tokens;
@@ -108,6 +109,7 @@ py::dict cost_model_dict(const Engine & e) {
     for (const DrafterCostModel & dm : m.drafters) {
         py::dict x;
         x["draft_step_seconds"] = dm.draft_step_seconds;
+        x["bonus_step_seconds"] = dm.bonus_step_seconds;
         x["verify_seconds"] = dm.verify_seconds;    // [k-1]: a cycle of k drafts
         x["verify_measured"] = dm.verify_measured;  // [k-1]: measured, else extrapolated
         x["verify_rows"] = dm.verify_rows;

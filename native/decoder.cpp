@@ -117,10 +117,22 @@ std::vector<int32_t> Decoder::step(const DraftParams & params, int max_new) {
                                       ? controller_.keep_drafting(slot)
                                       : KeepDrafting([&d, tau](int, float s) { return std::isnan(s) || d.confident(s, tau); });
         const double t0 = now_seconds();
-        const Draft draft = d.draft(r, keep);
-        if (!draft.tokens.empty()) return cycle(slot, draft, now_seconds() - t0);
+        Draft draft = d.draft(r, keep);
+        if (draft.tokens.empty()) continue;
+        const double t1 = now_seconds();
+        if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) d.add_bonus_row(r, draft);
+        return cycle(slot, draft, t1 - t0, now_seconds() - t1);
     }
     return plain_step();
+}
+
+bool Decoder::wants_bonus_row(const DraftParams & params, int slot, const Draft & draft, int max_rows) const {
+    const Drafter & d = *drafters_[slot];
+    const int k = (int) draft.tokens.size();
+    if (d.exit_layer() == 0 || k + 1 > max_rows) return false;
+    if (params.mode == DraftParams::Mode::Auto) return controller_.bonus_row_pays(slot, draft);
+    // the fixed rule: drafting ran to gamma and would have gone on
+    return k == params.gamma && d.confident(draft.signal.back(), params.tau);
 }
 
 std::vector<int32_t> Decoder::plain_step() {
@@ -132,10 +144,10 @@ std::vector<int32_t> Decoder::plain_step() {
     return out;
 }
 
-std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_seconds) {
+std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_seconds, double bonus_seconds) {
     Drafter & d = *drafters_[slot];
     const int k = (int) draft.tokens.size();
-    const int rows = d.verify_rows(k);
+    const int rows = d.verify_rows(draft);
     // The verified inputs: pending, then the drafts the rows judge the next token after.
     std::vector<int32_t> inputs{pending_};
     inputs.insert(inputs.end(), draft.tokens.begin(), draft.tokens.begin() + (rows - 1));
@@ -166,15 +178,16 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
     // What the controller and the drafter learn: costs, and how often drafts with each signal
     // were right (drafts after the first rejection were never judged).
     for (int j = 0; j < std::min(k, n_accepted + 1); ++j) d.record_outcome(draft.signal[j], j < n_accepted);
-    controller_.record_cycle(slot, k, (int) out.size(), draft_seconds, verify_seconds);
+    controller_.record_cycle(slot, k, draft.bonus, (int) out.size(), draft_seconds, bonus_seconds, verify_seconds);
 
     stats_.cycles += 1;
+    stats_.bonus_rows += draft.bonus ? 1 : 0;
     stats_.drafted += k;
     stats_.accepted += n_accepted;
     stats_.tokens += (int64_t) out.size();
     if ((int) stats_.accepted_hist.size() <= n_accepted) stats_.accepted_hist.resize(n_accepted + 1, 0);
     stats_.accepted_hist[n_accepted] += 1;
-    stats_.draft_seconds += draft_seconds;
+    stats_.draft_seconds += draft_seconds + bonus_seconds;
     stats_.verify_seconds += verify_seconds;
     DrafterCounts & c = stats_.by_drafter[slot];
     c.cycles += 1;

@@ -26,6 +26,7 @@ struct DrafterCounts {
 struct DecodeStats {
     int64_t n_cached = 0;  // prompt tokens taken from the cache instead of evaluated
     int64_t cycles = 0;    // verifications
+    int64_t bonus_rows = 0;  // of them, with a bonus row (Drafter::add_bonus_row)
     int64_t drafted = 0;   // draft tokens proposed
     int64_t accepted = 0;  // draft tokens the model agreed with
     int64_t tokens = 0;    // tokens committed by cycles (accepted + the model's own)
@@ -61,8 +62,10 @@ public:
 
 private:
     std::vector<int32_t> plain_step();
+    // Whether drafter `slot`'s k drafts get a bonus row (at most max_rows rows may be verified).
+    bool wants_bonus_row(const DraftParams & params, int slot, const Draft & draft, int max_rows) const;
     // Verifies drafter `slot`'s draft, keeps the agreeing prefix, commits it.
-    std::vector<int32_t> cycle(int slot, const Draft & draft, double draft_seconds);
+    std::vector<int32_t> cycle(int slot, const Draft & draft, double draft_seconds, double bonus_seconds);
     // The whole model over tokens at the sequence's end, one row per token (plain decoding's
     // graph for one row), with the stateful drafter's cache kept in step -> [rows, n_vocab].
     void run_whole_model(const std::vector<int32_t> & tokens);

@@ -50,6 +50,8 @@ struct Draft {
     std::vector<float> hidden;      // [k, n_embd] exit-layer states of the inputs pending, d_1 .. d_{k-1}
                                     // (drafters with exit_layer() > 0 only)
     std::vector<Distribution> q;    // draft distributions of d_1 .. d_k (sampling only)
+    bool bonus = false;             // hidden also holds d_k's state: verification runs one more
+                                    // row, whose token follows d_k (Drafter::add_bonus_row)
 };
 
 // What a drafter has learned about its signal: P(accepted) and how many drafts were judged,
@@ -81,9 +83,16 @@ public:
     // pending, d_1 .. d_k, and the last row gives a bonus token when every draft is accepted.
     virtual int exit_layer() const = 0;
     int verify_rows(int k) const { return exit_layer() > 0 ? k : k + 1; }
+    int verify_rows(const Draft & d) const { return verify_rows((int) d.tokens.size()) + (d.bonus ? 1 : 0); }
 
     // Drafts up to r.max_drafts tokens following r.pending while keep_drafting agrees.
     virtual Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) = 0;
+
+    // The bonus row (drafters with exit_layer() > 0): runs the last draft d_k at r.pos + k through
+    // the exit layers too, so that verification judges all k drafts and gives the model's own
+    // token after d_k: a fully accepted cycle adds k + 1 tokens for less than a draft step.
+    // Returns false when the drafter has no such row (lookup's rows already end with one).
+    virtual bool add_bonus_row(const DraftRequest & /*r*/, Draft & /*d*/) { return false; }
 
     // P(draft accepted | its signal), learned from verifications (each drafter its own table).
     virtual double acceptance(float signal) const = 0;

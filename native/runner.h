@@ -29,7 +29,8 @@ struct ForwardSpec {
 // Identity of a cached graph: everything that changes its shape or the tensors it touches.
 // Graph kinds: one per graph-building function.
 enum GraphKind {
-    KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_WHOLE_MODEL_STEP = 4
+    KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_WHOLE_MODEL_STEP = 4,
+    KIND_BONUS_STEP = 5
 };
 
 struct GraphKey {

@@ -36,6 +36,8 @@ void PlainCost::record(double s) {
 
 void CycleCosts::record_draft_step(double s) { update(draft_, n_draft_, s); }
 
+void CycleCosts::record_bonus_step(double s) { update(bonus_, n_bonus_, s); }
+
 void CycleCosts::record_verify(int k, double s) {
     if (k < 1 || k > MAX_K) return;
     update(verify_[k], n_verify_[k], s);
@@ -119,18 +121,32 @@ KeepDrafting SpeculationController::keep_drafting(int slot) {
     };
 }
 
+bool SpeculationController::bonus_row_pays(int slot, const Draft & draft) const {
+    const Slot & s = slots_[slot];
+    const int k = (int) draft.tokens.size();
+    if (!plain_.known() || k < 1 || k >= CycleCosts::MAX_K) return false;
+    double p_all = 1.0;
+    for (float signal : draft.signal) p_all *= s.drafter->acceptance(signal);
+    const double plain = plain_.seconds();
+    const double cost = s.costs.bonus_step() + s.costs.verify(k + 1, *s.drafter, plain) - s.costs.verify(k, *s.drafter, plain);
+    return p_all * plain > cost;
+}
+
 void SpeculationController::record_plain(double seconds) {
     plain_.record(seconds);
     stats_.plain_steps += 1;
 }
 
-void SpeculationController::record_cycle(int slot, int k, int tokens, double draft_seconds, double verify_seconds) {
+void SpeculationController::record_cycle(int slot, int k, bool bonus, int tokens, double draft_seconds,
+                                         double bonus_seconds, double verify_seconds) {
     Slot & s = slots_[slot];
     if (k < 1) return;
     s.costs.record_draft_step(draft_seconds / k);
-    s.costs.record_verify(k, verify_seconds);
+    if (bonus) s.costs.record_bonus_step(bonus_seconds);
+    s.costs.record_verify(k + (bonus ? 1 : 0), verify_seconds);
     if (!plain_.known()) return;  // no yardstick yet (a fixed tau): nothing to judge the gain by
-    if (s.gate.record(tokens * plain_.seconds() - draft_seconds - verify_seconds)) stats_.switches_off += 1;
+    const double spent = draft_seconds + bonus_seconds + verify_seconds;
+    if (s.gate.record(tokens * plain_.seconds() - spent)) stats_.switches_off += 1;
 }
 
 }  // namespace ke

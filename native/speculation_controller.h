@@ -36,8 +36,12 @@ class CycleCosts {
 public:
     static constexpr int MAX_K = MAX_GAMMA;
     void record_draft_step(double s);
+    void record_bonus_step(double s);
     void record_verify(int k, double s);
     double draft_step() const { return draft_; }
+    // The bonus row's step (the last draft through the exit layers alone): until measured, half
+    // a draft step (it skips the adapter and the draft head).
+    double bonus_step() const { return n_bonus_ > 0 ? bonus_ : 0.5 * draft_; }
     bool measured(int k) const { return k >= 1 && k <= MAX_K && n_verify_[k] > 0; }
     // Verifying k drafts (k = 0: a plain step): measured, else extrapolated from the nearest
     // measured smaller k, each further row priced at a fraction of a plain step.
@@ -46,6 +50,8 @@ public:
 private:
     double draft_ = 0.0;
     int n_draft_ = 0;
+    double bonus_ = 0.0;
+    int n_bonus_ = 0;
     std::array<double, MAX_K + 1> verify_{};
     std::array<int, MAX_K + 1> n_verify_{};
 };
@@ -94,10 +100,17 @@ public:
     // next draft adds (all drafts so far right, and it too) are worth more than it costs (a
     // draft step and a larger verification); the first draft also needs the payoff gate.
     KeepDrafting keep_drafting(int slot);
+    // The Auto rule for the bonus row after drafter `slot`'s k drafts: when the chance that all
+    // of them are right, times a plain step (the token it adds), beats its cost (the bonus step
+    // and one more verified row).
+    bool bonus_row_pays(int slot, const Draft & draft) const;
 
     void record_plain(double seconds);
-    // A cycle of drafter `slot`: k drafts, `tokens` added, the time drafting and verifying took.
-    void record_cycle(int slot, int k, int tokens, double draft_seconds, double verify_seconds);
+    // A cycle of drafter `slot`: k drafts (and a bonus row, or not), `tokens` added, the time
+    // drafting, the bonus step and verifying took. Its verification is recorded under k + 1
+    // drafts when it ran a bonus row: both run the same rows.
+    void record_cycle(int slot, int k, bool bonus, int tokens, double draft_seconds, double bonus_seconds,
+                      double verify_seconds);
 
     const PlainCost & plain() const { return plain_; }
     const CycleCosts & costs(int slot) const { return slots_[slot].costs; }

@@ -66,6 +66,31 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
     assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
 
 
+@pytest.mark.parametrize("gamma", [1, 4])
+def test_bonus_row_verifies_a_confident_last_draft(smollm, adapters, gamma):
+    """tau = 0: drafting always runs to gamma with a confident last draft, so every cycle with
+    room verifies one more row (the last draft's), and a fully accepted cycle adds gamma + 1
+    tokens. Output stays plain decoding's."""
+    smollm.load_adapter(adapters["smollm"]["deep"])
+    full_accepts = 0
+    for q in load_questions(3):
+        prompt = chat_prompt(smollm, q)
+        smollm.reset()
+        plain = smollm.generate(prompt, 64, speculative=False)
+        smollm.reset()
+        spec = smollm.generate(prompt, 64, tau=0.0, gamma=gamma, lookup=False)
+        assert spec.token_ids == plain.token_ids, q["question_id"]
+        s = spec.stats
+        # only the cycles near the token budget lack the room (at most gamma of them)
+        assert s["cycles"] - gamma <= s["bonus_rows"] <= s["cycles"]
+        # a bonus cycle adds its accepted drafts plus one token of the model's (the correction
+        # or the bonus row's); without the row a fully accepted cycle adds no token of its own
+        cycle_tokens = round(s["mean_accepted"] * s["cycles"])
+        assert s["accepted"] + s["bonus_rows"] <= cycle_tokens <= s["accepted"] + s["cycles"]
+        full_accepts += sum(s["accepted_hist"][gamma:])
+    assert full_accepts > 0  # cycles whose bonus row gave a token happened
+
+
 @pytest.mark.parametrize("model", ["smollm", "qwen"])
 def test_greedy_prompt_lookup_equals_plain(request, adapters, model):
     """Prompt-lookup drafts go through the whole model as one batch of rows: with a fixed rule

@@ -154,3 +154,29 @@ def test_prompt_lookup_drafts_keep_the_distribution(tiny):
         kept += r.stats["lookup_accepted"] > 0
     assert N_SAMPLES // 4 < lookups and 0 < kept < lookups  # lookups ran; both branches taken
     assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA
+
+
+def test_bonus_row_token_keeps_the_distribution(tiny):
+    """With a bonus row the cycle also verifies the row after its last draft: when the draft is
+    kept, the next token is sampled from that row. Three tokens (t1 from the prompt's pass, then
+    a one-draft cycle with room for its bonus row) must follow the model's joint distribution."""
+    prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    p1, p2, _ = conditionals(tiny, prompt)
+    e = tiny.engine
+    p3 = {(t1, t2): transform(e.forward(prompt + [t1, t2], 0, e.n_layer, 0, "logits", True)[-1])
+          for t1 in p1 for t2 in p2[t1]}
+    exact = {(t1, t2, t3): p1[t1] * p2[t1][t2] * c
+             for t1 in p1 for t2 in p2[t1] for t3, c in p3[(t1, t2)].items()}
+    counts: dict[tuple[int, int, int], int] = {}
+    bonus_kept = rejected = 0
+    for seed in range(N_SAMPLES):
+        r = tiny.generate(prompt, 3, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, lookup=False)
+        key = tuple(r.token_ids)
+        counts[key] = counts.get(key, 0) + 1
+        assert r.stats["bonus_rows"] >= 1  # the first cycle had room for it
+        # kept: one cycle added the draft and the bonus row's token; rejected: a second cycle followed
+        first_kept = r.stats["cycles"] == 1 and r.stats["accepted"] == 1
+        bonus_kept += first_kept
+        rejected += not first_kept
+    assert 0 < bonus_kept < N_SAMPLES and rejected > 0  # both branches ran
+    assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA

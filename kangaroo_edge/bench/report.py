@@ -178,6 +178,9 @@ def cost_model_text(cm: Optional[dict]) -> str:
         draft = d["draft_step_seconds"]
         if draft > 0:
             lines.append(f"  {name}: draft step {draft * 1e3:.2f} ms ({_times(draft / plain if plain else None)} plain)")
+            bonus = d.get("bonus_step_seconds", 0.0)
+            if bonus > 0:
+                lines.append(f"  {name}: bonus row step {bonus * 1e3:.2f} ms ({_times(bonus / plain if plain else None)} plain)")
         def cost(k: int) -> str:
             v = d["verify_seconds"][k]
             mark = "" if d["verify_measured"][k] else " (extrapolated)"

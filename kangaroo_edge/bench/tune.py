@@ -20,9 +20,12 @@ def measure_costs(lm: Any, prompt_ids: list[int], gamma: int) -> dict[str, Any]:
     """The controller's cost model after timing plain steps and forced k-draft cycles for
     k = 1..gamma (tau = 0 drafts exactly k per cycle, up to the token budget)."""
     lm.generate(prompt_ids, TUNE_TOKENS, speculative=False)
+    # tau = 1 drafts one token a cycle and never adds the bonus row: one verified row
+    lm.generate(prompt_ids, TUNE_TOKENS, tau=1.0, gamma=1, lookup=False)
     for k in range(1, gamma + 1):
-        # each cycle adds at most k tokens: a budget of several cycles of exactly k drafts
-        lm.generate(prompt_ids, max(TUNE_TOKENS, 4 * k + 1), tau=0.0, gamma=k, lookup=False)
+        # tau = 0 drafts exactly k and adds the bonus row, so k + 1 rows; each cycle adds at most
+        # k + 1 tokens: a budget of several such cycles
+        lm.generate(prompt_ids, max(TUNE_TOKENS, 4 * (k + 1) + 1), tau=0.0, gamma=k, lookup=False)
     return lm.cost_model()
 
 
