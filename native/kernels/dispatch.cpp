@@ -18,8 +18,10 @@ bool cpu_has(Isa isa) {
                              __builtin_cpu_supports("f16c");
     static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                __builtin_cpu_supports("avx512vl");
+    static const bool avx512_vnni = avx512 && __builtin_cpu_supports("avx512vnni");
     if (isa == Isa::Avx2) return avx2;
     if (isa == Isa::Avx512) return avx512;
+    if (isa == Isa::Avx512Vnni) return avx512_vnni;
 #endif
     return isa == Isa::Portable;
 }
@@ -77,15 +79,12 @@ bool agrees_with_portable(Isa isa) {
 
 Isa choose() {
     Isa best = Isa::Portable;
-    for (Isa isa : {Isa::Avx512, Isa::Avx2}) {
-        if (cpu_has(isa) && agrees_with_portable(isa)) {
-            best = isa;
-            break;
-        }
+    for (Isa isa : ALL_ISAS) {  // slowest first: the last that runs here and agrees wins
+        if (isa != Isa::Portable && cpu_has(isa) && agrees_with_portable(isa)) best = isa;
     }
     const char * env = std::getenv("KE_KERNEL_ISA");
     if (env) {
-        for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512}) {
+        for (Isa isa : ALL_ISAS) {
             if (std::strcmp(env, isa_name(isa)) == 0 && (int) isa < (int) best) best = isa;
         }
     }
@@ -94,6 +93,7 @@ Isa choose() {
 
 MatmulFn entry(Isa isa) {
 #ifdef KE_KERNELS_X86
+    if (isa == Isa::Avx512Vnni) return matmul_avx512_vnni;
     if (isa == Isa::Avx512) return matmul_avx512;
     if (isa == Isa::Avx2) return matmul_avx2;
 #endif
@@ -105,6 +105,7 @@ MatmulFn entry(Isa isa) {
 
 const char * isa_name(Isa isa) {
     switch (isa) {
+        case Isa::Avx512Vnni: return "avx512vnni";
         case Isa::Avx512: return "avx512";
         case Isa::Avx2: return "avx2";
         default: return "portable";

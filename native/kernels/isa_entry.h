@@ -18,6 +18,8 @@ void matmul_avx2(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0
                  const QuantizedRows & a, float * out, int64_t ldo);
 void matmul_avx512(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                    const QuantizedRows & a, float * out, int64_t ldo);
+void matmul_avx512_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
+                        const QuantizedRows & a, float * out, int64_t ldo);
 #endif
 
 // The 6-bit scales and mins of a Q4_K/Q5_K super-block (ggml's packing of 8 + 8 values in 12 bytes).

@@ -4,8 +4,8 @@
 // Exactness: every output is computed with the arithmetic of ggml's AVX2 `vec_dot` for one
 // activation row (the same integer lane sums, the same 8 float lanes accumulated with FMA in block
 // order, the same final horizontal sum), so it is bit-identical to ggml's single-row result on an
-// x86 build of ggml, and independent of k and of the other rows in the batch. The portable, AVX2
-// and AVX-512 paths perform that same arithmetic and agree bit for bit.
+// x86 build of ggml, and independent of k and of the other rows in the batch. The portable, AVX2,
+// AVX-512 and AVX-512 VNNI paths perform that same arithmetic and agree bit for bit.
 #pragma once
 
 #include <cstddef>
@@ -16,11 +16,13 @@
 
 namespace ke::kernels {
 
-enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+// Every path, slowest first: the one list that dispatch, the bindings and the tests go by.
+inline constexpr Isa ALL_ISAS[] = {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni};
 const char * isa_name(Isa isa);
 // Whether this CPU runs `isa` (checked once from cpuid; the portable path always).
 bool isa_available(Isa isa);
-// The fastest available path; KE_KERNEL_ISA=portable|avx2|avx512 in the environment lowers it
+// The fastest available path; KE_KERNEL_ISA=portable|avx2|avx512|avx512vnni in the environment lowers it
 // (for tests and measurements; a path the CPU lacks is never chosen).
 Isa best_isa();
 

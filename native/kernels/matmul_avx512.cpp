@@ -1,6 +1,5 @@
-// AVX-512 (F, BW, VL) path: two activation rows per 512-bit register, the weight chunk broadcast
-// to both halves; an odd last row takes the 256-bit pack. Compiled for those instructions by
-// target pragmas and entered only when the CPU reports them (dispatch.cpp).
+// AVX-512 (F, BW, VL) path (x86_tiles.h's Avx512Pass). Compiled for those instructions by target
+// pragmas and entered only when the CPU reports them (dispatch.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -23,15 +22,6 @@ namespace {
 
 #define KE_TILES_AVX512 1
 #include "x86_tiles.h"
-
-struct Avx512Pass {
-    template <class T>
-    void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
-             float * out, int64_t ldo) const {
-        if (nr >= 2) run_packs<T, Zmm>(nr / 2, w, row_bytes, i0, i1, a, r0, out, ldo);
-        if (nr % 2) run_packs<T, Ymm>(1, w, row_bytes, i0, i1, a, r0 + nr - 1, out, ldo);
-    }
-};
 
 }  // namespace
 

@@ -24,13 +24,15 @@ using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
 kernels::Isa parse_isa(const std::string & name) {
-    for (auto isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512}) {
+    for (auto isa : kernels::ALL_ISAS) {
         if (name == kernels::isa_name(isa)) {
             if (!kernels::isa_available(isa)) throw InvalidArgument("this CPU has no " + name + " path");
             return isa;
         }
     }
-    throw InvalidArgument("isa must be 'portable', 'avx2' or 'avx512', got '" + name + "'");
+    std::string names;
+    for (auto isa : kernels::ALL_ISAS) names += std::string(names.empty() ? "'" : ", '") + kernels::isa_name(isa) + "'";
+    throw InvalidArgument("isa must be one of " + names + ", got '" + name + "'");
 }
 
 // w: uint8 [m, row_bytes] holding m weight rows of n elements of `type`; x: [k, n]
@@ -120,7 +122,7 @@ void bind_kernels(py::module_ & parent) {
     m.attr("MAX_ROWS") = kernels::MAX_ROWS;
     m.def("isas", [] {
         std::vector<std::string> out;
-        for (auto isa : {kernels::Isa::Portable, kernels::Isa::Avx2, kernels::Isa::Avx512}) {
+        for (auto isa : kernels::ALL_ISAS) {
             if (kernels::isa_available(isa)) out.push_back(kernels::isa_name(isa));
         }
         return out;

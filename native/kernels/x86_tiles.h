@@ -3,8 +3,12 @@
 // register; the weight chunk broadcast to both halves). Every lane performs the same operations
 // in either, so both give the same bits as each other and as ggml's AVX2 vec_dot.
 //
-// Included by matmul_avx2.cpp and matmul_avx512.cpp after their target pragmas, inside an
-// anonymous namespace: each gets its own copy compiled for its instruction set.
+// With KE_TILES_VNNI (AVX-512 VNNI), a 32-bit lane's four u8 x s8 products are summed by one
+// vpdpbusd instead of vpmaddubsw + vpmaddwd: the same integers (no 16-bit pair sum saturates for
+// these operands), as ggml's own vec_dot does on a VNNI build.
+//
+// Included by matmul_avx2.cpp, matmul_avx512.cpp and matmul_avx512_vnni.cpp after their target
+// pragmas, inside an anonymous namespace: each gets its own copy compiled for its instruction set.
 
 // ggml's hsum_float_8: (a0+a4 + a2+a6) + (a1+a5 + a3+a7)
 inline float hsum8(__m256 x) {
@@ -30,8 +34,14 @@ struct Ymm {
     static I set16(int16_t v) { return _mm256_set1_epi16(v); }
     static I bcast16(__m256i v) { return v; }
     static I dot_u(I w, I y) { return _mm256_maddubs_epi16(w, y); }  // unsigned w, signed y
-    static I dot_s(const Signed & w, I y) { return _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(y, w.sign)); }
+    static I signed_y(const Signed & w, I y) { return _mm256_sign_epi8(y, w.sign); }  // y with w's signs
     static I madd(I a, I b) { return _mm256_madd_epi16(a, b); }
+    // per 32-bit lane: the sum of its four byte products
+#ifdef KE_TILES_VNNI
+    static I dot4_u(I w, I y) { return _mm256_dpbusd_epi32(zero(), w, y); }
+#else
+    static I dot4_u(I w, I y) { return madd(set16(1), dot_u(w, y)); }
+#endif
     static I add(I a, I b) { return _mm256_add_epi32(a, b); }
     static I sub(I a, I b) { return _mm256_sub_epi32(a, b); }
     static I shl5(I a) { return _mm256_slli_epi32(a, 5); }
@@ -65,10 +75,13 @@ struct Zmm {
     static I bcast16(__m256i v) { return bcast(v); }
     static I dot_u(I w, I y) { return _mm512_maddubs_epi16(w, y); }
     // where q == 0 the product is 0 whatever the sign of y, as with _mm256_sign_epi8
-    static I dot_s(const Signed & w, I y) {
-        return _mm512_maddubs_epi16(w.abs, _mm512_mask_sub_epi8(y, w.neg, _mm512_setzero_si512(), y));
-    }
+    static I signed_y(const Signed & w, I y) { return _mm512_mask_sub_epi8(y, w.neg, _mm512_setzero_si512(), y); }
     static I madd(I a, I b) { return _mm512_madd_epi16(a, b); }
+#ifdef KE_TILES_VNNI
+    static I dot4_u(I w, I y) { return _mm512_dpbusd_epi32(zero(), w, y); }
+#else
+    static I dot4_u(I w, I y) { return madd(set16(1), dot_u(w, y)); }
+#endif
     static I add(I a, I b) { return _mm512_add_epi32(a, b); }
     static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
     static I shl5(I a) { return _mm512_slli_epi32(a, 5); }
@@ -159,7 +172,6 @@ void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r
         for (int s = 0; s < NS; ++s) acc[wi][s] = V::fzero();
         summ[wi] = _mm256_setzero_ps();
     }
-    const typename V::I ones = V::set16(1);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
         typename V::F dy[NS];  // the rows' scales, shared by the NW weight rows
         for (int s = 0; s < NS; ++s) dy[s] = V::bcast_f(&a.d[b * k + r0 + s * P]);
@@ -183,11 +195,11 @@ void tile_32(const uint8_t * w, size_t row_bytes, const QuantizedRows & a, int r
                 const typename V::I y = V::load(a.chunk(b, r));
                 typename V::I p;
                 if constexpr (T::SIGNED) {
-                    p = V::dot_s(ws, y);
+                    p = V::dot4_u(ws.abs, V::signed_y(ws, y));  // ggml's sign trick: |w| . (y with w's sign)
                 } else {
-                    p = V::dot_u(wu, y);
+                    p = V::dot4_u(wu, y);
                 }
-                acc[wi][s] = V::fma(V::mul(dx, dy[s]), V::cvt(V::madd(ones, p)), acc[wi][s]);
+                acc[wi][s] = V::fma(V::mul(dx, dy[s]), V::cvt(p), acc[wi][s]);
             }
             if constexpr (T::HAS_MIN) {
                 // lanes past the group's rows read the next slots (padding): never stored
@@ -428,3 +440,16 @@ void run_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, in
         default: return;
     }
 }
+
+#ifdef KE_TILES_AVX512
+// Two activation rows per 512-bit register, the weight chunk broadcast to both halves; an odd last
+// row takes the 256-bit pack.
+struct Avx512Pass {
+    template <class T>
+    void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+             float * out, int64_t ldo) const {
+        if (nr >= 2) run_packs<T, Zmm>(nr / 2, w, row_bytes, i0, i1, a, r0, out, ldo);
+        if (nr % 2) run_packs<T, Ymm>(1, w, row_bytes, i0, i1, a, r0 + nr - 1, out, ldo);
+    }
+};
+#endif
