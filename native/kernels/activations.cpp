@@ -13,17 +13,7 @@ ggml_type activation_type(ggml_type type) { return ggml_get_type_traits_cpu(type
 
 void quantize_rows(ggml_type type, const float * x, int k, int64_t n, int64_t row_stride, QuantizedRows & out) {
     const ggml_type at = activation_type(type);
-    const int64_t block = at == GGML_TYPE_Q8_K ? QK_K : QK;
-    out.act_type = at;
-    out.k = k;
-    out.n = n;
-    out.n_blocks = n / block;
-    const int64_t n_chunks = n / QK;
-    out.qs.resize((size_t) (n_chunks * k * QK));
-    // + PAD: the kernels load 8 consecutive slots from any row's slot
-    out.d.resize((size_t) (out.n_blocks * k) + QuantizedRows::PAD);
-    out.s.resize(at == GGML_TYPE_Q8_1 ? (size_t) (out.n_blocks * k) + QuantizedRows::PAD : 0);
-    out.bsums.resize(at == GGML_TYPE_Q8_K ? (size_t) (out.n_blocks * k * 16) : 0);
+    out.resize(at, k, n, at == GGML_TYPE_Q8_K, at == GGML_TYPE_Q8_1);
 
     thread_local std::vector<uint8_t> packed;  // one row in ggml's block layout
     packed.resize(ggml_row_size(at, n));

@@ -38,8 +38,10 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 //   d:     f32  [n_blocks][k]       the block's scale (fp16 widened, or q8_K's f32)
 //   s:     f32  [n_blocks][k]       q8_1 only: d * sum(qs), as stored (fp16 widened)
 //   bsums: i16  [n_blocks][k][16]   q8_K only: sums of 16 consecutive quants
+//   Past the last row: d and s have PAD slots more (8-wide loads), qs and bsums one row more (a
+//   512-bit pack's odd last row is paired with this phantom row, computed and never stored).
 struct QuantizedRows {
-    static constexpr size_t PAD = 8;  // d and s have PAD slots more, for 8-wide loads (never in a result)
+    static constexpr size_t PAD = 8;
 
     int act_type = 0;        // ggml_type of the quantization (Q8_0, Q8_1, Q8_K)
     int k = 0;               // rows
@@ -51,6 +53,18 @@ struct QuantizedRows {
     std::vector<int16_t> bsums;
 
     const int8_t * chunk(int64_t c, int r) const { return qs.data() + (c * k + r) * QK; }
+
+    // Sizes the arrays (with their padding) for k rows of n elements quantized as act_type.
+    void resize(int act_type_, int k_, int64_t n_, bool q8_k, bool q8_1) {
+        act_type = act_type_;
+        k = k_;
+        n = n_;
+        n_blocks = n / (q8_k ? QK_K : QK);
+        qs.resize((size_t) ((n / QK) * k + 1) * QK);
+        d.resize((size_t) (n_blocks * k) + PAD);
+        s.resize(q8_1 ? (size_t) (n_blocks * k) + PAD : 0);
+        bsums.resize(q8_k ? (size_t) (n_blocks * k + 1) * 16 : 0);
+    }
 };
 
 }  // namespace ke::kernels

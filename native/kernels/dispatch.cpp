@@ -55,18 +55,11 @@ bool agrees_with_portable(Isa isa) {
         }
         for (int k : {1, 2, 3, 8, 11, 16}) {
             QuantizedRows a;
-            a.act_type = at;
-            a.k = k;
-            a.n = n;
-            a.n_blocks = at == GGML_TYPE_Q8_K ? n / QK_K : n / QK;
-            a.qs.resize((size_t) (n * k));
+            a.resize(at, k, n, at == GGML_TYPE_Q8_K, at == GGML_TYPE_Q8_1);
             // as ggml quantizes activations: -127..127 (the sign trick wraps -128, as in ggml)
             for (auto & q : a.qs) q = (int8_t) ((int) ((next() >> 24) % 255) - 127);
-            a.d.resize((size_t) (a.n_blocks * k) + QuantizedRows::PAD);
             for (auto & d : a.d) d = (float) (next() >> 16) * 1e-7f;
-            a.s.resize(a.d.size());
             for (auto & s : a.s) s = (float) (int16_t) (next() >> 16) * 1e-5f;
-            a.bsums.resize((size_t) (a.n_blocks * k * 16));
             for (auto & b : a.bsums) b = (int16_t) ((int) (next() >> 21) - 1024);
             std::vector<float> want((size_t) (k * m)), got((size_t) (k * m));
             entry(Isa::Portable)(type, w.data(), row_bytes, 0, m, a, want.data(), m);
