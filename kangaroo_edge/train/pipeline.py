@@ -85,6 +85,7 @@ class TrainConfig:
     tau: float = DEFAULT_TAU
     gamma: int = DEFAULT_GAMMA
     draft_vocab: int = DRAFT_VOCAB_SIZE   # FR-Spec draft head rows; 0: the full vocabulary
+    restricted_vocab: int = 0             # the fit's head loss over N frequent tokens + "other" (0: all)
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
     n_seq: int = DEFAULT_N_SEQ            # sequences generated at once (prompts, responses)
@@ -256,7 +257,7 @@ class Pipeline:
         return FitConfig(features=str(self.workdir / "features"), model=str(self.model_path), out=str(self.checkpoint),
                          exit_layer=c.exit_layer, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
                          max_len=c.max_len, heldout_frac=c.heldout_frac, seed=c.seed, device=c.fit_device,
-                         progress=c.progress)
+                         restricted_vocab=c.restricted_vocab, progress=c.progress)
 
 
 @dataclass
