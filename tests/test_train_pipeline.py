@@ -249,6 +249,13 @@ def test_train_cli_arguments(tmp_path):
     assert _parse(train_cli, ["--exit-layer", "2"]).stage == ("prompts", "responses", "features", "fit")
     with pytest.raises(UserError, match="--sampled-fraction"):
         train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--sampled-fraction", "2"]))
+    # the fit's restricted-vocabulary loss reaches the fit's configuration
+    restricted = train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--restricted-vocab", "512",
+                                                               "--workdir", str(tmp_path)]))
+    assert Pipeline(restricted).fit_config().restricted_vocab == 512
+    assert Pipeline(cfg).fit_config().restricted_vocab == 0
+    with pytest.raises(UserError, match="--restricted-vocab"):
+        train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--restricted-vocab", "-1"]))
 
 
 def test_bad_exit_layer_is_refused_before_any_file_is_written(lm, tmp_path):
