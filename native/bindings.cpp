@@ -110,6 +110,7 @@ py::dict cost_model_dict(const Engine & e) {
         py::dict x;
         x["draft_step_seconds"] = dm.draft_step_seconds;
         x["bonus_step_seconds"] = dm.bonus_step_seconds;
+        x["bonus_step_measured"] = dm.bonus_step_measured;  // else a prior (half a draft step)
         x["verify_seconds"] = dm.verify_seconds;    // [k-1]: a cycle of k drafts
         x["verify_measured"] = dm.verify_measured;  // [k-1]: measured, else extrapolated
         x["verify_rows"] = dm.verify_rows;

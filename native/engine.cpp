@@ -84,6 +84,7 @@ CostModel Engine::cost_model() const {
         dm.name = d.name();
         dm.draft_step_seconds = c.costs(slot).draft_step();
         dm.bonus_step_seconds = c.costs(slot).bonus_step();
+        dm.bonus_step_measured = c.costs(slot).bonus_step_measured();
         for (int k = 1; k <= COST_MODEL_MAX_K; ++k) {
             dm.verify_seconds.push_back(c.costs(slot).verify(k, d, m.plain_seconds));
             dm.verify_measured.push_back(c.costs(slot).measured(k));

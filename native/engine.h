@@ -32,6 +32,7 @@ struct DrafterCostModel {
     std::string name;
     double draft_step_seconds = 0.0;
     double bonus_step_seconds = 0.0;     // the bonus row's step (a prior until measured)
+    bool bonus_step_measured = false;
     std::vector<double> verify_seconds;  // [k-1]: verifying a cycle of k drafts
     std::vector<bool> verify_measured;   // [k-1]: measured (else extrapolated)
     std::vector<int> verify_rows;        // [k-1]: rows such a verification runs

@@ -42,6 +42,7 @@ public:
     // The bonus row's step (the last draft through the exit layers alone): until measured, half
     // a draft step (it skips the adapter and the draft head).
     double bonus_step() const { return n_bonus_ > 0 ? bonus_ : 0.5 * draft_; }
+    bool bonus_step_measured() const { return n_bonus_ > 0; }
     bool measured(int k) const { return k >= 1 && k <= MAX_K && n_verify_[k] > 0; }
     // Verifying k drafts (k = 0: a plain step): measured, else extrapolated from the nearest
     // measured smaller k, each further row priced at a fraction of a plain step.

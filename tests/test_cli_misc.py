@@ -130,6 +130,9 @@ def test_bench_tune_with_a_fixed_tau_measures_every_draft_length(tmp_path):
     assert all(v > 0 for v in adapter["verify_seconds"][:8])
     assert all(x > 0 for x in adapter["verify_vs_plain"][:8] + adapter["verify_vs_llamacpp"][:8])
     assert "k=8 (8 rows)" in r.stdout and "llama.cpp" in r.stdout
+    # tau = 0 runs to gamma with confident drafts: the bonus row's step was measured and printed
+    assert adapter["bonus_step_measured"] and "adapter: bonus row step" in r.stdout
+    assert "lookup: bonus row step" not in r.stdout  # lookup's rows already end with one
 
 
 @pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")

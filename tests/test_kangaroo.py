@@ -89,6 +89,8 @@ def test_bonus_row_verifies_a_confident_last_draft(smollm, adapters, gamma):
         assert s["accepted"] + s["bonus_rows"] <= cycle_tokens <= s["accepted"] + s["cycles"]
         full_accepts += sum(s["accepted_hist"][gamma:])
     assert full_accepts > 0  # cycles whose bonus row gave a token happened
+    costs = smollm.cost_model()["drafters"]["adapter"]
+    assert costs["bonus_step_measured"] and 0 < costs["bonus_step_seconds"]
 
 
 @pytest.mark.parametrize("model", ["smollm", "qwen"])

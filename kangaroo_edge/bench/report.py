@@ -179,7 +179,7 @@ def cost_model_text(cm: Optional[dict]) -> str:
         if draft > 0:
             lines.append(f"  {name}: draft step {draft * 1e3:.2f} ms ({_times(draft / plain if plain else None)} plain)")
             bonus = d.get("bonus_step_seconds", 0.0)
-            if bonus > 0:
+            if d.get("bonus_step_measured"):  # drafters whose cycles took a bonus row
                 lines.append(f"  {name}: bonus row step {bonus * 1e3:.2f} ms ({_times(bonus / plain if plain else None)} plain)")
         def cost(k: int) -> str:
             v = d["verify_seconds"][k]
