@@ -71,7 +71,8 @@ class FitConfig:
     train_fraction: float = 1.0
     chunk: int = DEFAULT_CHUNK
     # train the head's loss over the N tokens most frequent in the training answers + a pooled
-    # "other" bucket (RestrictedHead); 0: the full vocabulary. Held-out metrics stay full.
+    # "other" bucket (RestrictedHead); 0: the full vocabulary. Held-out agreement is then measured
+    # within those tokens, as a draft head of them drafts (agreement_stats).
     restricted_vocab: int = 0
     init: str = "layer"             # "layer": copy a base layer's attention; "random"
     init_layer: int | None = None   # default: the exit layer (the block the adapter stands in for)
@@ -166,16 +167,32 @@ def restricted_soft_cross_entropy(h: torch.Tensor, target: torch.Tensor, head: t
 
 
 @torch.no_grad()
-def agreement_stats(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+def agreement_stats(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor,
+                    restricted: RestrictedHead | None = None) -> torch.Tensor:
     """Sums over positions of [cross-entropy, KL(p||q), top-1 agreement, expected acceptance].
-    Expected acceptance of a draft from q checked against p is sum_v min(p_v, q_v)."""
+    Expected acceptance of a draft from q checked against p is sum_v min(p_v, q_v).
+
+    With `restricted`, q is what a draft head of those tokens scores (softmax over them: the
+    restricted loss never trains the other tokens' logits, so a full-vocabulary argmax would
+    measure untrained rows), and the cross-entropy and KL are the training loss's, over the
+    tokens plus the pooled bucket."""
     log_p = F.log_softmax(target @ head.T, dim=-1)      # [P, n_vocab]
-    log_q = F.log_softmax(h @ head.T, dim=-1)
-    p, q = log_p.exp(), log_q.exp()
-    ce = -(p * log_q).sum(-1)
-    kl = (p * (log_p - log_q)).sum(-1)
-    top1 = (log_p.argmax(-1) == log_q.argmax(-1)).float()
-    accept = torch.minimum(p, q).sum(-1)
+    p = log_p.exp()
+    if restricted is None:
+        log_q = F.log_softmax(h @ head.T, dim=-1)
+        q = log_q.exp()
+        ce = -(p * log_q).sum(-1)
+        kl = (p * (log_p - log_q)).sum(-1)
+        top1 = (log_p.argmax(-1) == log_q.argmax(-1)).float()
+        accept = torch.minimum(p, q).sum(-1)
+    else:
+        q = F.softmax(h @ restricted.rows.T, dim=-1)     # [P, K]
+        p_k = p[:, restricted.vocab]
+        ce = restricted_soft_cross_entropy(h, target, head, restricted)
+        pooled = torch.cat([p_k, (1.0 - p_k.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)
+        kl = ce + (pooled * pooled.clamp_min(1e-30).log()).sum(-1)   # ce - H(pooled p)
+        top1 = (restricted.vocab[q.argmax(-1)] == log_p.argmax(-1)).float()
+        accept = torch.minimum(p_k, q).sum(-1)
     return torch.stack([ce.sum(), kl.sum(), top1.sum(), accept.sum()])
 
 
@@ -216,13 +233,14 @@ def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfi
 
 
 @torch.no_grad()
-def evaluate(model: KangarooAdapter, loader, head: torch.Tensor, cfg: FitConfig, d: Dist) -> dict:
+def evaluate(model: KangarooAdapter, loader, head: torch.Tensor, cfg: FitConfig, d: Dist,
+             restricted: RestrictedHead | None = None) -> dict:
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=d.device)  # ce, kl, top1, accept, positions
     for batch in loader:
         h, target = _selected(model, batch, d.device)
         for s in range(0, h.shape[0], cfg.chunk):
-            sums[:4] += agreement_stats(h[s:s + cfg.chunk], target[s:s + cfg.chunk], head).double()
+            sums[:4] += agreement_stats(h[s:s + cfg.chunk], target[s:s + cfg.chunk], head, restricted).double()
         sums[4] += h.shape[0]
     model.train()
     ce, kl, top1, accept, n = all_reduce_sum(sums, d).tolist()
@@ -363,7 +381,7 @@ def fit(cfg: FitConfig) -> list[dict]:
         start_epoch, history = ckpt["epoch"], ckpt["history"]
         log(f"resuming {cfg.out} after epoch {start_epoch}")
     else:
-        history.append({"epoch": 0, **evaluate(model, held_loader, head, cfg, d)})
+        history.append({"epoch": 0, **evaluate(model, held_loader, head, cfg, d, restricted)})
         log(_format(history[-1]))
 
     ddp = DistributedDataParallel(model) if d.world > 1 else model
@@ -386,7 +404,7 @@ def fit(cfg: FitConfig) -> list[dict]:
         tokens = all_reduce_sum(tokens.to(d.device), d).item()
         history.append({"epoch": epoch, "train_loss": loss_sum / len(train_loader),
                         "train_tokens_per_s": tokens / elapsed, "epoch_seconds": elapsed,
-                        "lr": sched.get_last_lr()[0], **evaluate(model, held_loader, head, cfg, d)})
+                        "lr": sched.get_last_lr()[0], **evaluate(model, held_loader, head, cfg, d, restricted)})
         log(_format(history[-1]))
         if d.is_main:
             save_checkpoint(cfg.out, {
