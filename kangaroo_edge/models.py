@@ -146,6 +146,9 @@ DEFAULT_ADAPTER_FILE = _DATA / "smollm2-135m-instruct-q4_1.kangaroo.gguf"
 SHIPPED_ADAPTERS: dict[str, Path] = {
     DEFAULT_MODEL_NAME: DEFAULT_ADAPTER_FILE,
     QWEN_CODER_NAME: _DATA / "qwen2.5-coder-0.5b-instruct-q4_k_m.kangaroo.gguf",
+    # trained by the project on the model's own continuations (docs/training.md); the model itself
+    # is never shipped (Gemma terms)
+    GEMMA3_NAME: _DATA / "gemma-3-270m-q4_k_m.kangaroo.gguf",
 }
 
 

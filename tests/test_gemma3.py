@@ -185,6 +185,7 @@ def test_bench_completion_prompts(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(js.read_text())
     assert res["config"]["prompt_format"] == "completion"
+    assert "as raw text to continue" in r.stdout  # the report says how the questions were put
     assert [q["match_plain_vs_llamacpp"] for q in res["questions"]] == [True, True]
     r = cli(*common)
     assert r.returncode != 0 and "has no chat template" in r.stderr and "Traceback" not in r.stderr

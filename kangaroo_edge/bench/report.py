@@ -107,8 +107,10 @@ def markdown(result: dict[str, Any]) -> str:
         cells += [_f(g["systems"][n].get("mean_accepted"), "{:.2f}") for n in spec]
         cells += [_pct(g["match_rate_kangaroo_vs_plain"]), _pct(g["match_rate_plain_vs_llamacpp"])]
         lines.append("| " + " | ".join(cells) + " |")
+    rendering = ("as raw text to continue (--completion)" if cfg.get("prompt_format") == "completion"
+                 else "with the model's chat template")
     notes = [
-        f"Greedy, first turn of each question with the model's chat template, max {cfg['max_new_tokens']} new "
+        f"Greedy, first turn of each question {rendering}, max {cfg['max_new_tokens']} new "
         f"tokens, {cfg['threads']} threads on every side, n_ctx {cfg['n_ctx']}, {cfg['n_questions']} questions; "
         "tok/s = generation only (prefill excluded), medians; speedups are medians of per-question ratios.",
         f"Model: `{cfg['model_path']}`; adapter: `{cfg.get('adapter') or 'none'}`. "
