@@ -66,10 +66,11 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
 
     GraphBuilder b(g->ctx, g->gf, hp);
     // Our kernels give every row the bits of a one-token step: for rows that must come out as
-    // one-token steps (verification), and for one-token steps themselves unless ggml's own gives
-    // the same bits. A prompt's prefill keeps ggml's batched kernels, as llama.cpp's prefill does
-    // (its batched K-quant kernels round unlike single rows).
-    const bool one_row = key.spec.n_tokens == 1 && !kernels::ggml_single_row_matches();
+    // one-token steps (verification), and for one-token steps themselves (faster than ggml's
+    // one-row mul_mat, and the same bits where ggml's is the x86 AVX2 vec_dot). A prompt's prefill
+    // keeps ggml's batched kernels, as llama.cpp's prefill does (its batched K-quant kernels round
+    // unlike single rows).
+    const bool one_row = key.spec.n_tokens == 1;
     b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled() && (key.spec.per_token_attention || one_row));
     const ForwardSpec & spec = key.spec;
     if (spec.per_token_attention) {

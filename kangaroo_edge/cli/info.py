@@ -80,9 +80,8 @@ def adapter_info(path: Path, model_fingerprint: str) -> dict[str, Any]:
 
 
 def matmul_paths(engine: Any) -> dict[str, str]:
-    """Weight type -> how its products run in verification batches (up to 16 rows): our kernels
-    (and which ISA path) or ggml's mul_mat (and why). One-row steps take ggml's mul_mat where it
-    gives the kernels' bits (x86 AVX2 builds of ggml), prefill always."""
+    """Weight type -> how its products run in one-row steps and verification batches (up to 16
+    rows): our kernels (and which ISA path) or ggml's mul_mat (and why). Prefill takes ggml's."""
     from kangaroo_edge import _native
 
     return dict(_native.kernels.matmul_paths(engine))  # a read-only view of the loaded weights
@@ -102,10 +101,6 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     info.update(model_file_info(Path(info["model_path"])))
     info["load_seconds"] = round(lm.load_seconds, 4)
     info["matmul_paths"] = matmul_paths(lm.engine)
-    from kangaroo_edge import _native
-
-    info["one_row_matmuls"] = ("ggml mul_mat (the kernels' bits)" if _native.kernels.ggml_single_row_matches()
-                               else "as verification batches")
     if adapter_path is None and lm.adapter_path is not None:  # the adapter shipped for the default model
         adapter_path = str(lm.adapter_path)
     info["adapter"] = adapter_info(Path(adapter_path), info["fingerprint"]) if adapter_path else None
@@ -143,8 +138,8 @@ def format_table(info: dict[str, Any]) -> str:
         ("backend", info["backend"] if "thread" in info["backend"] else f"{info['backend']}, {info['n_threads']} threads"),
         ("supported", "architectures " + ", ".join(info["supported_architectures"])),
         ("matmuls", "; ".join(f"{t}: {p}" for t, p in info["matmul_paths"].items())
-                    + f" (verification batches of up to {_native_kernels().MAX_ROWS} rows; one-row steps: "
-                    + f"{info['one_row_matmuls']}; prefill: ggml mul_mat)"),
+                    + f" (one-row steps and verification batches of up to {_native_kernels().MAX_ROWS} rows; "
+                    + "prefill: ggml mul_mat)"),
     ]
     a = info.get("adapter")
     if a is None:

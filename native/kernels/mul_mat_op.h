@@ -20,11 +20,11 @@ ggml_tensor * mul_mat_op(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 bool enabled();
 
 // Whether ggml's own one-row mul_mat gives our kernels' bits: an x86 ggml-cpu built with AVX2, FMA
-// and F16C, whose single-row vec_dot arithmetic the kernels reproduce. One-row steps can then stay
-// with ggml (as fast there, measured: docs/benchmarks.md) and still equal verification rows.
+// and F16C, whose single-row vec_dot arithmetic the kernels reproduce (so that our plain decoding
+// equals llama.cpp's there, and the tests compare the kernels against ggml bit for bit).
 bool ggml_single_row_matches();
 
-// For `info`: the path a CPU weight of `type` takes for verification batches (up to MAX_ROWS
+// For `info`: the path a CPU weight of `type` takes for one-row steps and verification batches (up to MAX_ROWS
 // rows), e.g. "kernels (avx2)", "ggml mul_mat (weights in CPU_REPACK)", "ggml mul_mat (no kernel
 // for this type)".
 std::string path_for(ggml_type type, const std::string & buffer_type_name, bool plain_cpu);
