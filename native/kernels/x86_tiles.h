@@ -122,19 +122,27 @@ inline __m256i bit_bytes(const uint8_t * p) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
+// BIAS > 0: quants = biased - BIAS, biased in 0..31, BIAS a power of two (tile_32_weight_pair)
 struct Q4_0 {
     using Block = BlockQ4_0;
     static constexpr bool SIGNED = true, HAS_MIN = false;
-    static __m256i quants(const Block & b) { return _mm256_sub_epi8(nibbles(b.qs), _mm256_set1_epi8(8)); }
+    static constexpr int BIAS = 8;
+    static __m256i biased(const Block & b) { return nibbles(b.qs); }
+    static __m256i quants(const Block & b) { return _mm256_sub_epi8(biased(b), _mm256_set1_epi8(BIAS)); }
 };
 struct Q4_1 {
     using Block = BlockQ4_1;
     static constexpr bool SIGNED = false, HAS_MIN = true;
+    static constexpr int BIAS = 0;
     static __m256i quants(const Block & b) { return nibbles(b.qs); }
 };
 struct Q5_0 {
     using Block = BlockQ5_0;
     static constexpr bool SIGNED = true, HAS_MIN = false;
+    static constexpr int BIAS = 16;
+    static __m256i biased(const Block & b) {
+        return _mm256_or_si256(nibbles(b.qs), _mm256_and_si256(bit_bytes(b.qh), _mm256_set1_epi8(0x10)));
+    }
     // (nibble | bit << 4) - 16, as int8: nibble | 0xF0 where the bit is clear
     static __m256i quants(const Block & b) {
         return _mm256_or_si256(nibbles(b.qs), _mm256_andnot_si256(bit_bytes(b.qh), _mm256_set1_epi8((char) 0xF0)));
@@ -143,6 +151,7 @@ struct Q5_0 {
 struct Q5_1 {
     using Block = BlockQ5_1;
     static constexpr bool SIGNED = false, HAS_MIN = true;
+    static constexpr int BIAS = 0;
     static __m256i quants(const Block & b) {
         return _mm256_or_si256(nibbles(b.qs), _mm256_and_si256(bit_bytes(b.qh), _mm256_set1_epi8(0x10)));
     }
@@ -150,6 +159,7 @@ struct Q5_1 {
 struct Q8_0 {
     using Block = BlockQ8_0;
     static constexpr bool SIGNED = true, HAS_MIN = false;
+    static constexpr int BIAS = 0;  // 0..255 would saturate vpmaddubsw's pair sums
     static __m256i quants(const Block & b) { return _mm256_loadu_si256((const __m256i *) b.qs); }
 };
 
@@ -227,6 +237,9 @@ void tile_32(const uint8_t * w, size_t w_step, const QuantizedRows & a, int r0, 
 // With one activation row the 256-bit pack leaves half of every 512-bit operation unused; here
 // two weight rows take the low and high halves (the activation chunk broadcast to both), and
 // each half performs tile_32's arithmetic for its own row: the same bits, half the operations.
+// A signed type with a BIAS takes biased . y - BIAS * sum(y) per 32-bit lane instead of ggml's
+// sign trick: the same exact integer (no pair sum saturates: biased < 32, |y| <= 127), in fewer
+// operations, and sum(y) is shared by the two rows.
 template <class T>
 void tile_32_weight_pair(const uint8_t * w0, const uint8_t * w1, const QuantizedRows & a, int r, float * out0,
                          float * out1) {
@@ -255,13 +268,18 @@ void tile_32_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantized
             dm = _mm_unpacklo_ps(d, d);
         }
         const __m512 dx = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(dm));
-        const Zmm::I q = _mm512_inserti64x4(_mm512_castsi256_si512(T::quants(x0[b])), T::quants(x1[b]), 1);
         Zmm::I p;
-        if constexpr (T::SIGNED) {
+        if constexpr (T::BIAS > 0) {
+            static_assert((T::BIAS & (T::BIAS - 1)) == 0, "BIAS * sum(y) is a shift");
+            const Zmm::I u = _mm512_inserti64x4(_mm512_castsi256_si512(T::biased(x0[b])), T::biased(x1[b]), 1);
+            const Zmm::I y_sums = Zmm::dot4_u(_mm512_set1_epi8(1), y);
+            p = Zmm::sub(Zmm::dot4_u(u, y), _mm512_slli_epi32(y_sums, __builtin_ctz(T::BIAS)));
+        } else if constexpr (T::SIGNED) {
+            const Zmm::I q = _mm512_inserti64x4(_mm512_castsi256_si512(T::quants(x0[b])), T::quants(x1[b]), 1);
             const Zmm::Signed ws = Zmm::signed_of(q);
             p = Zmm::dot4_u(ws.abs, Zmm::signed_y(ws, y));
         } else {
-            p = Zmm::dot4_u(q, y);
+            p = Zmm::dot4_u(_mm512_inserti64x4(_mm512_castsi256_si512(T::quants(x0[b])), T::quants(x1[b]), 1), y);
         }
         acc = Zmm::fma(_mm512_mul_ps(dx, dy), Zmm::cvt(p), acc);
         if constexpr (T::HAS_MIN) summ = _mm_fmadd_ps(_mm_movehdup_ps(dm), _mm_set1_ps(a.s[b * k + r]), summ);
