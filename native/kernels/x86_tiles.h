@@ -143,6 +143,16 @@ struct Q5_0 {
     static __m256i biased(const Block & b) {
         return _mm256_or_si256(nibbles(b.qs), _mm256_and_si256(bit_bytes(b.qh), _mm256_set1_epi8(0x10)));
     }
+#ifdef KE_TILES_AVX512
+    // two blocks in the halves of one register: the 64 fifth bits are a byte mask as they stand
+    static __m512i biased_pair(const Block & b0, const Block & b1) {
+        uint32_t h0, h1;
+        std::memcpy(&h0, b0.qh, 4);
+        std::memcpy(&h1, b1.qh, 4);
+        const __m512i n = _mm512_inserti64x4(_mm512_castsi256_si512(nibbles(b0.qs)), nibbles(b1.qs), 1);
+        return _mm512_mask_add_epi8(n, (__mmask64) h0 | ((__mmask64) h1 << 32), n, _mm512_set1_epi8(0x10));
+    }
+#endif
     // (nibble | bit << 4) - 16, as int8: nibble | 0xF0 where the bit is clear
     static __m256i quants(const Block & b) {
         return _mm256_or_si256(nibbles(b.qs), _mm256_andnot_si256(bit_bytes(b.qh), _mm256_set1_epi8((char) 0xF0)));
@@ -273,7 +283,9 @@ void tile_32_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantized
         const __m512 dx = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(dm));
         Zmm::I wq;  // the two blocks' quants: biased, |q| (signed) or q
         Zmm::Signed ws;
-        if constexpr (T::BIAS > 0) {
+        if constexpr (std::is_same_v<T, Q5_0>) {
+            wq = T::biased_pair(x0[b], x1[b]);
+        } else if constexpr (T::BIAS > 0) {
             wq = _mm512_inserti64x4(_mm512_castsi256_si512(T::biased(x0[b])), T::biased(x1[b]), 1);
         } else {
             wq = _mm512_inserti64x4(_mm512_castsi256_si512(T::quants(x0[b])), T::quants(x1[b]), 1);
