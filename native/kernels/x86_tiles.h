@@ -100,6 +100,9 @@ struct Zmm {
         out[1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
     }
 };
+
+// Two 256-bit values in the halves of one register.
+inline __m512i halves_of(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 #endif
 
 // ---- weight decoding: one 32-element chunk into 32 bytes in element order -----------------------
@@ -149,7 +152,7 @@ struct Q5_0 {
         uint32_t h0, h1;
         std::memcpy(&h0, b0.qh, 4);
         std::memcpy(&h1, b1.qh, 4);
-        const __m512i n = _mm512_inserti64x4(_mm512_castsi256_si512(nibbles(b0.qs)), nibbles(b1.qs), 1);
+        const __m512i n = halves_of(nibbles(b0.qs), nibbles(b1.qs));
         return _mm512_mask_add_epi8(n, (__mmask64) h0 | ((__mmask64) h1 << 32), n, _mm512_set1_epi8(0x10));
     }
 #endif
@@ -286,9 +289,9 @@ void tile_32_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantized
         if constexpr (std::is_same_v<T, Q5_0>) {
             wq = T::biased_pair(x0[b], x1[b]);
         } else if constexpr (T::BIAS > 0) {
-            wq = _mm512_inserti64x4(_mm512_castsi256_si512(T::biased(x0[b])), T::biased(x1[b]), 1);
+            wq = halves_of(T::biased(x0[b]), T::biased(x1[b]));
         } else {
-            wq = _mm512_inserti64x4(_mm512_castsi256_si512(T::quants(x0[b])), T::quants(x1[b]), 1);
+            wq = halves_of(T::quants(x0[b]), T::quants(x1[b]));
             if constexpr (T::SIGNED) ws = Zmm::signed_of(wq);
         }
         for (int r = 0; r < NR; ++r) {
@@ -318,32 +321,31 @@ void tile_32_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantized
     }
 }
 
-// Weight rows [i0, i1) against activation rows [r0, r0 + NR), in pairs (i, i + half): two long
-// sequential streams of weights. Pairs of neighbouring rows read the weights as two interleaved
-// streams that the hardware prefetchers lose: 3.3x slower for Q8_0's 612-byte rows on a Zen 5.
-template <class T, int NR>
-void run_weight_pairs(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
-                      float * out, int64_t ldo) {
-    const int64_t half = (i1 - i0) / 2;
-    for (int64_t i = i0; i < i0 + half; ++i) {
-        tile_32_weight_pair<T, NR>(w + i * row_bytes, w + (i + half) * row_bytes, a, r0, out + i, out + i + half, ldo);
-    }
-    if ((i1 - i0) % 2) {
-        for (int r = r0; r < r0 + NR; ++r) tile_32<T, Ymm, 1, 1>(w + (i1 - 1) * row_bytes, 0, a, r, out + i1 - 1, 0, ldo);
-    }
-}
 #endif
 
 // ---- K-quants: one weight row x NS packs -------------------------------------------------------
 // Integer lanes over the super-block (chunk c of 32 elements, lane j = elements 4j..4j+3, times
 // the sub-block scale), then one f32 FMA per lane per super-block.
 
-// ggml's Q4_K/Q5_K min term for one row: 4 f32 lanes of dmin * (mins . pairs of 32-element sums)
-inline __m128i k_min_products(const uint8_t mn[8], const int16_t * bsums) {
+// ggml's Q4_K/Q5_K min term for one row: 4 int32 lanes of (mins . pairs of 32-element sums), from
+// the 8 mins as 16-bit values
+inline __m128i k_min_products(__m128i mins16, const int16_t * bsums) {
     const __m256i bs = _mm256_loadu_si256((const __m256i *) bsums);
     const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *) mn));
-    return _mm_madd_epi16(mins, q8s);
+    return _mm_madd_epi16(mins16, q8s);
+}
+
+// A Q4_K/Q5_K super-block's 8 scales and 8 mins as 16-bit values (scales in the low 128 bits),
+// unpacked in registers (bytes unpacked to memory and read back 8 at a time stall the
+// store-to-load forwarding)
+inline __m256i k_scales_mins16(const uint8_t * q) {
+    uint32_t u[3];
+    std::memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    const uint32_t sc_lo = u[0] & m6, mn_lo = u[1] & m6;                           // 0..3
+    const uint32_t sc_hi = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);                // 4..7
+    const uint32_t mn_hi = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    return _mm256_cvtepu8_epi16(_mm_setr_epi32((int) sc_lo, (int) sc_hi, (int) mn_lo, (int) mn_hi));
 }
 
 enum class KType { Q4, Q5 };
@@ -365,8 +367,10 @@ void tile_q45k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, 
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
         _mm_prefetch((const char *) (x + b + 2), _MM_HINT_T0);
-        uint8_t sc[8], mn[8];
-        unpack_k_scales(x[b].scales, sc, mn);
+        const __m256i sm16 = k_scales_mins16(x[b].scales);
+        alignas(32) int16_t sc[16];  // one wide store, read back in parts: forwarded
+        _mm256_store_si256((__m256i *) sc, sm16);
+        const __m128i mins16 = _mm256_extracti128_si256(sm16, 1);
         typename V::I sumi[NS];
         for (int s = 0; s < NS; ++s) sumi[s] = V::zero();
         __m256i hbits = _mm256_setzero_si256();
@@ -398,7 +402,7 @@ void tile_q45k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, 
             acc[s] = V::fma(V::scale(dx, &a.d[b * k + r]), V::cvt(sumi[s]), acc[s]);
             for (int p = 0; p < P; ++p) {
                 const float dmin = -a.d[b * k + r + p] * dmx;
-                const __m128i prod = k_min_products(mn, a.bsums.data() + (b * k + r + p) * 16);
+                const __m128i prod = k_min_products(mins16, a.bsums.data() + (b * k + r + p) * 16);
                 if constexpr (KT == KType::Q4) {
                     acc_m[s * P + p] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[s * P + p]);
                 } else {
@@ -481,11 +485,197 @@ void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, i
     }
 }
 
+#ifdef KE_TILES_AVX512
+// ---- K-quants, few activation rows: two weight rows per 512-bit register -----------------------
+// tile_q45k's and tile_q6k's arithmetic, with weight rows in the low and high halves (as in
+// tile_32_weight_pair) instead of activation rows.
+
+// From v's 32 16-bit values (the low row's at 0..15, the high row's at 16..31): each half's value
+// `a` in its first 128 bits and `b` in its second.
+inline __m512i pick16(__m512i v, int a, int b) {
+    const __m256i lo = _mm256_setr_m128i(_mm_set1_epi16((short) a), _mm_set1_epi16((short) b));
+    const __m256i hi = _mm256_setr_m128i(_mm_set1_epi16((short) (16 + a)), _mm_set1_epi16((short) (16 + b)));
+    return _mm512_permutexvar_epi16(halves_of(lo, hi), v);
+}
+
+template <KType KT, int NR>
+void tile_q45k_weight_pair(const uint8_t * w0, const uint8_t * w1, const QuantizedRows & a, int r0, float * out0,
+                           float * out1, int64_t ldo) {
+    using B = std::conditional_t<KT == KType::Q4, BlockQ4_K, BlockQ5_K>;
+    const B * x[2] = {(const B *) w0, (const B *) w1};
+    const int k = a.k;
+    __m512 acc[NR];
+    __m128 acc_m[NR][2];  // Q4_K: 4 lanes per (activation row, weight row)
+    float summ[NR][2];    // Q5_K: a scalar per (activation row, weight row)
+    for (int r = 0; r < NR; ++r) {
+        acc[r] = _mm512_setzero_ps();
+        for (int h = 0; h < 2; ++h) {
+            acc_m[r][h] = _mm_setzero_ps();
+            summ[r][h] = 0.0f;
+        }
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        // 16-bit values: row 0's scales at 0..7 and mins at 8..15, row 1's at 16..23 and 24..31
+        const __m512i sc16 = halves_of(k_scales_mins16(x[0][b].scales), k_scales_mins16(x[1][b].scales));
+        const __m128i mins16[2] = {_mm512_extracti32x4_epi32(sc16, 1), _mm512_extracti32x4_epi32(sc16, 3)};
+        Zmm::I sumi[NR];
+        for (int r = 0; r < NR; ++r) sumi[r] = Zmm::zero();
+        __m512i hbits = _mm512_setzero_si512();
+        if constexpr (KT == KType::Q5) {
+            hbits = halves_of(_mm256_loadu_si256((const __m256i *) x[0][b].qh), _mm256_loadu_si256((const __m256i *) x[1][b].qh));
+        }
+        for (int j = 0; j < 4; ++j) {
+            const __m512i bits = halves_of(_mm256_loadu_si256((const __m256i *) (x[0][b].qs + 32 * j)),
+                                           _mm256_loadu_si256((const __m256i *) (x[1][b].qs + 32 * j)));
+            __m512i lo = _mm512_and_si512(bits, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
+            if constexpr (KT == KType::Q5) {
+                const __m512i x10 = _mm512_set1_epi8(0x10);
+                lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hbits, _mm512_set1_epi8((char) (1 << (2 * j)))), lo, x10);
+                hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hbits, _mm512_set1_epi8((char) (1 << (2 * j + 1)))), hi, x10);
+            }
+            const __m512i sl = pick16(sc16, 2 * j, 2 * j), sh = pick16(sc16, 2 * j + 1, 2 * j + 1);
+            for (int r = 0; r < NR; ++r) {
+                const __m512i yl = Zmm::bcast(_mm256_loadu_si256((const __m256i *) a.chunk(b * 8 + 2 * j, r0 + r)));
+                const __m512i yh = Zmm::bcast(_mm256_loadu_si256((const __m256i *) a.chunk(b * 8 + 2 * j + 1, r0 + r)));
+                sumi[r] = Zmm::add(sumi[r], Zmm::add(Zmm::madd(sl, Zmm::dot_u(lo, yl)), Zmm::madd(sh, Zmm::dot_u(hi, yh))));
+            }
+        }
+        const float dx[2] = {f16(x[0][b].d), f16(x[1][b].d)}, dmx[2] = {f16(x[0][b].dmin), f16(x[1][b].dmin)};
+        for (int r = 0; r < NR; ++r) {
+            const int64_t slot = b * k + r0 + r;
+            const float dy = a.d[slot];
+            acc[r] = Zmm::fma(Zmm::pair(dx[0] * dy, dx[1] * dy), Zmm::cvt(sumi[r]), acc[r]);
+            for (int h = 0; h < 2; ++h) {
+                const float dmin = -dy * dmx[h];
+                const __m128i prod = k_min_products(mins16[h], a.bsums.data() + slot * 16);
+                if constexpr (KT == KType::Q4) {
+                    acc_m[r][h] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r][h]);
+                } else {
+                    const __m128i t = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+                    const int tot = _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 1)));
+                    summ[r][h] = std::fma(dmin, (float) tot, summ[r][h]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r) {
+        float v[2];
+        Zmm::hsum(acc[r], v);
+        for (int h = 0; h < 2; ++h) {
+            float extra;
+            if constexpr (KT == KType::Q4) {
+                __m128 m = acc_m[r][h];
+                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                extra = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+            } else {
+                extra = summ[r][h];
+            }
+            (h == 0 ? out0 : out1)[(r0 + r) * ldo] = v[h] + extra;
+        }
+    }
+}
+
+template <int NR>
+void tile_q6k_weight_pair(const uint8_t * w0, const uint8_t * w1, const QuantizedRows & a, int r0, float * out0,
+                          float * out1, int64_t ldo) {
+    const BlockQ6_K * x[2] = {(const BlockQ6_K *) w0, (const BlockQ6_K *) w1};
+    const int k = a.k;
+    __m512 acc[NR];
+    for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+    const __m512i m15 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    auto both = [&](int64_t b, size_t off) {  // 32 bytes at `off` of each row's block
+        return halves_of(_mm256_loadu_si256((const __m256i *) ((const uint8_t *) &x[0][b] + off)),
+                         _mm256_loadu_si256((const __m256i *) ((const uint8_t *) &x[1][b] + off)));
+    };
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        // the 16 sub-block scales as 16-bit values: row 0's at 0..15, row 1's at 16..31
+        const __m512i sc16 = halves_of(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[0][b].scales)),
+                                       _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[1][b].scales)));
+        Zmm::I sumi[NR];
+        for (int r = 0; r < NR; ++r) sumi[r] = Zmm::zero();
+        for (int h = 0; h < 2; ++h) {
+            const __m512i l1 = both(b, offsetof(BlockQ6_K, ql) + 64 * h);
+            const __m512i l2 = both(b, offsetof(BlockQ6_K, ql) + 64 * h + 32);
+            const __m512i qh = both(b, offsetof(BlockQ6_K, qh) + 32 * h);
+            __m512i q[4];
+            q[0] = _mm512_or_si512(_mm512_and_si512(l1, m15), _mm512_slli_epi16(_mm512_and_si512(qh, m3), 4));
+            q[1] = _mm512_or_si512(_mm512_and_si512(l2, m15),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), m3), 4));
+            q[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m15),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), m3), 4));
+            q[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l2, 4), m15),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), m3), 4));
+            for (int t = 0; t < 4; ++t) {
+                const int c = 4 * h + t;  // chunk: sub-blocks 2c (elements 0..15) and 2c+1
+                const __m512i sv = pick16(sc16, 2 * c, 2 * c + 1);
+                for (int r = 0; r < NR; ++r) {
+                    const __m512i y = Zmm::bcast(_mm256_loadu_si256((const __m256i *) a.chunk(b * 8 + c, r0 + r)));
+                    sumi[r] = Zmm::add(sumi[r], Zmm::madd(sv, Zmm::dot_u(q[t], y)));
+                }
+            }
+        }
+        const float dx[2] = {f16(x[0][b].d), f16(x[1][b].d)};
+        for (int r = 0; r < NR; ++r) {
+            const int64_t slot = b * k + r0 + r;
+            // the -32 offset: 32 * (bsums . scales), lane j over sub-blocks 2j and 2j+1
+            const __m512i bs = Zmm::bcast(_mm256_loadu_si256((const __m256i *) (a.bsums.data() + slot * 16)));
+            const __m512i off = Zmm::shl5(Zmm::madd(bs, sc16));
+            acc[r] = Zmm::fma(Zmm::pair(dx[0] * a.d[slot], dx[1] * a.d[slot]), Zmm::cvt(Zmm::sub(sumi[r], off)), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) {
+        float v[2];
+        Zmm::hsum(acc[r], v);
+        out0[(r0 + r) * ldo] = v[0];
+        out1[(r0 + r) * ldo] = v[1];
+    }
+}
+#endif
+
 // ---- drivers ------------------------------------------------------------------------------------
 
 struct Q4_K { static constexpr KType K = KType::Q4; };
 struct Q5_K { static constexpr KType K = KType::Q5; };
 struct Q6_K {};
+
+#ifdef KE_TILES_AVX512
+template <class T, int NR>
+void weight_pair(const uint8_t * w0, const uint8_t * w1, const QuantizedRows & a, int r0, float * out0, float * out1,
+                 int64_t ldo) {
+    if constexpr (std::is_same_v<T, Q6_K>) {
+        tile_q6k_weight_pair<NR>(w0, w1, a, r0, out0, out1, ldo);
+    } else if constexpr (std::is_same_v<T, Q4_K> || std::is_same_v<T, Q5_K>) {
+        tile_q45k_weight_pair<T::K, NR>(w0, w1, a, r0, out0, out1, ldo);
+    } else {
+        tile_32_weight_pair<T, NR>(w0, w1, a, r0, out0, out1, ldo);
+    }
+}
+
+// Weight rows [i0, i1) against activation rows [r0, r0 + NR), in pairs (i, i + half): two long
+// sequential streams of weights. Pairs of neighbouring rows read the weights as two interleaved
+// streams that the hardware prefetchers lose: 3.3x slower for Q8_0's 612-byte rows on a Zen 5.
+template <class T, int NR>
+void run_weight_pairs(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+                      float * out, int64_t ldo) {
+    const int64_t half = (i1 - i0) / 2;
+    for (int64_t i = i0; i < i0 + half; ++i) {
+        weight_pair<T, NR>(w + i * row_bytes, w + (i + half) * row_bytes, a, r0, out + i, out + i + half, ldo);
+    }
+    if ((i1 - i0) % 2 == 0) return;
+    const uint8_t * last = w + (i1 - 1) * row_bytes;
+    for (int r = r0; r < r0 + NR; ++r) {
+        if constexpr (std::is_same_v<T, Q6_K>) {
+            tile_q6k<Ymm, 1>(last, a, r, out + i1 - 1, ldo);
+        } else if constexpr (std::is_same_v<T, Q4_K> || std::is_same_v<T, Q5_K>) {
+            tile_q45k<T::K, Ymm, 1>(last, a, r, out + i1 - 1, ldo);
+        } else {
+            tile_32<T, Ymm, 1, 1>(last, 0, a, r, out + i1 - 1, 0, ldo);
+        }
+    }
+}
+#endif
 
 // Weight rows [i0, i1) against the activation rows [r0, r0 + NS * V::P)
 template <class T, class V, int NS>
@@ -563,25 +753,20 @@ void run_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, in
 // Two activation rows per 512-bit register, the weight chunk broadcast to both halves. An odd
 // last row pairs with the phantom row past the batch (QuantizedRows' padding: computed, never
 // stored), so that the weights are read in one pass (a second pass for the odd row made 3 rows
-// cost ~1.5x 4). Up to 4 rows of a 32-element type pair weight rows instead (tile_32_weight_pair);
-// one row of a K-quant takes the 256-bit pack.
+// cost ~1.5x 4). Up to 4 rows pair weight rows instead (tile_32_weight_pair and the K-quants').
 struct Avx512Pass {
     template <class T>
     void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
              float * out, int64_t ldo) const {
-        if constexpr (!std::is_same_v<T, Q4_K> && !std::is_same_v<T, Q5_K> && !std::is_same_v<T, Q6_K>) {
-            // up to 4 rows: the default model's matmuls, single-threaded on a Zen 5, 2 / 3 / 4 rows
-            // 16 / 22 / 10% faster than with activation-row pairs; 6 rows the same, 8 slower
-            switch (nr) {
-                case 1: return run_weight_pairs<T, 1>(w, row_bytes, i0, i1, a, r0, out, ldo);
-                case 2: return run_weight_pairs<T, 2>(w, row_bytes, i0, i1, a, r0, out, ldo);
-                case 3: return run_weight_pairs<T, 3>(w, row_bytes, i0, i1, a, r0, out, ldo);
-                case 4: return run_weight_pairs<T, 4>(w, row_bytes, i0, i1, a, r0, out, ldo);
-                default: break;
-            }
+        // up to 4 rows: the default model's matmuls, single-threaded on a Zen 5, 2 / 3 / 4 rows
+        // 16 / 22 / 10% faster than with activation-row pairs; 6 rows the same, 8 slower
+        switch (nr) {
+            case 1: return run_weight_pairs<T, 1>(w, row_bytes, i0, i1, a, r0, out, ldo);
+            case 2: return run_weight_pairs<T, 2>(w, row_bytes, i0, i1, a, r0, out, ldo);
+            case 3: return run_weight_pairs<T, 3>(w, row_bytes, i0, i1, a, r0, out, ldo);
+            case 4: return run_weight_pairs<T, 4>(w, row_bytes, i0, i1, a, r0, out, ldo);
+            default: return run_packs<T, Zmm>((nr + 1) / 2, w, row_bytes, i0, i1, a, r0, out, ldo);
         }
-        if (nr == 1) return run_packs<T, Ymm>(1, w, row_bytes, i0, i1, a, r0, out, ldo);
-        run_packs<T, Zmm>((nr + 1) / 2, w, row_bytes, i0, i1, a, r0, out, ldo);
     }
 };
 #endif
