@@ -432,6 +432,32 @@ void tile_q45k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, 
     }
 }
 
+// Byte operations on 256- or 512-bit registers, for decoders written once for both widths.
+inline __m256i vand(__m256i a, __m256i b) { return _mm256_and_si256(a, b); }
+inline __m256i vor(__m256i a, __m256i b) { return _mm256_or_si256(a, b); }
+inline __m256i vset8(__m256i, char v) { return _mm256_set1_epi8(v); }
+template <int N> __m256i vshl16(__m256i a) { return _mm256_slli_epi16(a, N); }
+template <int N> __m256i vshr16(__m256i a) { return _mm256_srli_epi16(a, N); }
+#ifdef KE_TILES_AVX512
+inline __m512i vand(__m512i a, __m512i b) { return _mm512_and_si512(a, b); }
+inline __m512i vor(__m512i a, __m512i b) { return _mm512_or_si512(a, b); }
+inline __m512i vset8(__m512i, char v) { return _mm512_set1_epi8(v); }
+template <int N> __m512i vshl16(__m512i a) { return _mm512_slli_epi16(a, N); }
+template <int N> __m512i vshr16(__m512i a) { return _mm512_srli_epi16(a, N); }
+#endif
+
+// Q6_K's four 32-element chunks of half a super-block (elements 128h + 32t + l, t = 0..3): the low
+// 4 bits from ql (l1 = its first 32 bytes, l2 the next 32), bits 2t, 2t+1 of qh[l] on top (0..63).
+// Per 256-bit half when VI is 512 bits wide (two rows).
+template <class VI>
+void q6k_chunks(VI l1, VI l2, VI qh, VI q[4]) {
+    const VI m15 = vset8(l1, 0x0F), m3 = vset8(l1, 3);
+    q[0] = vor(vand(l1, m15), vshl16<4>(vand(qh, m3)));
+    q[1] = vor(vand(l2, m15), vshl16<4>(vand(vshr16<2>(qh), m3)));
+    q[2] = vor(vand(vshr16<4>(l1), m15), vshl16<4>(vand(vshr16<4>(qh), m3)));
+    q[3] = vor(vand(vshr16<4>(l2), m15), vshl16<4>(vand(vshr16<6>(qh), m3)));
+}
+
 template <class V, int NS>
 void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, int64_t ldo) {
     constexpr int P = V::P;
@@ -439,7 +465,6 @@ void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, i
     const BlockQ6_K * x = (const BlockQ6_K *) w;
     typename V::F acc[NS];
     for (int s = 0; s < NS; ++s) acc[s] = V::fzero();
-    const __m256i m15 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
         _mm_prefetch((const char *) (x + b + 2), _MM_HINT_T0);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) x[b].scales));
@@ -449,15 +474,8 @@ void tile_q6k(const uint8_t * w, const QuantizedRows & a, int r0, float * out, i
             const __m256i l1 = _mm256_loadu_si256((const __m256i *) (x[b].ql + 64 * h));
             const __m256i l2 = _mm256_loadu_si256((const __m256i *) (x[b].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *) (x[b].qh + 32 * h));
-            // elements 128h + 32t + l: low 4 bits from ql, bits 2t, 2t+1 of qh[l] on top (0..63)
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l2, m15),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m15),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            q6k_chunks(l1, l2, qh, q);
             for (int t = 0; t < 4; ++t) {
                 const int c = 4 * h + t;  // chunk: sub-blocks 2c (elements 0..15) and 2c+1
                 const typename V::I wq = V::bcast(q[t]);
@@ -584,7 +602,6 @@ void tile_q6k_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantize
     const int k = a.k;
     __m512 acc[NR];
     for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
-    const __m512i m15 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
     auto both = [&](int64_t b, size_t off) {  // 32 bytes at `off` of each row's block
         return halves_of(_mm256_loadu_si256((const __m256i *) ((const uint8_t *) &x[0][b] + off)),
                          _mm256_loadu_si256((const __m256i *) ((const uint8_t *) &x[1][b] + off)));
@@ -600,13 +617,7 @@ void tile_q6k_weight_pair(const uint8_t * w0, const uint8_t * w1, const Quantize
             const __m512i l2 = both(b, offsetof(BlockQ6_K, ql) + 64 * h + 32);
             const __m512i qh = both(b, offsetof(BlockQ6_K, qh) + 32 * h);
             __m512i q[4];
-            q[0] = _mm512_or_si512(_mm512_and_si512(l1, m15), _mm512_slli_epi16(_mm512_and_si512(qh, m3), 4));
-            q[1] = _mm512_or_si512(_mm512_and_si512(l2, m15),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), m3), 4));
-            q[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m15),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), m3), 4));
-            q[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l2, 4), m15),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), m3), 4));
+            q6k_chunks(l1, l2, qh, q);
             for (int t = 0; t < 4; ++t) {
                 const int c = 4 * h + t;  // chunk: sub-blocks 2c (elements 0..15) and 2c+1
                 const __m512i sv = pick16(sc16, 2 * c, 2 * c + 1);
