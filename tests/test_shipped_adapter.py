@@ -51,24 +51,31 @@ def test_default_model_speculates_losslessly_and_drafts_well():
         lm.close()
 
 
+def one_draft_agreement(lm, prompt_of, **draft_kw) -> float:
+    """Over 4 dev questions, 48 tokens each: asserts that drafting one token per cycle gives the
+    plain greedy tokens, and returns the share of drafts accepted (the adapter's top-1 agreement)."""
+    drafted = accepted = 0
+    for q in load_questions(4):
+        prompt = prompt_of(q)
+        lm.reset()
+        plain = lm.generate(prompt, 48, speculative=False)
+        lm.reset()
+        spec = lm.generate(prompt, 48, tau=0.0, gamma=1, **draft_kw)
+        assert spec.token_ids == plain.token_ids, q["question_id"]
+        drafted += spec.stats["drafted"]
+        accepted += spec.stats["accepted"]
+    assert drafted > 0
+    return accepted / drafted
+
+
 def test_named_qwen_model_loads_its_shipped_adapter_and_drafts_losslessly():
     """The second shipped adapter: `KangarooLM("qwen2.5-coder-0.5b")` drafts with it."""
     lm = KangarooLM(QWEN_CODER_NAME, n_ctx=TEST_N_CTX, n_threads=TEST_THREADS, device="cpu")
     try:
         assert lm.model_path == qwen_coder_path() and lm.adapter_path == SHIPPED_ADAPTERS[QWEN_CODER_NAME]
         assert lm.adapter_info["exit_layer"] == 2
-        drafted = accepted = 0
-        for q in load_questions(4):
-            prompt = chat_prompt(lm, q)
-            lm.reset()
-            plain = lm.generate(prompt, 48, speculative=False)
-            lm.reset()
-            spec = lm.generate(prompt, 48, tau=0.0, gamma=1)
-            assert spec.token_ids == plain.token_ids, q["question_id"]
-            drafted += spec.stats["drafted"]
-            accepted += spec.stats["accepted"]
         # measured 23.7% on the first 24 dev questions (docs/training.md); half of it flags a regression
-        assert accepted / drafted > 0.11, (accepted, drafted)
+        assert one_draft_agreement(lm, lambda q: chat_prompt(lm, q)) > 0.11
     finally:
         lm.close()
     # given by path, a model gets no adapter unless one is passed: the fingerprint ties an adapter
@@ -89,17 +96,7 @@ def test_named_gemma_model_loads_its_shipped_adapter_and_drafts_losslessly():
         meta, _ = read_adapter_gguf(lm.adapter_path)
         assert meta.fingerprint == lm.engine.fingerprint and meta.exit_layer == 2
         assert meta.draft_vocab is not None and len(meta.draft_vocab) < lm.engine.n_vocab // 10
-        drafted = accepted = 0
-        for q in load_questions(4):
-            prompt = completion_prompt(q["turns"][0])
-            lm.reset()
-            plain = lm.generate(prompt, 48, speculative=False)
-            lm.reset()
-            spec = lm.generate(prompt, 48, tau=0.0, gamma=1, lookup=False)
-            assert spec.token_ids == plain.token_ids, q["question_id"]
-            drafted += spec.stats["drafted"]
-            accepted += spec.stats["accepted"]
         # measured 26.6% on the first 24 dev questions (docs/training.md); half of it flags a regression
-        assert accepted / drafted > 0.13, (accepted, drafted)
+        assert one_draft_agreement(lm, lambda q: completion_prompt(q["turns"][0]), lookup=False) > 0.13
     finally:
         lm.close()
