@@ -191,6 +191,35 @@ PYBIND11_MODULE(_native, m) {
         .def_readonly("gamma", &DraftParams::gamma)
         .def_readonly("lookup", &DraftParams::lookup);
 
+    py::class_<BatchEvent>(m, "BatchEvent")
+        .def_readonly("id", &BatchEvent::id)
+        .def_readonly("token", &BatchEvent::token)
+        .def_readonly("finished", &BatchEvent::finished)
+        .def("__repr__", [](const BatchEvent & e) {
+            return format("BatchEvent(id=%lld, token=%d, finished=%s)", (long long) e.id, e.token,
+                          e.finished ? "True" : "False");
+        });
+
+    m.attr("MAX_BATCH_SEQUENCES") = MAX_BATCH_SEQUENCES;
+    py::class_<BatchDecoder>(m, "BatchDecoder")
+        .def_property_readonly("capacity", &BatchDecoder::capacity)
+        .def_property_readonly("n_ctx_seq", &BatchDecoder::n_ctx_seq)
+        .def_property_readonly("n_active", &BatchDecoder::n_active)
+        .def_property_readonly("kv_bytes", &BatchDecoder::kv_bytes)
+        .def("add", [](BatchDecoder & b, const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                       uint64_t seed, int max_new) {
+                 py::gil_scoped_release release;
+                 return b.add(prompt, sampling, seed, max_new);
+             },
+             py::arg("prompt"), py::arg("sampling"), py::arg("seed"), py::arg("max_new"),
+             "Prefills a prompt into a free block; returns its first token's event (its id names the sequence).")
+        .def("step", [](BatchDecoder & b) {
+                 py::gil_scoped_release release;
+                 return b.step();
+             },
+             "One weight pass over every active sequence: an event each; finished sequences leave.")
+        .def("remove", &BatchDecoder::remove, py::arg("id"));
+
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string & path, int n_ctx, int n_threads, const std::string & device) {
                  EngineParams p;
@@ -307,6 +336,8 @@ PYBIND11_MODULE(_native, m) {
             }
             return to_array(out.data(), n, e.hparams().n_vocab);
         }, py::arg("hidden"), py::arg("pos0") = 0)
+        .def("new_batch", &Engine::new_batch, py::arg("n_seq"), py::arg("n_ctx_seq"), py::keep_alive<0, 1>(),
+             "Many sequences decoded together (plain decoding), sharing this engine's weights.")
         .def("forward", &forward, py::arg("input"), py::arg("layer_begin"), py::arg("layer_end"),
              py::arg("pos0") = 0, py::arg("output") = "logits", py::arg("all_outputs") = true);
 

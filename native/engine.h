@@ -10,6 +10,7 @@
 #include "adapter.h"
 #include "adapter_drafter.h"
 #include "backend.h"
+#include "batch_decoder.h"
 #include "decoder.h"
 #include "lookup_drafter.h"
 #include "model.h"
@@ -90,6 +91,12 @@ public:
     // A plain one-token step at the end of the sequence, returning the logits after it
     // [n_vocab] (teacher forcing for checks; it leaves the drafter's cache behind).
     const std::vector<float> & append(int32_t token);
+
+    // ---- many sequences at once: plain decoding, each in a KV block of its own -----------------
+    // The batch shares this engine's weights and graph runner: use one or the other at a time.
+    std::unique_ptr<BatchDecoder> new_batch(int n_seq, int n_ctx_seq) {
+        return std::make_unique<BatchDecoder>(model_, runner_, tokenizer_, backends_.main_buffer_type(), n_seq, n_ctx_seq);
+    }
 
     // ---- low level, for training features and checks: they forget the sequence --------------
     // out: [n_outputs, n_embd] hidden states or [n_outputs, n_vocab] logits, row-major

@@ -105,21 +105,27 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const Attentio
     ggml_tensor * Q = in.per_token ? ggml_reshape_4d(ctx_, q, hd, 1, hp_.n_head, n_tokens)
                                    : ggml_permute(ctx_, q, 0, 2, 1, 3);
     if (in.per_token) mask = ggml_reshape_4d(ctx_, mask, mask->ne[0], 1, 1, n_tokens);
-    ggml_tensor * cur = attend(cache, n_kv, Q, mask, n_tokens);
+    ggml_tensor * cur = attend(cache, n_kv, Q, mask, n_tokens, in.seq_block);
     ggml_build_forward_expand(gf_, cur);
     return weight_mul_mat(w.wo, cur);  // [n_embd, n_tokens]
 }
 
-ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens) {
+ggml_tensor * GraphBuilder::attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens,
+                                   int seq_block) {
     const int64_t hd = hp_.head_dim;
     const int64_t n_embd_kv = (int64_t) hp_.n_head_kv * hd;
     const int64_t n_cells = cache.k->ne[1];
     // The first n_kv cells: K as [hd, n_kv, n_head_kv], V^T as [n_kv, hd, n_head_kv]
-    ggml_tensor * K = ggml_view_3d(ctx_, cache.k, hd, hp_.n_head_kv, n_kv, ggml_row_size(cache.k->type, hd),
-                                   ggml_row_size(cache.k->type, n_embd_kv), 0);
+    // With one sequence per row (seq_block > 0) dimension 3 steps from a row's block to the
+    // next, so each row's query slice meets only its own sequence's cells.
+    const int64_t n_seq = seq_block > 0 ? n_tokens : 1;
+    const size_t k_row = ggml_row_size(cache.k->type, n_embd_kv);
+    ggml_tensor * K = ggml_view_4d(ctx_, cache.k, hd, hp_.n_head_kv, n_kv, n_seq, ggml_row_size(cache.k->type, hd),
+                                   k_row, k_row * (seq_block > 0 ? seq_block : n_kv), 0);
     K = ggml_permute(ctx_, K, 0, 2, 1, 3);
-    ggml_tensor * Vt = ggml_view_3d(ctx_, cache.v, n_kv, hp_.n_head_kv, hd, ggml_row_size(cache.v->type, n_cells * hd),
-                                    ggml_row_size(cache.v->type, n_cells), 0);
+    ggml_tensor * Vt = ggml_view_4d(ctx_, cache.v, n_kv, hp_.n_head_kv, hd, n_seq,
+                                    ggml_row_size(cache.v->type, n_cells * hd), ggml_row_size(cache.v->type, n_cells),
+                                    ggml_row_size(cache.v->type, seq_block > 0 ? seq_block : n_cells * n_embd_kv), 0);
     Vt = ggml_permute(ctx_, Vt, 0, 2, 1, 3);
 
     ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);  // [n_kv, n_tokens, n_head] (per token: [n_kv, 1, n_head, n_tokens]); GQA broadcasts

@@ -33,6 +33,10 @@ struct StepInputs {
     // decoding. Cells a token's one-token step would not read (past its own n_kv) are masked:
     // they add exact zeros.
     bool per_token = false;
+    // Many sequences (BatchDecoder): row r is a sequence of its own whose cells are
+    // [r * seq_block, (r + 1) * seq_block); its attention reads only those (per token, as above).
+    // 0: every row belongs to one sequence over cells [0, n_kv).
+    int seq_block = 0;
 };
 
 enum class Output { Hidden, NormedHidden, Logits };
@@ -67,8 +71,10 @@ public:
     // what a later token needs of these ones, without attending from them.
     void store_kv(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, ggml_tensor * x,
                   const StepInputs & in, ggml_tensor * rope_freqs);
-    // softmax(K^T Q * kq_scale + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]
-    ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens);
+    // softmax(K^T Q * kq_scale + mask) V over the first n_kv cells: Q [hd, n_tokens, n_head]; with
+    // seq_block > 0 (StepInputs::seq_block) Q [hd, 1, n_head, n_tokens], row r over its own block's cells
+    ggml_tensor * attend(KvLayer & cache, int n_kv, ggml_tensor * Q, ggml_tensor * mask, int64_t n_tokens,
+                         int seq_block);
 
     // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
     // in.out_ids is set, only those rows continue through the last FFN (as llama.cpp does).

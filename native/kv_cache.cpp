@@ -94,4 +94,47 @@ int KvCache::n_kv_for(int n_used) const {
     return std::min(n_cells_, std::max(KV_PAD, (int) GGML_PAD(n_used, KV_PAD)));
 }
 
+std::vector<uint8_t> KvCache::read_cells(int cell, int n) const {
+    check_cells(cell, n);
+    const size_t elt = ggml_type_size(GGML_TYPE_F16), row = elt * n_embd_kv();
+    std::vector<uint8_t> out((size_t) 2 * layers_.size() * n * row);
+    uint8_t * p = out.data();
+    for (const KvLayer & l : layers_) {
+        ggml_backend_tensor_get(l.k, p, cell * row, n * row);
+        p += n * row;
+        for (int d = 0; d < n_embd_kv(); ++d, p += n * elt) {
+            ggml_backend_tensor_get(l.v, p, ((size_t) d * n_cells_ + cell) * elt, n * elt);
+        }
+    }
+    return out;
+}
+
+void KvCache::write_cells(int cell, int n, const std::vector<uint8_t> & bytes) {
+    check_cells(cell, n);
+    const size_t elt = ggml_type_size(GGML_TYPE_F16), row = elt * n_embd_kv();
+    if (bytes.size() != (size_t) 2 * layers_.size() * n * row) {
+        throw EngineError(format("write_cells: %zu bytes for %d cells of another shape", bytes.size(), n));
+    }
+    const uint8_t * p = bytes.data();
+    for (KvLayer & l : layers_) {
+        ggml_backend_tensor_set(l.k, p, cell * row, n * row);
+        p += n * row;
+        for (int d = 0; d < n_embd_kv(); ++d, p += n * elt) {
+            ggml_backend_tensor_set(l.v, p, ((size_t) d * n_cells_ + cell) * elt, n * elt);
+        }
+    }
+}
+
+void KvCache::check_cells(int cell, int n) const {
+    if (cell < 0 || n < 0 || cell + n > n_cells_) {
+        throw EngineError(format("cells %d..%d are outside the cache of %d", cell, cell + n - 1, n_cells_));
+    }
+}
+
+void copy_cells(const KvCache & src, int src_cell, KvCache & dst, int dst_cell, int n) {
+    if (n == 0) return;
+    if (src.n_embd_kv() != dst.n_embd_kv()) throw EngineError("copy_cells: caches of different models");
+    dst.write_cells(dst_cell, n, src.read_cells(src_cell, n));
+}
+
 }  // namespace ke

@@ -2,6 +2,7 @@
 // sequence is O(1): cells past the committed length are simply masked out and later overwritten.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -33,8 +34,14 @@ public:
 
     // Cells attention looks at when the sequence will hold `n_used` positions.
     int n_kv_for(int n_used) const;
+    // Reads or writes the K/V of cells [cell, cell + n) of every layer (F16, layer by layer:
+    // K rows, then V by dimension): how a sequence moves between caches.
+    std::vector<uint8_t> read_cells(int cell, int n) const;
+    void write_cells(int cell, int n, const std::vector<uint8_t> & bytes);
 
 private:
+    void check_cells(int cell, int n) const;  // throws unless [cell, cell + n) are cells of this cache
+
     int n_cells_;
     int n_head_kv_;
     int head_dim_;
@@ -42,5 +49,8 @@ private:
     ggml_context * ctx_ = nullptr;
     ggml_backend_buffer_t buffer_ = nullptr;
 };
+
+// Copies cells [src_cell, src_cell + n) of src to cells [dst_cell, dst_cell + n) of dst (same model).
+void copy_cells(const KvCache & src, int src_cell, KvCache & dst, int dst_cell, int n);
 
 }  // namespace ke

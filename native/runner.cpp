@@ -19,7 +19,7 @@ void set_input(ggml_tensor * t, const void * data) {
 }  // namespace
 
 bool GraphKey::operator==(const GraphKey & o) const {
-    return kind == o.kind && n_kv == o.n_kv &&
+    return kind == o.kind && n_kv == o.n_kv && seq_block == o.seq_block &&
            cache_a == o.cache_a && cache_b == o.cache_b && spec.per_token_attention == o.spec.per_token_attention &&
            spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
            spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
@@ -44,6 +44,12 @@ Runner::Runner(const Model & model, Backends & backends) : model_(model), backen
 Runner::~Runner() = default;
 
 void Runner::clear() { cache_.clear(); }
+
+void Runner::forget(const void * cache) {
+    cache_.remove_if([cache](const std::unique_ptr<CachedGraph> & g) {
+        return g->key.cache_a == cache || g->key.cache_b == cache;
+    });
+}
 
 Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & body, int n_embd_kv) {
     for (auto it = cache_.begin(); it != cache_.end(); ++it) {
@@ -79,6 +85,7 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     }
     g->in = b.make_inputs(spec.layer_begin == 0, spec.n_tokens, key.n_kv, n_embd_kv, spec.n_outputs);
     g->in.per_token = spec.per_token_attention;
+    g->in.seq_block = key.seq_block;
     g->outs = body(b, g->in);
     for (ggml_tensor * t : g->outs) {
         ggml_set_output(t);
@@ -94,32 +101,48 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     return *cache_.front();
 }
 
-void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, int n_embd_kv, int n_cells) {
-    std::vector<int32_t> pos(n_tokens);
-    std::vector<int64_t> k_idxs(n_tokens);
+namespace {
+// Sets positions, cache cells (cell[i]: where token i's K/V go) and causal masks: token i sees
+// the cells j <= pos[i] of its attention span (counted from its span's first cell).
+void fill_positions_and_masks(const StepInputs & in, const std::vector<int32_t> & pos, const std::vector<int64_t> & cell,
+                              int n_kv, int n_embd_kv, int n_cells) {
+    const int n_tokens = (int) pos.size();
     std::vector<int64_t> v_idxs((size_t) n_embd_kv * n_tokens);
     std::vector<float> mask((size_t) n_kv * n_tokens);
     for (int i = 0; i < n_tokens; ++i) {
-        const int p = pos0 + i;
-        pos[i] = p;
-        k_idxs[i] = p;
-        for (int d = 0; d < n_embd_kv; ++d) v_idxs[(size_t) i * n_embd_kv + d] = (int64_t) d * n_cells + p;
+        for (int d = 0; d < n_embd_kv; ++d) v_idxs[(size_t) i * n_embd_kv + d] = (int64_t) d * n_cells + cell[i];
         float * row = mask.data() + (size_t) i * n_kv;
-        for (int j = 0; j < n_kv; ++j) row[j] = j <= p ? 0.0f : -INFINITY;
+        for (int j = 0; j < n_kv; ++j) row[j] = j <= pos[i] ? 0.0f : -INFINITY;
     }
     if (in.kq_mask_swa && in.kq_mask_swa->buffer) {
         // local layers also hide the keys n_swa or more positions back (llama.cpp's standard SWA)
         std::vector<float> swa = mask;
         for (int i = 0; i < n_tokens; ++i) {
             float * row = swa.data() + (size_t) i * n_kv;
-            for (int j = 0; j < n_kv && j <= pos0 + i - in.n_swa; ++j) row[j] = -INFINITY;
+            for (int j = 0; j < n_kv && j <= pos[i] - in.n_swa; ++j) row[j] = -INFINITY;
         }
         set_input(in.kq_mask_swa, swa.data());
     }
     set_input(in.pos, pos.data());
-    set_input(in.k_idxs, k_idxs.data());
+    set_input(in.k_idxs, cell.data());
     set_input(in.v_idxs, v_idxs.data());
     set_input(in.kq_mask, mask.data());
+}
+}  // namespace
+
+void fill_sequence_row_inputs(const StepInputs & in, const int32_t * pos, int n_rows, int n_kv, int n_embd_kv,
+                              int n_cells) {
+    std::vector<int32_t> p(pos, pos + n_rows);
+    std::vector<int64_t> cell(n_rows);
+    for (int r = 0; r < n_rows; ++r) cell[r] = (int64_t) r * in.seq_block + pos[r];
+    fill_positions_and_masks(in, p, cell, n_kv, n_embd_kv, n_cells);
+}
+
+void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, int n_embd_kv, int n_cells) {
+    std::vector<int32_t> pos(n_tokens);
+    std::vector<int64_t> cell(n_tokens);
+    for (int i = 0; i < n_tokens; ++i) cell[i] = pos[i] = pos0 + i;
+    fill_positions_and_masks(in, pos, cell, n_kv, n_embd_kv, n_cells);
     if (in.out_ids) {
         const int n_out = (int) in.out_ids->ne[0];
         std::vector<int32_t> ids(n_out);
@@ -157,6 +180,30 @@ void Runner::run(const GraphKey & key, const GraphBody & body, int n_embd_kv, in
     set_input(g.in.tokens, tokens);
     set_input(g.in.hidden, hidden);
     fill_step_inputs(g.in, pos0, key.spec.n_tokens, key.n_kv, n_embd_kv, n_cells);
+    compute(g, outs);
+}
+
+void Runner::run_sequence_rows(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells,
+                               int seq_block, const int32_t * tokens, const int32_t * pos,
+                               const std::vector<float *> & outs) {
+    const int n_rows = key.spec.n_tokens;
+    if (key.seq_block != seq_block || !key.spec.per_token_attention || key.spec.layer_begin != 0 ||
+        key.spec.n_outputs != n_rows || (int64_t) n_rows * seq_block > n_cells || key.n_kv > seq_block) {
+        throw EngineError("run_sequence_rows: a graph key that does not describe one token per sequence");
+    }
+    validate(key.spec, n_cells, tokens, 0);
+    for (int r = 0; r < n_rows; ++r) {
+        if (pos[r] < 0 || pos[r] >= key.n_kv) {
+            throw InvalidArgument(format("sequence %d: position %d is outside its %d attended cells", r, pos[r], key.n_kv));
+        }
+    }
+    CachedGraph & g = graph_for(key, body, n_embd_kv);
+    set_input(g.in.tokens, tokens);
+    fill_sequence_row_inputs(g.in, pos, n_rows, key.n_kv, n_embd_kv, n_cells);
+    compute(g, outs);
+}
+
+void Runner::compute(CachedGraph & g, const std::vector<float *> & outs) {
     if (profiling_) profile_.count_graph();
     profile_.attach(g.sched, profiling_);
     if (ggml_backend_sched_graph_compute(g.sched, g.gf) != GGML_STATUS_SUCCESS) {

@@ -30,7 +30,7 @@ struct ForwardSpec {
 // Graph kinds: one per graph-building function.
 enum GraphKind {
     KIND_LAYER_RANGE = 0, KIND_DRAFT_STEP = 1, KIND_ADAPTER_PREFILL = 2, KIND_ADAPTER_LOGITS = 3, KIND_WHOLE_MODEL_STEP = 4,
-    KIND_BONUS_STEP = 5
+    KIND_BONUS_STEP = 5, KIND_SEQUENCE_ROWS = 6
 };
 
 struct GraphKey {
@@ -39,6 +39,7 @@ struct GraphKey {
     int n_kv = 0;
     const void * cache_a = nullptr;  // KV caches the graph writes
     const void * cache_b = nullptr;
+    int seq_block = 0;               // > 0: one token per sequence (StepInputs::seq_block)
     bool operator==(const GraphKey & o) const;
 };
 
@@ -65,8 +66,17 @@ public:
     void run(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells, const int32_t * tokens,
              const float * hidden, int pos0, const std::vector<float *> & outs);
 
+    // Runs the graph `key` (spec.per_token_attention on) for one token per sequence: row r is
+    // sequence r's token at position pos[r], its cells [r * seq_block, (r + 1) * seq_block) of a
+    // cache of n_cells (BatchDecoder). key.n_kv must cover the longest of them.
+    void run_sequence_rows(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells, int seq_block,
+                           const int32_t * tokens, const int32_t * pos, const std::vector<float *> & outs);
+
     // Drops cached graphs (and their compute buffers).
     void clear();
+    // Drops the cached graphs that write `cache` (a KV cache about to be freed: a new one may
+    // get its address, and a graph keyed by it would write freed memory).
+    void forget(const void * cache);
 
     // While on, every graph run is timed node by node into profile() (slower: a diagnostic).
     void set_profiling(bool on) { profiling_ = on; }
@@ -75,6 +85,8 @@ public:
 private:
     struct CachedGraph;
     CachedGraph & graph_for(const GraphKey & key, const GraphBody & body, int n_embd_kv);
+    // Computes g (its inputs set) and copies output i into outs[i].
+    void compute(CachedGraph & g, const std::vector<float *> & outs);
     void validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const;
 
     const Model & model_;
@@ -87,5 +99,8 @@ private:
 // Values of the per-step inputs (positions, causal mask, cache cells) for a contiguous run of
 // tokens at pos0 .. pos0+n_tokens-1 over n_kv cells; shared by every graph of the engine.
 void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, int n_embd_kv, int n_cells);
+// The same for one token per sequence (StepInputs::seq_block): row r at position pos[r] of its block.
+void fill_sequence_row_inputs(const StepInputs & in, const int32_t * pos, int n_rows, int n_kv, int n_embd_kv,
+                              int n_cells);
 
 }  // namespace ke

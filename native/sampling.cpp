@@ -48,26 +48,37 @@ Distribution make_distribution(const float * logits, int n_vocab, const Sampling
     std::vector<int32_t> ids(n_vocab);
     std::iota(ids.begin(), ids.end(), 0);
     auto by_logit = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    const int k = (p.top_k > 0 && p.top_k < n_vocab) ? p.top_k : n_vocab;
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_logit);
-    ids.resize(k);
+    const size_t k = (p.top_k > 0 && p.top_k < n_vocab) ? p.top_k : n_vocab;
+    // Sorting a whole vocabulary costs milliseconds a token. With no top-k only top-p's prefix
+    // needs order: it is sorted in growing prefixes until the cut falls inside one.
+    const bool prefix_only = k == (size_t) n_vocab && p.top_p < 1.0f;
+    size_t sorted = prefix_only ? std::min<size_t>(k, 64) : k;
+    std::partial_sort(ids.begin(), ids.begin() + sorted, ids.end(), by_logit);
 
     // untempered softmax over the candidates for the top-p / min-p cuts
     const float max = logits[ids[0]];
-    std::vector<double> w(k);
+    auto weight = [&](size_t i) { return std::exp((double) (logits[ids[i]] - max)); };
     double sum = 0.0;
-    for (int i = 0; i < k; ++i) sum += (w[i] = std::exp((double) (logits[ids[i]] - max)));
+    if (prefix_only) {
+        for (int i = 0; i < n_vocab; ++i) sum += std::exp((double) (logits[i] - max));
+    } else {
+        for (size_t i = 0; i < k; ++i) sum += weight(i);
+    }
     size_t keep = k;
     if (p.top_p < 1.0f) {
         double cum = 0.0;
-        for (size_t i = 0; i < (size_t) k; ++i) {
-            cum += w[i] / sum;
-            if (cum >= p.top_p) {
-                keep = i + 1;
-                break;
+        for (size_t i = 0; i < k && keep == k; ++i) {
+            if (i == sorted) {  // the rest are all below the sorted prefix: order the next part
+                const size_t more = std::min(k, sorted * 8);
+                std::partial_sort(ids.begin() + sorted, ids.begin() + more, ids.end(), by_logit);
+                sorted = more;
             }
+            cum += weight(i) / sum;
+            if (cum >= p.top_p) keep = i + 1;
         }
     }
+    std::vector<double> w(keep);
+    for (size_t i = 0; i < keep; ++i) w[i] = weight(i);
     if (p.min_p > 0.0f) {
         size_t n = 1;  // the top token always survives
         while (n < keep && w[n] >= p.min_p) ++n;  // w[0] == 1, so w[i] is p_i / p_max

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import replace
 
 
-from kangaroo_edge.train.batched import BatchedGenerator
+from kangaroo_edge.batch import BatchedGenerator
 from kangaroo_edge.train.builtin_prompts import (LONG_PASSAGE_MAX_TOKENS, WriteRequest, batched_writer, load_seeds,
                                                  plan_attempt, prompt_from_attempt)
 from kangaroo_edge.train.jsonl import read_jsonl
@@ -128,7 +128,7 @@ def test_batched_writer_with_the_model(smollm_path, tmp_path):
     from kangaroo_edge import KangarooLM
 
     lm = KangarooLM(smollm_path, n_ctx=1024, n_threads=1, device="cpu")
-    with BatchedGenerator(smollm_path, n_seq=4, n_ctx_seq=1024, n_threads=1) as g:
+    with BatchedGenerator(lm, n_seq=4, n_ctx_seq=1024) as g:
         write = batched_writer(lm, g)
         short = lambda reqs: write([replace(r, max_tokens=min(r.max_tokens, 24)) for r in reqs])  # noqa: E731
         report = run_prompts_stage(tmp_path, 4, write=short, progress=False)

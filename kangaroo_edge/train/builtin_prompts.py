@@ -146,9 +146,9 @@ def prompt_from_attempt(attempt: Attempt, texts: list[str], truncated: list[bool
 
 
 def batched_writer(lm, generator, temperature: float = SEED_TEMPERATURE, top_p: float = SEED_TOP_P) -> Writer:
-    """A Writer backed by a batched.BatchedGenerator; `lm` (a KangarooLM) renders chat requests
+    """A Writer backed by a batch.BatchedGenerator; `lm` (a KangarooLM) renders chat requests
     through the model's chat template and tokenizes."""
-    from .batched import GenJob
+    from ..batch import GenJob
 
     def write(reqs: list[WriteRequest]) -> list[tuple[str, int, str]]:
         jobs = []

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from .batched import DEFAULT_N_SEQ
+from ..batch import DEFAULT_N_SEQ
 from .draft_vocab import DEFAULT_SIZE as DRAFT_VOCAB_SIZE
 from ..convert.adapter_gguf import DEFAULT_GAMMA, DEFAULT_TAU  # the engine's defaults
 from .jsonl import write_json_atomic
@@ -193,10 +192,9 @@ class Pipeline:
     def generator(self):
         """The batched generator of the prompts and responses stages (loaded once)."""
         if self._generator is None:
-            from .batched import BatchedGenerator
+            from ..batch import BatchedGenerator
 
-            self._generator = BatchedGenerator(self.model_path, self.cfg.n_seq, self.lm.n_ctx,
-                                               self.cfg.n_threads or os.cpu_count() or 1)
+            self._generator = BatchedGenerator(self.lm, self.cfg.n_seq, self.lm.n_ctx)
         return self._generator
 
     def exclusions(self) -> list[str]:

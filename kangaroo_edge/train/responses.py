@@ -3,7 +3,7 @@
 Each prompt is rendered with the model's own chat template (one user turn) and answered greedily
 (train on the distribution you decode); with `sampled_fraction` > 0 that fraction of the prompts
 also gets a sampled answer (temperature 0.7, top-p 0.95, a seed per prompt). Answers are made many
-at a time (batched.BatchedGenerator: llama.cpp on the same GGUF, one KV stream per sequence) and
+at a time (kangaroo_edge.batch: our engine, one weight pass for all sequences) and
 appended to `responses.jsonl` in the order of the prompts, each as soon as every earlier one is
 written (a crash loses only the answers finished out of order, at most minutes of work):
 
@@ -13,7 +13,7 @@ written (a crash loses only the answers finished out of order, at most minutes o
 
 Resumable: a re-run skips every key already in the file. A resumed run gives the same file as an
 uninterrupted one because each job's tokens do not depend on the jobs batched beside it
-(tests/test_train_batched.py; docs/training.md for how the batched kernels' rounding was checked).
+(tests/test_batch.py checks that each equals generating it alone, token for token).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Optional
 from tqdm import tqdm
 
 from ..text import completion_prompt
-from .batched import DEFAULT_N_SEQ, BatchedGenerator, GenJob, GenResult
+from ..batch import DEFAULT_N_SEQ, BatchedGenerator, GenJob, GenResult
 from .jsonl import append_jsonl, read_jsonl
 from .prompts import read_prompts
 
@@ -108,10 +108,10 @@ def in_order(results: Iterable[GenResult], keys: list[str]) -> Iterator[GenResul
 
 def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                         sampled_fraction: float = DEFAULT_SAMPLED_FRACTION, seed: int = 0,
-                        progress: bool = True, n_seq: int = DEFAULT_N_SEQ, n_threads: int = 1,
+                        progress: bool = True, n_seq: int = DEFAULT_N_SEQ,
                         generator: Optional[BatchedGenerator] = None, completion: bool = False) -> ResponsesReport:
     """Answers every prompt of workdir/prompts.jsonl not yet in workdir/responses.jsonl, `n_seq`
-    at a time (BatchedGenerator on the model file of `lm`; `lm` renders and tokenizes; with
+    at a time (a BatchedGenerator on the engine of `lm`, which also renders and tokenizes; with
     `completion` the prompts are continued as raw text instead of chat turns)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
@@ -144,7 +144,7 @@ def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_M
     bar = tqdm(total=len(done) + len(planned), initial=len(done) + n_skipped, unit="resp", desc="responses",
                disable=not progress, dynamic_ncols=True)
     own = generator is None
-    gen = BatchedGenerator(lm.model_path, n_seq, lm.n_ctx, n_threads) if own else generator
+    gen = BatchedGenerator(lm, n_seq, lm.n_ctx) if own else generator
     try:
         for r in in_order(gen.generate(jobs), [j.key for j in jobs]):
             row, mode, ids = rows[r.key]

@@ -1,0 +1,137 @@
+#include "batch_decoder.h"
+
+#include <algorithm>
+
+#include "error.h"
+#include "sequence.h"
+
+namespace ke {
+
+namespace {
+// A step's attention span grows in steps of this many cells, not KV_PAD: the masked cells past a
+// row's position add exact zeros to a multiple of ggml's F16 dot-product step (32 or 64
+// elements), so a row keeps a one-sequence step's bits (tests) while sequences shorter than
+// KV_PAD cells cost up to 4x less attention.
+constexpr int ATTENTION_STEP = 64;
+}  // namespace
+
+BatchDecoder::BatchDecoder(const Model & model, Runner & runner, const Tokenizer & tokenizer,
+                           ggml_backend_buffer_type_t buft, int n_seq, int n_ctx_seq)
+    : model_(model),
+      runner_(runner),
+      tokenizer_(tokenizer),
+      n_seq_(n_seq),
+      n_ctx_seq_(n_ctx_seq),
+      block_((int) GGML_PAD(std::max(n_ctx_seq, 1), KV_PAD)),
+      kv_(buft, model.hparams().n_layer, model.hparams().n_head_kv, model.hparams().head_dim,
+          (n_seq >= 1 && n_seq <= MAX_BATCH_SEQUENCES ? n_seq : 1) * block_),
+      scratch_(buft, model.hparams().n_layer, model.hparams().n_head_kv, model.hparams().head_dim, block_) {
+    if (n_seq < 1 || n_seq > MAX_BATCH_SEQUENCES) {
+        throw InvalidArgument(format("n_seq must be between 1 and %d, got %d", MAX_BATCH_SEQUENCES, n_seq));
+    }
+    if (n_ctx_seq < 2) throw InvalidArgument(format("n_ctx_seq must be at least 2, got %d", n_ctx_seq));
+    active_.reserve(n_seq);
+}
+
+BatchDecoder::~BatchDecoder() {
+    runner_.forget(&kv_);
+    runner_.forget(&scratch_);
+}
+
+bool BatchDecoder::finished(const Active & a, int32_t token) const {
+    // the pending token needs a cell of its own for the next step
+    return tokenizer_.is_eog(token) || a.n_new >= a.max_new || a.n_past >= n_ctx_seq_;
+}
+
+BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const SamplingParams & sampling, uint64_t seed,
+                             int max_new) {
+    sampling.validate();
+    if (n_active() >= n_seq_) throw InvalidArgument(format("all %d sequences are taken", n_seq_));
+    if (max_new < 1) throw InvalidArgument(format("max_new must be >= 1, got %d", max_new));
+    const int n = (int) prompt.size();
+    if (n < 1 || n >= n_ctx_seq_) {
+        throw InvalidArgument(format("a prompt of %d tokens does not fit a sequence of n_ctx_seq=%d (it needs room "
+                                     "for one more token)", n, n_ctx_seq_));
+    }
+    // The prompt alone, in Decoder::start's batches: the same kernels give the same K/V and logits.
+    const int L = model_.hparams().n_layer;
+    logits_.resize(model_.hparams().n_vocab);
+    std::vector<float> hidden(model_.hparams().n_embd);
+    for (int done = 0; done < n; done += PREFILL_BATCH) {
+        const int b = std::min(PREFILL_BATCH, n - done);
+        const bool last = done + b == n;
+        runner_.forward(scratch_, {0, L, b, 1, last ? Output::Logits : Output::Hidden}, prompt.data() + done, nullptr,
+                        done, last ? logits_.data() : hidden.data());
+    }
+    const int block = n_active();
+    copy_cells(scratch_, 0, kv_, block * block_, n);
+
+    Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed)};
+    a.pending = a.sampler.sample(logits_.data(), model_.hparams().n_vocab, sampling);
+    const BatchEvent e{a.id, a.pending, finished(a, a.pending)};
+    if (!e.finished) active_.push_back(std::move(a));
+    return e;
+}
+
+std::vector<BatchEvent> BatchDecoder::step() {
+    const int rows = n_active();
+    if (rows == 0) return {};
+    const Hparams & hp = model_.hparams();
+    std::vector<int32_t> tokens(rows), pos(rows);
+    int longest = 0;
+    for (int r = 0; r < rows; ++r) {
+        tokens[r] = active_[r].pending;
+        pos[r] = active_[r].n_past;
+        longest = std::max(longest, pos[r] + 1);
+    }
+    GraphKey key;
+    key.kind = KIND_SEQUENCE_ROWS;
+    key.spec = {0, hp.n_layer, rows, rows, Output::Logits, /*per_token=*/true};
+    key.n_kv = std::min(block_, (int) GGML_PAD(longest, ATTENTION_STEP));
+    key.cache_a = &kv_;
+    key.seq_block = block_;
+    const Model & m = model_;
+    KvCache & kv = kv_;
+    const int n_kv = key.n_kv;
+    GraphBody body = [&m, &kv, n_kv](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, m.hparams().n_layer, in);
+        return std::vector<ggml_tensor *>{b.head(m, h, true)};
+    };
+    logits_.resize((size_t) rows * hp.n_vocab);
+    runner_.run_sequence_rows(key, body, kv_.n_embd_kv(), kv_.n_cells(), block_, tokens.data(), pos.data(),
+                              {logits_.data()});
+
+    std::vector<BatchEvent> events(rows);
+    std::vector<size_t> done;
+    for (int r = 0; r < rows; ++r) {
+        Active & a = active_[r];
+        a.n_past += 1;
+        a.n_new += 1;
+        a.pending = a.sampler.sample(logits_.data() + (size_t) r * hp.n_vocab, hp.n_vocab, a.sampling);
+        events[r] = {a.id, a.pending, finished(a, a.pending)};
+        if (events[r].finished) done.push_back(r);
+    }
+    // from the back, so that the blocks still to leave keep their indices
+    for (auto it = done.rbegin(); it != done.rend(); ++it) leave(*it);
+    return events;
+}
+
+void BatchDecoder::remove(int64_t id) {
+    for (size_t i = 0; i < active_.size(); ++i) {
+        if (active_[i].id == id) {
+            leave(i);
+            return;
+        }
+    }
+}
+
+void BatchDecoder::leave(size_t index) {
+    const size_t last = active_.size() - 1;
+    if (index != last) {
+        copy_cells(kv_, (int) last * block_, kv_, (int) index * block_, active_[last].n_past);
+        active_[index] = std::move(active_[last]);
+    }
+    active_.pop_back();
+}
+
+}  // namespace ke

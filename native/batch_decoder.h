@@ -1,0 +1,85 @@
+// Many independent sequences decoded together (the data engine; parallel requests): one step runs
+// the pending token of every active sequence as one row of the same weight pass, so each weight
+// block is read once for all of them.
+//
+// Each sequence owns a block of cells of one KV cache and its row attends only to that block
+// (StepInputs::seq_block). The weight products give every row a one-row step's bits (our
+// kernels are batch-invariant; other weights go row by row, as in verification) and the prompt
+// is prefilled alone in the same batches as Decoder::start, so a sequence decodes here token for
+// token as it would alone; sampled ones too, since each has its own sampler seeded by its seed.
+// Active sequences fill blocks 0..n_active-1: when one leaves, the last moves into its block.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/blocks.h"
+#include "kv_cache.h"
+#include "runner.h"
+#include "sampling.h"
+#include "tokenizer.h"
+
+namespace ke {
+
+// Sequences one step runs: as many rows as the kernels multiply in one pass (beyond that ggml
+// would multiply by most weights one row at a time, to keep each row's bits).
+constexpr int MAX_BATCH_SEQUENCES = kernels::MAX_ROWS;
+
+// A token a sequence added.
+struct BatchEvent {
+    int64_t id = -1;
+    int32_t token = -1;
+    bool finished = false;  // nothing follows: an end-of-generation token, max_new tokens, or a full context
+};
+
+class BatchDecoder {
+public:
+    // Up to n_seq sequences of at most n_ctx_seq positions (prompt and generated tokens) each.
+    BatchDecoder(const Model & model, Runner & runner, const Tokenizer & tokenizer, ggml_backend_buffer_type_t buft,
+                 int n_seq, int n_ctx_seq);
+    ~BatchDecoder();
+    BatchDecoder(const BatchDecoder &) = delete;
+    BatchDecoder & operator=(const BatchDecoder &) = delete;
+
+    int capacity() const { return n_seq_; }
+    int n_ctx_seq() const { return n_ctx_seq_; }
+    int n_active() const { return (int) active_.size(); }
+    size_t kv_bytes() const { return kv_.bytes() + scratch_.bytes(); }
+
+    // Prefills `prompt` into a free block and samples its first token (max_new >= 1 counts it).
+    // Throws when every block is taken or the prompt leaves no room for a token.
+    BatchEvent add(const std::vector<int32_t> & prompt, const SamplingParams & sampling, uint64_t seed, int max_new);
+    // One weight pass over every active sequence: one event each, in no particular order.
+    // Finished sequences leave.
+    std::vector<BatchEvent> step();
+    // Drops an active sequence (a cancelled request); unknown ids are ignored.
+    void remove(int64_t id);
+
+private:
+    struct Active {
+        int64_t id;
+        int n_past;       // positions in the cache
+        int32_t pending;  // the newest token, not yet run
+        int n_new;        // tokens added so far (pending included)
+        int max_new;
+        SamplingParams sampling;
+        Sampler sampler;
+    };
+    // Whether a sequence that just added `token` is done.
+    bool finished(const Active & a, int32_t token) const;
+    void leave(size_t index);  // the sequence in block `index` leaves; the last moves in
+
+    const Model & model_;
+    Runner & runner_;
+    const Tokenizer & tokenizer_;
+    int n_seq_;
+    int n_ctx_seq_;
+    int block_;            // cells per sequence (n_ctx_seq rounded up to KV_PAD)
+    KvCache kv_;           // n_seq blocks
+    KvCache scratch_;      // one sequence: where prompts are prefilled before moving to a block
+    std::vector<Active> active_;  // active_[i] owns block i
+    int64_t next_id_ = 0;
+    std::vector<float> logits_;
+};
+
+}  // namespace ke
