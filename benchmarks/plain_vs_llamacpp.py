@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from kangaroo_edge.bench.runner import LlamaCppPlain, OursSystem, _llama, default_questions_path, load_questions
+from kangaroo_edge.bench.questions import default_questions_path, load_questions
+from kangaroo_edge.bench.runner import LlamaCppPlain, OursSystem, _llama
 from kangaroo_edge.models import default_cache_dir
 
 QUANT_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
@@ -126,15 +127,18 @@ def main() -> int:
     p.add_argument("-t", "--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--prompts", type=int, default=8, help="number of Spec-Bench dev questions (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt (default 64)")
-    p.add_argument("--questions", default=str(default_questions_path()), help="Spec-Bench JSONL")
+    p.add_argument("--questions", default=default_questions_path(), type=Path,
+                   help="Spec-Bench JSONL (default: the benchmark's, ../shared/specbench/dev.jsonl of a checkout)")
     p.add_argument("--quantize", choices=sorted(QUANT_TYPES), default=None,
                    help="also benchmark a copy of the model in this type (made with llama.cpp's quantizer, cached)")
     p.add_argument("--json", default=None, help="write the results as JSON")
     args = p.parse_args()
+    if args.questions is None:
+        p.error("no question file found: give --questions FILE.jsonl")
 
     from kangaroo_edge.models import resolve_model
 
-    questions = load_questions(Path(args.questions), limit=args.prompts)
+    questions = load_questions(args.questions, limit=args.prompts)
     models = [str(resolve_model(args.model))]
     if args.quantize:
         models.append(str(quantize(Path(models[0]), args.quantize)))

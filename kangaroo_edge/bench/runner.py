@@ -8,7 +8,6 @@ the same convention for every system.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ..text import completion_prompt
 from . import tune
+from .questions import default_questions_path, load_questions  # noqa: F401 (the CLI imports it from here)
 
 LLAMACPP_PLAIN = "llamacpp_plain"
 LLAMACPP_PLD = "llamacpp_pld"
@@ -64,42 +64,6 @@ class Run:
                 "generation_seconds": self.generation_seconds, "prefill_seconds": self.prefill_seconds,
                 "prefill_tokens_per_second": self.prefill_tokens_per_second, **self.extra,
                 "token_ids": self.token_ids}
-
-
-# ---- questions ---------------------------------------------------------------------------
-
-def load_questions(path: Path, categories: Optional[list[str]] = None, limit: Optional[int] = None) -> list[dict]:
-    """Questions of a Spec-Bench JSONL, optionally of some categories. With a limit they are
-    taken round-robin over the categories (in file order within each), so that a small run
-    still covers every category."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-    for r in rows:
-        if not isinstance(r, dict) or "category" not in r or not r.get("turns"):
-            raise ValueError(f"{path}: every line needs 'category' and a non-empty 'turns' list")
-    by_cat: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cat.setdefault(r["category"], []).append(r)
-    if categories:
-        unknown = [c for c in categories if c not in by_cat]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; {path} has: {', '.join(by_cat)}")
-        by_cat = {c: by_cat[c] for c in by_cat if c in categories}
-    if limit is None:
-        return [r for r in rows if r["category"] in by_cat]
-    out, i = [], 0
-    while len(out) < limit and any(i < len(v) for v in by_cat.values()):
-        for cat in by_cat:
-            if i < len(by_cat[cat]) and len(out) < limit:
-                out.append(by_cat[cat][i])
-        i += 1
-    return out
 
 
 # ---- systems -----------------------------------------------------------------------------
@@ -392,11 +356,4 @@ def _fallback(per_question: list[dict]) -> Optional[str]:
 
 def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
-
-
-def default_questions_path() -> Optional[Path]:
-    """../shared/specbench/dev.jsonl next to the repository (a development checkout), if there."""
-    repo = Path(__file__).resolve().parents[2]
-    p = repo.parent / "shared" / "specbench" / "dev.jsonl"
-    return p if p.is_file() else None
 
