@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kangaroo_edge.bench.questions import default_questions_path, load_questions
 from kangaroo_edge.bench.runner import LlamaCppPlain, OursSystem, _llama
+from kangaroo_edge import llamacpp
 from kangaroo_edge.models import default_cache_dir
 
 QUANT_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
@@ -30,19 +31,12 @@ N_CTX = 2048
 
 def quantize(src: Path, qtype: str) -> Path:
     """A `qtype` copy of src, made once by llama.cpp's quantizer and cached."""
-    import llama_cpp
-
     out = default_cache_dir() / "models" / f"{src.stem.split('.')[0]}.{qtype.upper()}.gguf"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
-    params.allow_requantize = True  # the shipped model is already quantized (Q4_1)
-    params.nthread = 2
     tmp = out.with_suffix(".tmp")
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params) != 0:
-        raise SystemExit(f"quantizing {src} to {qtype} failed")
+    llamacpp.quantize(src, tmp, QUANT_TYPES[qtype], n_threads=2)  # the shipped model is already quantized (Q4_1)
     tmp.rename(out)
     return out
 

@@ -20,7 +20,7 @@ from adapters import make_adapter
 from conftest import QUESTIONS, TEST_N_CTX, TEST_THREADS, load_questions
 from gguf_edit import copy_gguf
 from kangaroo_edge import EngineError, KangarooLM, models
-from llama_oracle import LlamaOracle
+from kangaroo_edge.llamacpp import LlamaCpp
 from kangaroo_edge.text import completion_prompt
 
 N_PROMPTS = 20
@@ -48,7 +48,7 @@ def long_prompt(lm: KangarooLM, n_tokens: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def oracle(gemma3):
-    return LlamaOracle(gemma3.model_path, TEST_N_CTX, TEST_THREADS)
+    return LlamaCpp(gemma3.model_path, TEST_N_CTX, TEST_THREADS)
 
 
 def test_gemma3_hparams(gemma3):
@@ -59,7 +59,7 @@ def test_gemma3_hparams(gemma3):
 
 def test_logits_match_llamacpp_past_the_window(gemma3):
     ids = long_prompt(gemma3, WINDOW + 200)
-    full = LlamaOracle(gemma3.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
+    full = LlamaCpp(gemma3.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
     ref = full.all_logits(ids)
     ours = gemma3.engine.forward(ids, 0, gemma3.engine.n_layer, 0, "logits", True)
     assert ours.shape == ref.shape == (len(ids), gemma3.n_vocab)

@@ -63,6 +63,7 @@ def scripted_writer(texts_by_seed=None):
     return write
 
 
+@pytest.mark.fast
 def test_seeds_cover_every_specbench_category_with_long_tasks():
     seeds = load_seeds()
     cats = Counter(t["category"] for t in seeds["tasks"] for _ in range(t.get("weight", 1)))
@@ -84,6 +85,7 @@ def test_seeds_cover_every_specbench_category_with_long_tasks():
     assert seen >= SPECBENCH_CATEGORIES
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("held_out", HELD_OUT)
 def test_shipped_seeds_share_no_phrase_with_held_out_questions(held_out):
     held_out_ngrams = _ngrams_of_file(held_out)
@@ -96,6 +98,7 @@ def test_shipped_seeds_share_no_phrase_with_held_out_questions(held_out):
     assert not leaks
 
 
+@pytest.mark.fast
 def test_a_held_out_question_written_by_the_model_is_excluded(tmp_path):
     """The model could write a held-out question word for word (or nearly): it is dropped."""
     seeds = load_seeds()
@@ -113,6 +116,7 @@ def test_a_held_out_question_written_by_the_model_is_excluded(tmp_path):
     assert not any(_ngrams(r["prompt"]) & held_out_ngrams for r in rows)
 
 
+@pytest.mark.fast
 def test_interrupted_prompts_stage_resumes_to_the_same_prompts(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_prompts_stage(full, 40, write=scripted_writer(), progress=False)

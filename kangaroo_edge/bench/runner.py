@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from ..llamacpp import LlamaCpp
 from ..text import completion_prompt
 from . import tune
 from .questions import default_questions_path, load_questions  # noqa: F401 (the CLI imports it from here)
@@ -93,35 +94,26 @@ class OursSystem:
 
 
 class LlamaCppPlain:
-    """llama-cpp-python, plain greedy decoding at the lowest level it offers: eval + argmax of
-    the last logits, no sampler chain."""
+    """llama.cpp, plain greedy decoding at the lowest level llama-cpp-python offers: eval + argmax
+    of the last logits, no sampler chain."""
 
-    def __init__(self, llama: Any):
-        import llama_cpp
-
+    def __init__(self, llama: LlamaCpp):
         self.llama = llama
-        self._lib = llama_cpp
-        self._vocab = llama_cpp.llama_model_get_vocab(llama._model.model)
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
-        import numpy as np
-
-        llm, lib = self.llama, self._lib
-        n_vocab = llm.n_vocab()
+        llama, llm = self.llama, self.llama.llm
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt_ids)
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-        tok = int(logits.argmax())
+        tok = int(llama.last_logits().argmax())
         t_first = time.perf_counter()
         out: list[int] = []
-        while not lib.llama_vocab_is_eog(self._vocab, tok):
+        while not llama.is_eog(tok):
             out.append(tok)
             if len(out) >= max_new_tokens or llm.n_tokens >= llm.n_ctx():
                 break
             llm.eval([tok])
-            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-            tok = int(logits.argmax())
+            tok = int(llama.last_logits().argmax())
         t_end = time.perf_counter()
         return Run(out, t_first - t0, t_end - t_first, len(prompt_ids))
 
@@ -148,15 +140,11 @@ class _CountingPLD:
 class LlamaCppPromptLookup:
     """llama-cpp-python's prompt-lookup decoding (its draft_model), greedy through Llama.generate."""
 
-    def __init__(self, llama: Any):
-        import llama_cpp
-
+    def __init__(self, llama: LlamaCpp):
         self.llama = llama
-        self._vocab = llama_cpp.llama_model_get_vocab(llama._model.model)
-        self._lib = llama_cpp
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
-        llm, pld = self.llama, self.llama.draft_model
+        llm, pld = self.llama.llm, self.llama.llm.draft_model
         llm.reset()
         pld.cycles = pld.drafted = 0
         out: list[int] = []
@@ -167,7 +155,7 @@ class LlamaCppPromptLookup:
             for tok in gen:
                 if t_first is None:
                     t_first = time.perf_counter()
-                if self._lib.llama_vocab_is_eog(self._vocab, tok):
+                if self.llama.is_eog(tok):
                     break
                 out.append(tok)
                 if len(out) >= max_new_tokens or llm.n_tokens >= llm.n_ctx():
@@ -182,13 +170,10 @@ class LlamaCppPromptLookup:
         return Run(out, t_first - t0, t_end - t_first, len(prompt_ids), extra)
 
 
-def _llama(model_path: str, n_ctx: int, threads: int, draft_model: Any = None) -> Any:
-    from llama_cpp import Llama
-
+def _llama(model_path: str, n_ctx: int, threads: int, draft_model: Any = None) -> LlamaCpp:
     # logits_all=True with a draft model: llama-cpp-python 0.3.36 turns it on internally but sizes
     # its score buffer from the argument (n_batch rows), so prompts longer than n_batch would fail
-    return Llama(model_path=model_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                 n_gpu_layers=0, draft_model=draft_model, logits_all=draft_model is not None, verbose=False)
+    return LlamaCpp(model_path, n_ctx, threads, logits_all=draft_model is not None, draft_model=draft_model)
 
 
 # ---- the benchmark -----------------------------------------------------------------------
