@@ -15,7 +15,6 @@ wall time, prefill included (as the responses stage reports it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -24,21 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from kangaroo_edge import KangarooLM
+from kangaroo_edge.bench.questions import default_questions_path, load_questions
 from kangaroo_edge.train.batched import BatchedGenerator, GenJob
 
-SPECBENCH = Path(__file__).resolve().parents[2] / "shared" / "specbench" / "dev.jsonl"
-SHORT = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities", "qa",
-         "math_reasoning", "translation")
+SHORT = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities", "qa",
+         "math_reasoning", "translation"]
 
 
 def questions(path: Path, n: int) -> list[str]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_cat = {c: [r["turns"][0] for r in rows if r["category"] == c] for c in SHORT}
-    out, i = [], 0
-    while len(out) < n:  # round-robin over the short-prompt categories
-        out += [qs[i] for qs in by_cat.values() if i < len(qs)]
-        i += 1
-    return out[:n]
+    """The first turns of the first n questions of the short-prompt categories."""
+    rows = load_questions(path, SHORT, n)
+    if len(rows) < n:
+        raise SystemExit(f"{path} has only {len(rows)} questions of the categories {', '.join(SHORT)}")
+    return [r["turns"][0] for r in rows]
 
 
 def run(model: Path, jobs: list[GenJob], n_seq: int, unified: bool, threads: int) -> tuple[float, float, dict]:
@@ -65,11 +62,15 @@ def main() -> None:
     p.add_argument("--n-seq", default="1,4,8,16,32")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--no-unified", action="store_true", help="skip the unified-cache runs")
+    p.add_argument("--questions", default=default_questions_path(), type=Path,
+                   help="Spec-Bench JSONL (default: the benchmark's, ../shared/specbench/dev.jsonl of a checkout)")
     args = p.parse_args()
+    if args.questions is None:
+        p.error("no question file found: give --questions FILE.jsonl")
     sizes = [int(s) for s in args.n_seq.split(",")]
 
     lm = KangarooLM(n_ctx=1024, n_threads=args.threads)
-    qs = questions(SPECBENCH, max(8, 2 * max(sizes)))
+    qs = questions(args.questions, max(8, 2 * max(sizes)))
     jobs = [GenJob(f"q{i}", tuple(lm.tokenize(lm.apply_chat_template([{"role": "user", "content": q}]))),
                    args.max_new_tokens) for i, q in enumerate(qs)]
     print(f"CPU: {_cpu()}; load average at start {os.getloadavg()}; {args.threads} thread(s)")

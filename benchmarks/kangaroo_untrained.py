@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from kangaroo_edge import KangarooLM
-from kangaroo_edge.bench.runner import load_questions
+from kangaroo_edge.bench.questions import default_questions_path, load_questions
 from kangaroo_edge.train.init_adapter import write_initial_adapter
 
 SETTINGS = [(0.6, 6), (0.0, 4)]
@@ -28,11 +28,14 @@ def main() -> None:
     p.add_argument("-t", "--threads", type=int, default=2)
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--questions", default=str(Path(__file__).resolve().parents[2] / "shared/specbench/dev.jsonl"))
+    p.add_argument("--questions", default=default_questions_path(), type=Path,
+                   help="Spec-Bench JSONL (default: the benchmark's, ../shared/specbench/dev.jsonl of a checkout)")
     args = p.parse_args()
+    if args.questions is None:
+        p.error("no question file found: give --questions FILE.jsonl")
 
     lm = KangarooLM(None, n_ctx=2048, n_threads=args.threads)
-    questions = load_questions(Path(args.questions), limit=args.prompts)
+    questions = load_questions(args.questions, limit=args.prompts)
     prompts = [lm.apply_chat_template([{"role": "user", "content": q["turns"][0]}]) for q in questions]
     tmp = Path(tempfile.mkdtemp())
     exits = {"exit 2": 2, f"exit {lm.engine.n_layer - 1}": lm.engine.n_layer - 1}

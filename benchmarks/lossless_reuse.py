@@ -25,7 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from kangaroo_edge import KangarooLM
-from kangaroo_edge.bench.runner import default_questions_path, load_questions, machine_info
+from kangaroo_edge.bench.questions import default_questions_path, load_questions
+from kangaroo_edge.bench.runner import machine_info
 
 GAMMAS = (1, 4, 8)
 FRESH = "plain reused == fresh"

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from kangaroo_edge.bench.runner import LlamaCppPlain, OursSystem, _llama, default_questions_path, load_questions
+from kangaroo_edge.bench.questions import default_questions_path, load_questions
+from kangaroo_edge.bench.runner import LlamaCppPlain, OursSystem, _llama
+from kangaroo_edge import llamacpp
 from kangaroo_edge.models import default_cache_dir
 
 QUANT_TYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
@@ -29,19 +31,12 @@ N_CTX = 2048
 
 def quantize(src: Path, qtype: str) -> Path:
     """A `qtype` copy of src, made once by llama.cpp's quantizer and cached."""
-    import llama_cpp
-
     out = default_cache_dir() / "models" / f"{src.stem.split('.')[0]}.{qtype.upper()}.gguf"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
-    params.allow_requantize = True  # the shipped model is already quantized (Q4_1)
-    params.nthread = 2
     tmp = out.with_suffix(".tmp")
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params) != 0:
-        raise SystemExit(f"quantizing {src} to {qtype} failed")
+    llamacpp.quantize(src, tmp, QUANT_TYPES[qtype], n_threads=2)  # the shipped model is already quantized (Q4_1)
     tmp.rename(out)
     return out
 
@@ -126,15 +121,18 @@ def main() -> int:
     p.add_argument("-t", "--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--prompts", type=int, default=8, help="number of Spec-Bench dev questions (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt (default 64)")
-    p.add_argument("--questions", default=str(default_questions_path()), help="Spec-Bench JSONL")
+    p.add_argument("--questions", default=default_questions_path(), type=Path,
+                   help="Spec-Bench JSONL (default: the benchmark's, ../shared/specbench/dev.jsonl of a checkout)")
     p.add_argument("--quantize", choices=sorted(QUANT_TYPES), default=None,
                    help="also benchmark a copy of the model in this type (made with llama.cpp's quantizer, cached)")
     p.add_argument("--json", default=None, help="write the results as JSON")
     args = p.parse_args()
+    if args.questions is None:
+        p.error("no question file found: give --questions FILE.jsonl")
 
     from kangaroo_edge.models import resolve_model
 
-    questions = load_questions(Path(args.questions), limit=args.prompts)
+    questions = load_questions(args.questions, limit=args.prompts)
     models = [str(resolve_model(args.model))]
     if args.quantize:
         models.append(str(quantize(Path(models[0]), args.quantize)))

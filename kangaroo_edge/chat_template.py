@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .llamacpp import apply_builtin_chat_template, builtin_chat_templates
+
 # The format of both shipped models (kept for callers that want ChatML by its source).
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -44,50 +46,22 @@ class ChatTemplate:
                                      bos_token=self._bos_token, eos_token=self._eos_token, **kwargs)
 
 
-def builtin_template_names() -> list[str]:
-    """llama.cpp's built-in chat formats, by the names llama_chat_apply_template accepts."""
-    import ctypes
-
-    import llama_cpp
-
-    n = llama_cpp.llama_chat_builtin_templates(None, 0)
-    names = (ctypes.c_char_p * n)()
-    llama_cpp.llama_chat_builtin_templates(names, n)
-    return [name.decode() for name in names]
-
-
 class BuiltinChatTemplate:
     """One of llama.cpp's built-in formats, rendered by llama.cpp (llama_chat_apply_template)."""
 
     def __init__(self, name: str):
-        if name not in builtin_template_names():
+        if name not in builtin_chat_templates():
             raise ValueError(f"unknown chat template name {name!r}; llama.cpp's built-ins: "
-                             + ", ".join(builtin_template_names()))
+                             + ", ".join(builtin_chat_templates()))
         self.name = name
 
     def render(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
                **kwargs: Any) -> str:
-        import ctypes
-
-        import llama_cpp
-
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
-        # the C strings must outlive the call: keep the encoded bytes referenced here
-        encoded = [(str(m["role"]).encode(), str(m["content"]).encode()) for m in messages]
-        chat = (llama_cpp.llama_chat_message * len(encoded))(*(llama_cpp.llama_chat_message(r, c) for r, c in encoded))
-        size = 2 * sum(len(r) + len(c) for r, c in encoded) + 256
-        for _ in range(2):  # the call returns the length it needs when the buffer is too small
-            buf = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_chat_apply_template(self.name.encode(), chat, len(encoded), add_generation_prompt,
-                                                    buf, size)
-            if n < 0:
-                raise ValueError(f"llama.cpp cannot render chat template {self.name!r}")
-            if n <= size:
-                return buf.raw[:n].decode("utf-8", "replace")
-            size = n
-        raise RuntimeError("llama_chat_apply_template kept asking for a larger buffer")
+        return apply_builtin_chat_template(self.name, [(str(m["role"]), str(m["content"])) for m in messages],
+                                           add_generation_prompt)
 
 
 def chat_template_for(model_template: str, override: "str | None", bos_token: str, eos_token: str,
@@ -103,5 +77,5 @@ def chat_template_for(model_template: str, override: "str | None", bos_token: st
             f"{model_name} has no chat template (its GGUF has no tokenizer.chat_template; a pretrained "
             "model continues raw text: use generate). Name one to chat anyway, e.g. "
             "KangarooLM(..., chat_template='gemma') or --chat-template gemma; llama.cpp's built-ins: "
-            + ", ".join(builtin_template_names()))
+            + ", ".join(builtin_chat_templates()))
     return ChatTemplate(model_template, bos_token, eos_token)

@@ -1,38 +1,30 @@
-"""Shared fixtures: the real models (loaded once per session), llama.cpp as the oracle, and
-Spec-Bench dev prompts rendered with the model's chat template (or, for Gemma 3 270M, which has
-none, as plain completion prompts)."""
+"""Shared fixtures: the real models (loaded once per session), llama.cpp as the oracle, and the
+test prompts the project ships (tests/data/questions.jsonl, in Spec-Bench's schema) rendered with
+the model's chat template (or, for Gemma 3 270M, which has none, as plain completion prompts)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
 from kangaroo_edge import KangarooLM
+from kangaroo_edge.bench import questions as bench_questions
 from kangaroo_edge.models import default_model_path, gemma3_270m_path, qwen_coder_path
 
 # 2 = the CI machine's cores; KE_TEST_THREADS=1 keeps a shared development machine responsive
 TEST_THREADS = int(os.environ.get("KE_TEST_THREADS", "2"))
 TEST_N_CTX = 2048
 REPO = Path(__file__).resolve().parents[1]
-SPECBENCH = Path(os.environ.get("KANGAROO_EDGE_SPECBENCH", REPO.parent / "shared" / "specbench" / "dev.jsonl"))
+QUESTIONS = Path(__file__).resolve().parent / "data" / "questions.jsonl"  # the project's own test prompts
 
 
-def load_questions(n: int, path: Path = SPECBENCH) -> list[dict]:
-    """The first n dev questions, taken round-robin over categories so every category appears."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_cat: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cat.setdefault(r["category"], []).append(r)
-    out, i = [], 0
-    while len(out) < n:
-        for cat in sorted(by_cat):
-            if i < len(by_cat[cat]) and len(out) < n:
-                out.append(by_cat[cat][i])
-        i += 1
-    return out
+def load_questions(n: int) -> list[dict]:
+    """The first n test questions, in the benchmark's order (round-robin over the categories)."""
+    questions = bench_questions.load_questions(QUESTIONS, limit=n)
+    assert len(questions) == n, f"{QUESTIONS} has {len(questions)} questions, a test asks for {n}"
+    return questions
 
 
 def chat_prompt(lm: KangarooLM, question: dict) -> str:

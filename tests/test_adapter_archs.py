@@ -17,6 +17,8 @@ from kangaroo_edge.train.base_model import load_lm_head, load_rope_freq_factors,
 from kangaroo_edge.train.init_adapter import write_initial_adapter
 from tiny_models import ARCHS, make_tiny_gguf
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 EXIT = 1
 N_THREADS = 2
 # The engine keeps the adapter's K/V in F16 (2^-11 relative per key and value), the torch adapter

@@ -6,6 +6,8 @@ import pytest
 
 from kangaroo_edge import GenerationResult, KangarooLM
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 CHAT = [{"role": "user", "content": "List three fruits."}]
 
 

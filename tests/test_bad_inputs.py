@@ -11,6 +11,8 @@ import pytest
 from adapters import make_adapter
 from kangaroo_edge import EngineError, KangarooLM
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 # One engine thread: these tests check behaviour, not speed, and a second thread only adds
 # spin-waiting on a busy machine.
 THREADS = 1

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import QUESTIONS, REPO
 from kangaroo_edge.bench.runner import SYSTEMS
 
-REPO = Path(__file__).resolve().parents[1]
-SPECBENCH = REPO.parent / "shared" / "specbench" / "dev.jsonl"
 SMALL = ["-c", "1024", "-t", "2"]
 
 
@@ -93,7 +91,7 @@ def _one_line_error(r: subprocess.CompletedProcess) -> None:
     ["info", *SMALL, "--adapter", "/nonexistent/adapter.gguf"],
     ["info", *SMALL, "--adapter", str(REPO / "README.md")],
     ["bench", "--questions", "/nonexistent/q.jsonl"],
-    ["bench", "--questions", str(SPECBENCH), "--categories", "no_such_category", "-c", "1024"],
+    ["bench", "--questions", str(QUESTIONS), "--categories", "no_such_category", "-c", "1024"],
     ["bench", "--limit", "0"],
     ["serve", "--port", "70000"],
     ["serve", "--max-queue", "0"],
@@ -111,13 +109,12 @@ def test_every_command_has_help(command):
     assert r.stdout.startswith(f"usage: kangaroo-edge {command}")
 
 
-@pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")
 def test_bench_tune_with_a_fixed_tau_measures_every_draft_length(tmp_path):
     """--tune with forced drafting (a fixed tau never takes a plain step): the cost model still
     has a measured plain step, a measured cost for every k from 1 to gamma, and the ratios
     against our plain step and llama.cpp's step from the same run."""
     js = tmp_path / "b.json"
-    r = cli("bench", "--questions", str(SPECBENCH), "--limit", "3", "--max-new-tokens", "24", "-t", "2",
+    r = cli("bench", "--questions", str(QUESTIONS), "--limit", "3", "--max-new-tokens", "24", "-t", "2",
             "--systems", "llamacpp_plain,ours_plain,ours_kangaroo", "--tau", "0", "--gamma", "8", "--tune",
             "--no-progress", "--json", str(js))
     assert r.returncode == 0, r.stderr
@@ -135,10 +132,9 @@ def test_bench_tune_with_a_fixed_tau_measures_every_draft_length(tmp_path):
     assert "lookup: bonus row step" not in r.stdout  # lookup's rows already end with one
 
 
-@pytest.mark.skipif(not SPECBENCH.is_file(), reason="Spec-Bench dev questions not available")
 def test_bench_small_run(tmp_path):
     js, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
-    r = cli("bench", "--questions", str(SPECBENCH), "--limit", "2", "--max-new-tokens", "8",
+    r = cli("bench", "--questions", str(QUESTIONS), "--limit", "2", "--max-new-tokens", "8",
             "--categories", "qa,writing", "-t", "2", "--no-progress",
             "--json", str(js), "--markdown", str(md), "--chart", str(png))
     assert r.returncode == 0, r.stderr

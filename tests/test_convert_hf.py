@@ -23,6 +23,7 @@ import transformers  # the reference forward pass
 
 from kangaroo_edge import models
 from kangaroo_edge.convert.hf_to_gguf import convert, llama3_rope_factors
+from kangaroo_edge.llamacpp import LlamaCpp
 from tiny_models import ARCHS, make_tiny_gguf, make_tiny_hf_model
 
 GGUF_ARCH = {"llama3": "llama"}  # tiny-model directory name -> general.architecture
@@ -73,12 +74,8 @@ def hf_logits(model, ids: list[int]) -> np.ndarray:
 
 def llama_cpp_logits(path: Path, ids: list[int]) -> np.ndarray:
     # An f32 KV cache: llama.cpp's default f16 cache alone would add ~5e-3 to the f32 comparison.
-    llm = llama_cpp.Llama(
-        str(path), n_ctx=128, n_threads=N_THREADS, logits_all=True, verbose=False,
-        type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
-    )
-    llm.eval(ids)
-    return np.asarray(llm.scores[: len(ids)])  # [n_tokens, n_vocab]
+    llm = LlamaCpp(path, 128, N_THREADS, logits_all=True, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
+    return llm.all_logits(ids)  # [n_tokens, n_vocab]
 
 
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
@@ -263,11 +260,10 @@ def test_engine_logits_match_llamacpp(tiny_root, arch):
 
     path = make_tiny_gguf(tiny_root, arch, "f16")
     ids = hf_tokenizer(tiny_root, arch).encode(PROMPT).ids
-    llm = llama_cpp.Llama(str(path), n_ctx=128, n_threads=N_THREADS, logits_all=True, verbose=False)
-    llm.eval(ids)
+    want = LlamaCpp(path, 128, N_THREADS, logits_all=True).all_logits(ids)
     lm = KangarooLM(path, n_ctx=128, n_threads=N_THREADS)
     got = lm.engine.forward(ids, 0, lm.engine.n_layer, 0, "logits", True)
-    np.testing.assert_allclose(got, np.asarray(llm.scores[: len(ids)]), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
 
 
 def test_convert_refuses_sentencepiece_tokenizers(tiny_root, tmp_path):

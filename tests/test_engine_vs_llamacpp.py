@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_N_CTX, TEST_THREADS, chat_prompt, load_questions
-from llama_oracle import LlamaOracle
+from kangaroo_edge.llamacpp import LlamaCpp
 
 N_PROMPTS = 20
 N_NEW = 128
@@ -19,11 +19,13 @@ LOGIT_ATOL = 1e-3
 @pytest.fixture(scope="module", params=["smollm", "qwen"])
 def model_and_oracle(request):
     lm = request.getfixturevalue(request.param)
-    return lm, LlamaOracle(lm.model_path, TEST_N_CTX, TEST_THREADS)
+    return lm, LlamaCpp(lm.model_path, TEST_N_CTX, TEST_THREADS)
 
 
+# the fast tier's real-model smoke test: the default model's logits are llama.cpp's on a test question
+@pytest.mark.parametrize("any_model", [pytest.param("smollm", marks=pytest.mark.fast), "qwen"], indirect=True)
 def test_logits_match_llamacpp_at_every_position(any_model):
-    oracle = LlamaOracle(any_model.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
+    oracle = LlamaCpp(any_model.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
     ids = any_model.tokenize(chat_prompt(any_model, load_questions(1)[0]))
     assert len(ids) > 30
     ours = any_model.engine.forward(ids, 0, any_model.engine.n_layer, 0, "logits", True)
@@ -45,6 +47,6 @@ def test_greedy_tokens_equal_llamacpp(model_and_oracle):
 
 
 def test_tokenization_matches_llamacpp(any_model):
-    oracle = LlamaOracle(any_model.model_path, 256, TEST_THREADS)
+    oracle = LlamaCpp(any_model.model_path, 256, TEST_THREADS)
     for text in ["Hello, world!", "<|im_start|>user\nNaïve café — 東京 🦘<|im_end|>\n", "  spaces\tand\nlines  "]:
         assert any_model.tokenize(text) == oracle.llm.tokenize(text.encode(), add_bos=True, special=True)

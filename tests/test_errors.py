@@ -7,6 +7,8 @@ import pytest
 from kangaroo_edge import EngineError, KangarooLM, SamplingParams
 from gguf_edit import copy_gguf
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 
 def load(path, **kw):
     return KangarooLM(path, n_ctx=kw.pop("n_ctx", 256), n_threads=2, device="cpu", **kw)

@@ -15,6 +15,8 @@ from conftest import REPO
 from gguf_edit import copy_gguf
 from kangaroo_edge import EngineError, KangarooLM
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 FUZZ_CASES = 100  # about 30 s; the long run is `python benchmarks/fuzz_gguf.py --cases 2000`
 
 

@@ -1,5 +1,5 @@
 """Gemma 3 (the real 270M, pretrained, Q4_K_M) against llama.cpp on the same GGUF, and Kangaroo on
-it. The model has no chat template, so prompts are Spec-Bench questions as plain text to continue.
+it. The model has no chat template, so prompts are the test questions as plain text to continue.
 
 Gemma 3 is the architecture that differs most from llama: embeddings scaled by sqrt(n_embd),
 norms after attention and FFN, per-head q/k norms, GeGLU, and 15 of its 18 layers local (a
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from adapters import make_adapter
-from conftest import TEST_N_CTX, TEST_THREADS, load_questions
+from conftest import QUESTIONS, TEST_N_CTX, TEST_THREADS, load_questions
 from gguf_edit import copy_gguf
 from kangaroo_edge import EngineError, KangarooLM, models
-from llama_oracle import LlamaOracle
+from kangaroo_edge.llamacpp import LlamaCpp
 from kangaroo_edge.text import completion_prompt
 
 N_PROMPTS = 20
@@ -43,12 +43,12 @@ def long_prompt(lm: KangarooLM, n_tokens: int) -> list[int]:
         ids += lm.tokenize(question_text(q), add_special=not ids)
         if len(ids) >= n_tokens:
             return ids[:n_tokens]
-    raise AssertionError("the dev questions are too short for a long prompt")
+    raise AssertionError("the test questions are too short for a long prompt")
 
 
 @pytest.fixture(scope="module")
 def oracle(gemma3):
-    return LlamaOracle(gemma3.model_path, TEST_N_CTX, TEST_THREADS)
+    return LlamaCpp(gemma3.model_path, TEST_N_CTX, TEST_THREADS)
 
 
 def test_gemma3_hparams(gemma3):
@@ -59,7 +59,7 @@ def test_gemma3_hparams(gemma3):
 
 def test_logits_match_llamacpp_past_the_window(gemma3):
     ids = long_prompt(gemma3, WINDOW + 200)
-    full = LlamaOracle(gemma3.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
+    full = LlamaCpp(gemma3.model_path, TEST_N_CTX, TEST_THREADS, logits_all=True)
     ref = full.all_logits(ids)
     ours = gemma3.engine.forward(ids, 0, gemma3.engine.n_layer, 0, "logits", True)
     assert ours.shape == ref.shape == (len(ids), gemma3.n_vocab)
@@ -176,10 +176,8 @@ def test_missing_gemma_tensor_is_an_error(tmp_path, gemma3_path):
 def test_bench_completion_prompts(tmp_path):
     """bench on a model without a chat template: --completion continues the questions as text; our
     plain decoding gives llama.cpp's tokens. Without --completion it says why it cannot chat."""
-    from conftest import SPECBENCH
-
     js = tmp_path / "b.json"
-    common = ["bench", "-m", models.GEMMA3_NAME, "--questions", str(SPECBENCH), "--limit", "2",
+    common = ["bench", "-m", models.GEMMA3_NAME, "--questions", str(QUESTIONS), "--limit", "2",
               "--max-new-tokens", "8", "--systems", "llamacpp_plain,ours_plain", "-t", "1", "--no-progress"]
     r = cli(*common, "--completion", "--json", str(js))
     assert r.returncode == 0, r.stderr

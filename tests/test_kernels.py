@@ -13,6 +13,8 @@ from gguf.quants import dequantize
 
 from kangaroo_edge import _native
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 K = _native.kernels
 TYPES = [QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 # byte offsets of the fp16 scale fields in each block (the rest of a block is any bit pattern)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
 
 
 def test_split_at_every_quarter_gives_same_logits(any_model):

@@ -18,6 +18,8 @@ from adapters import make_adapter
 from kangaroo_edge import KangarooLM
 from tiny_models import make_tiny_gguf
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 TOP_K = 4            # support of each step: 4 tokens, so 16 joint outcomes
 TEMPERATURE = 8.0    # flattens the tiny random model's very peaked distributions
 N_SAMPLES = 3000

@@ -1,5 +1,5 @@
 """Built-in prompts (kangaroo_edge/train/builtin_prompts.py and prompts.py): every Spec-Bench
-category is covered, long-context tasks are long, nothing of Spec-Bench leaks in (neither in the
+category is covered, long-context tasks are long, no held-out question leaks in (neither in the
 seeds we ship nor through the model's writing), and an interrupted stage resumes to the same
 prompts."""
 
@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from dataclasses import replace
 
+import pytest
 
 from kangaroo_edge.batch import BatchedGenerator
 from kangaroo_edge.train.builtin_prompts import (LONG_PASSAGE_MAX_TOKENS, WriteRequest, batched_writer, load_seeds,
@@ -17,11 +18,18 @@ from kangaroo_edge.train.jsonl import read_jsonl
 from kangaroo_edge.train.prompts import run_prompts_stage
 from kangaroo_edge.train.user_prompts import read_exclusions
 
-from conftest import SPECBENCH
+from conftest import QUESTIONS
+from kangaroo_edge.bench.questions import default_questions_path
 
 SPECBENCH_CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities",
                         "translation", "summarization", "qa", "math_reasoning", "rag"}
 LEAK_NGRAM = 6  # words: longer than any phrase two unrelated English or German texts share by chance
+# Questions training must never see: the tests' own, and Spec-Bench's dev set where a development
+# checkout has it beside the repository (the benchmark's questions; the repository does not ship them)
+SPECBENCH = default_questions_path()
+HELD_OUT = [pytest.param(QUESTIONS, id="test-questions"),
+            pytest.param(SPECBENCH, id="specbench",
+                         marks=pytest.mark.skipif(SPECBENCH is None, reason="no Spec-Bench file beside the checkout"))]
 
 
 def _ngrams(text: str, n: int = LEAK_NGRAM) -> set[str]:
@@ -29,8 +37,8 @@ def _ngrams(text: str, n: int = LEAK_NGRAM) -> set[str]:
     return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def _specbench_turns() -> list[str]:
-    return read_exclusions(SPECBENCH)
+def _ngrams_of_file(path) -> set[str]:
+    return set().union(*(_ngrams(t) for t in read_exclusions(path)))
 
 
 def scripted_writer(texts_by_seed=None):
@@ -55,6 +63,7 @@ def scripted_writer(texts_by_seed=None):
     return write
 
 
+@pytest.mark.fast
 def test_seeds_cover_every_specbench_category_with_long_tasks():
     seeds = load_seeds()
     cats = Counter(t["category"] for t in seeds["tasks"] for _ in range(t.get("weight", 1)))
@@ -76,33 +85,38 @@ def test_seeds_cover_every_specbench_category_with_long_tasks():
     assert seen >= SPECBENCH_CATEGORIES
 
 
-def test_shipped_seeds_share_no_phrase_with_specbench():
-    specbench = set().union(*(_ngrams(t) for t in _specbench_turns()))
-    assert len(specbench) > 10000  # the file was read (240 questions, many long)
+@pytest.mark.fast
+@pytest.mark.parametrize("held_out", HELD_OUT)
+def test_shipped_seeds_share_no_phrase_with_held_out_questions(held_out):
+    held_out_ngrams = _ngrams_of_file(held_out)
+    assert len(held_out_ngrams) > 2000  # the file was read (dozens of questions, a few with long passages)
     seeds = load_seeds()
     texts = list(seeds["german"]) + list(seeds["topics"])
     for t in seeds["tasks"]:
         texts += [t.get("ask", ""), t.get("write", ""), t.get("template", "")] + t.get("templates", []) + t.get("starters", [])
-    leaks = {g for text in texts for g in _ngrams(text) & specbench}
+    leaks = {g for text in texts for g in _ngrams(text) & held_out_ngrams}
     assert not leaks
 
 
-def test_a_specbench_question_written_by_the_model_is_excluded(tmp_path):
-    """The model could write a Spec-Bench question word for word (or nearly): it is dropped."""
+@pytest.mark.fast
+def test_a_held_out_question_written_by_the_model_is_excluded(tmp_path):
+    """The model could write a held-out question word for word (or nearly): it is dropped."""
     seeds = load_seeds()
-    question = next(t for t in _specbench_turns() if 60 < len(t) < 300 and "\n" not in t)
+    held_out = read_exclusions(QUESTIONS)
+    question = next(t for t in held_out if 60 < len(t) < 300 and "\n" not in t)
     # the first instruction attempt "writes" the question (after its opening words)
     first = next(plan_attempt(seeds, i, 0) for i in range(50) if plan_attempt(seeds, i, 0).task["kind"] == "instruction")
     leak = question[len(first.starter):] if question.startswith(first.starter) else " " + question
     write = scripted_writer({first.requests[0].seed: leak})
-    report = run_prompts_stage(tmp_path, 12, write=write, progress=False, exclude=_specbench_turns())
+    report = run_prompts_stage(tmp_path, 12, write=write, progress=False, exclude=held_out)
     rows = read_jsonl(tmp_path / "prompts.jsonl")
     assert len(rows) == 12 and report.rejected >= 1
     assert f"b{first.index:06d}" not in {r["id"] for r in rows}
-    specbench = set().union(*(_ngrams(t) for t in _specbench_turns()))
-    assert not any(_ngrams(r["prompt"]) & specbench for r in rows)
+    held_out_ngrams = _ngrams_of_file(QUESTIONS)
+    assert not any(_ngrams(r["prompt"]) & held_out_ngrams for r in rows)
 
 
+@pytest.mark.fast
 def test_interrupted_prompts_stage_resumes_to_the_same_prompts(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_prompts_stage(full, 40, write=scripted_writer(), progress=False)

@@ -14,6 +14,8 @@ from kangaroo_edge.train.fit import (FitConfig, RestrictedHead, agreement_stats,
 
 from test_train_fit import EXIT, tiny  # noqa: F401  (the synthetic base model and its features)
 
+pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
+
 V, E, P = 97, 16, 11
 
 

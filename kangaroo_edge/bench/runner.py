@@ -8,7 +8,6 @@ the same convention for every system.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -16,8 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from ..llamacpp import LlamaCpp
 from ..text import completion_prompt
 from . import tune
+from .questions import default_questions_path, load_questions  # noqa: F401 (the CLI imports it from here)
 
 LLAMACPP_PLAIN = "llamacpp_plain"
 LLAMACPP_PLD = "llamacpp_pld"
@@ -66,42 +67,6 @@ class Run:
                 "token_ids": self.token_ids}
 
 
-# ---- questions ---------------------------------------------------------------------------
-
-def load_questions(path: Path, categories: Optional[list[str]] = None, limit: Optional[int] = None) -> list[dict]:
-    """Questions of a Spec-Bench JSONL, optionally of some categories. With a limit they are
-    taken round-robin over the categories (in file order within each), so that a small run
-    still covers every category."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-    for r in rows:
-        if not isinstance(r, dict) or "category" not in r or not r.get("turns"):
-            raise ValueError(f"{path}: every line needs 'category' and a non-empty 'turns' list")
-    by_cat: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cat.setdefault(r["category"], []).append(r)
-    if categories:
-        unknown = [c for c in categories if c not in by_cat]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; {path} has: {', '.join(by_cat)}")
-        by_cat = {c: by_cat[c] for c in by_cat if c in categories}
-    if limit is None:
-        return [r for r in rows if r["category"] in by_cat]
-    out, i = [], 0
-    while len(out) < limit and any(i < len(v) for v in by_cat.values()):
-        for cat in by_cat:
-            if i < len(by_cat[cat]) and len(out) < limit:
-                out.append(by_cat[cat][i])
-        i += 1
-    return out
-
-
 # ---- systems -----------------------------------------------------------------------------
 
 _OWN_TIMING_KEYS = {"prompt_token_ids", "n_prompt_tokens", "n_tokens", "prompt_seconds", "generation_seconds",
@@ -129,35 +94,26 @@ class OursSystem:
 
 
 class LlamaCppPlain:
-    """llama-cpp-python, plain greedy decoding at the lowest level it offers: eval + argmax of
-    the last logits, no sampler chain."""
+    """llama.cpp, plain greedy decoding at the lowest level llama-cpp-python offers: eval + argmax
+    of the last logits, no sampler chain."""
 
-    def __init__(self, llama: Any):
-        import llama_cpp
-
+    def __init__(self, llama: LlamaCpp):
         self.llama = llama
-        self._lib = llama_cpp
-        self._vocab = llama_cpp.llama_model_get_vocab(llama._model.model)
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
-        import numpy as np
-
-        llm, lib = self.llama, self._lib
-        n_vocab = llm.n_vocab()
+        llama, llm = self.llama, self.llama.llm
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt_ids)
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-        tok = int(logits.argmax())
+        tok = int(llama.last_logits().argmax())
         t_first = time.perf_counter()
         out: list[int] = []
-        while not lib.llama_vocab_is_eog(self._vocab, tok):
+        while not llama.is_eog(tok):
             out.append(tok)
             if len(out) >= max_new_tokens or llm.n_tokens >= llm.n_ctx():
                 break
             llm.eval([tok])
-            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-            tok = int(logits.argmax())
+            tok = int(llama.last_logits().argmax())
         t_end = time.perf_counter()
         return Run(out, t_first - t0, t_end - t_first, len(prompt_ids))
 
@@ -184,15 +140,11 @@ class _CountingPLD:
 class LlamaCppPromptLookup:
     """llama-cpp-python's prompt-lookup decoding (its draft_model), greedy through Llama.generate."""
 
-    def __init__(self, llama: Any):
-        import llama_cpp
-
+    def __init__(self, llama: LlamaCpp):
         self.llama = llama
-        self._vocab = llama_cpp.llama_model_get_vocab(llama._model.model)
-        self._lib = llama_cpp
 
     def run(self, prompt_ids: list[int], max_new_tokens: int) -> Run:
-        llm, pld = self.llama, self.llama.draft_model
+        llm, pld = self.llama.llm, self.llama.llm.draft_model
         llm.reset()
         pld.cycles = pld.drafted = 0
         out: list[int] = []
@@ -203,7 +155,7 @@ class LlamaCppPromptLookup:
             for tok in gen:
                 if t_first is None:
                     t_first = time.perf_counter()
-                if self._lib.llama_vocab_is_eog(self._vocab, tok):
+                if self.llama.is_eog(tok):
                     break
                 out.append(tok)
                 if len(out) >= max_new_tokens or llm.n_tokens >= llm.n_ctx():
@@ -218,13 +170,10 @@ class LlamaCppPromptLookup:
         return Run(out, t_first - t0, t_end - t_first, len(prompt_ids), extra)
 
 
-def _llama(model_path: str, n_ctx: int, threads: int, draft_model: Any = None) -> Any:
-    from llama_cpp import Llama
-
+def _llama(model_path: str, n_ctx: int, threads: int, draft_model: Any = None) -> LlamaCpp:
     # logits_all=True with a draft model: llama-cpp-python 0.3.36 turns it on internally but sizes
     # its score buffer from the argument (n_batch rows), so prompts longer than n_batch would fail
-    return Llama(model_path=model_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                 n_gpu_layers=0, draft_model=draft_model, logits_all=draft_model is not None, verbose=False)
+    return LlamaCpp(model_path, n_ctx, threads, logits_all=draft_model is not None, draft_model=draft_model)
 
 
 # ---- the benchmark -----------------------------------------------------------------------
@@ -392,11 +341,4 @@ def _fallback(per_question: list[dict]) -> Optional[str]:
 
 def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
-
-
-def default_questions_path() -> Optional[Path]:
-    """../shared/specbench/dev.jsonl next to the repository (a development checkout), if there."""
-    repo = Path(__file__).resolve().parents[2]
-    p = repo.parent / "shared" / "specbench" / "dev.jsonl"
-    return p if p.is_file() else None
 
