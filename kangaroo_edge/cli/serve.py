@@ -50,6 +50,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                         "else no key; the environment variable keeps the key out of the process list)")
     g.add_argument("--alias", default=None, metavar="NAME",
                    help="model name in /v1/models and responses (default: the GGUF file's name)")
+    g.add_argument("--strict-model", action="store_true",
+                   help="answer 404 to a request whose `model` is not the served name (default: any name gets "
+                        "the loaded model, as llama-server)")
     g.add_argument("--max-queue", type=positive_int, default=DEFAULT_MAX_QUEUE,
                    help=f"requests that may wait for the model; beyond, 503 (default {DEFAULT_MAX_QUEUE})")
     g.add_argument("--max-request-bytes", type=positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
@@ -85,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
     defaults = GenerationDefaults(sampling=sampling_from_args(args), max_tokens=args.n_predict,
                                   speculative=not args.no_spec, tau=args.tau, gamma=args.gamma, lookup=args.lookup)
     config = ServerConfig(model_id=model_id, defaults=defaults, api_key=api_key,
-                          max_request_bytes=args.max_request_bytes, cors_origins=tuple(args.cors_origin))
+                          max_request_bytes=args.max_request_bytes, cors_origins=tuple(args.cors_origin),
+                          strict_model=args.strict_model)
     worker = ModelWorker(lm, args.max_queue)
     worker.start()
     try:

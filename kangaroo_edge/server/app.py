@@ -43,6 +43,7 @@ class ServerConfig:
     api_key: Optional[str] = None  # None: no key required
     max_request_bytes: int = 4 << 20
     cors_origins: tuple[str, ...] = ()  # () : no CORS headers (browsers on other origins are refused)
+    strict_model: bool = False  # True: a request's `model` must be model_id (else 404); False: any name
 
 
 def create_app(worker: ModelWorker, config: ServerConfig) -> Starlette:
@@ -88,7 +89,7 @@ class _Api:
 
     async def _generate(self, request: Request, endpoint: str) -> Any:
         body = await read_json(request, self.config.max_request_bytes)
-        req = parse_request(endpoint, body, self.config.model_id, self.config.defaults)
+        req = parse_request(endpoint, body, self.config.model_id, self.config.defaults, self.config.strict_model)
         job = self.worker.submit(req, asyncio.get_running_loop())
         watcher = watch_disconnect(request.receive, job)
         streaming = False
