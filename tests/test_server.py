@@ -73,7 +73,8 @@ class Server:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
         try:
             data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+            headers = {"Content-Type": "application/json", **(headers or {})}  # a None value leaves a header out
+            conn.request(method, path, body=data, headers={k: v for k, v in headers.items() if v is not None})
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
@@ -537,13 +538,13 @@ def test_full_queue_answers_503_and_the_queue_is_served_in_order():
         status, headers, _ = res = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
         assert status == 503 and int(headers["retry-after"]) >= 1 and error_of(res)["code"] == "queue_full"
         dropper_reader.close()
-        dropper.close()  # leaves while waiting: its turn is skipped
+        dropper.close()  # leaves while waiting: it leaves the queue
         reader.close()
         running.close()  # frees the model for the queue
         for t in waiting:
             t.join(REQUEST_TIMEOUT)
         assert done == ["first", "second"]
-        s.wait_for(re.compile(r"completion request dropped before it started: the client closed"), REQUEST_TIMEOUT)
+        s.wait_for(re.compile(r"completion request left the queue: the client closed"), REQUEST_TIMEOUT)
         assert s.request("GET", "/health")[0] == 200
     finally:
         assert s.stop() == 0

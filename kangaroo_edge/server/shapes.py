@@ -13,6 +13,7 @@ from typing import Any, Optional
 from .validation import CHAT, GenerationRequest
 
 SSE_DONE = b"data: [DONE]\n\n"
+SSE_KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 
 def sse_event(obj: dict) -> bytes:
