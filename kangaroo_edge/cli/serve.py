@@ -123,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
     config = ServerConfig(model_id=model_id, defaults=defaults, api_key=api_key,
                           max_request_bytes=args.max_request_bytes, cors_origins=tuple(args.cors_origin),
                           strict_model=args.strict_model, allowed_hosts=allowed_hosts(args.host, args.allowed_host),
-                          sse_keepalive_s=args.sse_keepalive)
+                          sse_keepalive_s=args.sse_keepalive, chat_template=args.chat_template)
     worker = ModelWorker(lm, args.max_queue, timeout_s=args.timeout, parse_special=args.parse_special)
     worker.start()
     try:

@@ -28,7 +28,9 @@ from .errors import (APIError, body_too_large, host_not_allowed, internal_error,
                      unsupported_media_type)
 from .responses import EventStream, JobEvents, wait_started, watch_disconnect, whole_body
 from .shapes import Shaper, model_card, model_list
-from .validation import CHAT, COMPLETION, GenerationDefaults, parse_request
+from . import native
+from .validation import (CHAT, COMPLETION, NATIVE_COMPLETION, GenerationDefaults, parse_detokenize, parse_messages,
+                         parse_request, parse_tokenize)
 from .worker import ModelWorker, client_disconnected
 
 log = logging.getLogger("kangaroo_edge.server")
@@ -48,6 +50,7 @@ class ServerConfig:
     strict_model: bool = False  # True: a request's `model` must be model_id (else 404); False: any name
     allowed_hosts: Optional[frozenset[str]] = None  # Host header names answered (lower case, no port); None: any
     sse_keepalive_s: float = 15.0  # a stream with nothing to send for this long sends a comment
+    chat_template: Optional[str] = None  # --chat-template, for /props (None: the GGUF's)
 
 
 def create_app(worker: ModelWorker, config: ServerConfig) -> Starlette:
@@ -58,6 +61,12 @@ def create_app(worker: ModelWorker, config: ServerConfig) -> Starlette:
         Route("/v1/models/{model_id:path}", api.model, methods=["GET"]),
         Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/v1/completions", api.completions, methods=["POST"]),
+        # llama-server's own
+        Route("/completion", api.native_completion, methods=["POST"]),
+        Route("/tokenize", api.tokenize, methods=["POST"]),
+        Route("/detokenize", api.detokenize, methods=["POST"]),
+        Route("/apply-template", api.apply_template, methods=["POST"]),
+        Route("/props", api.props, methods=["GET"]),
     ]
     middleware = []
     if config.allowed_hosts is not None:  # first: a refused Host gets no other answer
@@ -97,6 +106,27 @@ class _Api:
 
     async def completions(self, request: Request) -> Response:
         return await _answer(lambda: self._generate(request, COMPLETION))
+
+    async def native_completion(self, request: Request) -> Response:
+        return await _answer(lambda: self._generate(request, NATIVE_COMPLETION))
+
+    async def tokenize(self, request: Request) -> Response:
+        return await self._native(request, lambda body: native.tokenize(self.worker.lm, parse_tokenize(body)))
+
+    async def detokenize(self, request: Request) -> Response:
+        return await self._native(request, lambda body: native.detokenize(self.worker.lm, parse_detokenize(body)))
+
+    async def apply_template(self, request: Request) -> Response:
+        return await self._native(request, lambda body: native.apply_template(self.worker.lm, parse_messages(body)))
+
+    async def props(self, request: Request) -> Response:
+        c = self.config
+        return JSONResponse(native.props(self.worker.lm, c.model_id, c.defaults, c.chat_template))
+
+    async def _native(self, request: Request, answer: Callable[[Any], dict]) -> Response:
+        async def handler() -> Response:
+            return JSONResponse(answer(await read_json(request, self.config.max_request_bytes)))
+        return await _answer(handler)
 
     async def _generate(self, request: Request, endpoint: str) -> Any:
         body = await read_json(request, self.config.max_request_bytes)
@@ -138,7 +168,7 @@ def error_response(e: APIError) -> JSONResponse:
 async def _http_exception(request: Request, exc: HTTPException) -> Response:
     """Routing errors (unknown path 404, wrong method 405) in OpenAI's shape."""
     what = {404: f"Unknown path {request.url.path}: this server has /v1/chat/completions, /v1/completions, "
-                 "/v1/models and /health",
+                 "/v1/models, /health and llama-server's /completion, /tokenize, /detokenize, /apply-template, /props",
             405: f"Method {request.method} is not allowed on {request.url.path}"}
     e = APIError(exc.status_code, what.get(exc.status_code, str(exc.detail)),
                  code="not_found" if exc.status_code == 404 else None, headers=dict(exc.headers or {}))

@@ -143,13 +143,10 @@ class EventStream:
             elif isinstance(event, Finished):
                 if event.text:
                     yield sse_event(shaper.chunk(event.text))
-                usage_, timings_ = _usage_and_timings(self._started, event)
-                last = shaper.chunk("", event.finish_reason)
-                last["timings"] = timings_
-                yield sse_event(last)
-                if shaper.include_usage:
-                    yield sse_event(shaper.usage_chunk(usage_))
-                yield SSE_DONE
+                for last in shaper.last_chunks(event.finish_reason, *_usage_and_timings(self._started, event)):
+                    yield sse_event(last)
+                if shaper.sends_done:
+                    yield SSE_DONE
                 return
             else:  # an error after the stream began: OpenAI sends it as an event
                 assert isinstance(event, Failed), event

@@ -20,6 +20,7 @@ from ..types import SamplingParams
 from .errors import invalid_type, invalid_value, model_not_found, unsupported
 
 CHAT, COMPLETION = "chat", "completion"
+NATIVE_COMPLETION = "native-completion"  # llama-server's POST /completion: a COMPLETION in its own shapes
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 MAX_STOP_STRINGS = 16
 MAX_TEMPERATURE = 2.0  # OpenAI's range
@@ -44,7 +45,7 @@ class GenerationDefaults:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    endpoint: str  # CHAT or COMPLETION
+    endpoint: str  # CHAT, COMPLETION or NATIVE_COMPLETION
     model: str  # the served model's id, echoed in the response
     messages: Optional[list[dict[str, str]]]  # CHAT: {"role", "content"} strings
     prompt: Optional[Union[str, list[int]]]  # COMPLETION: text or token ids
@@ -63,9 +64,7 @@ class GenerationRequest:
 def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults,
                   strict_model: bool = False) -> GenerationRequest:
     """Any `model` gets the loaded model, as llama-server's; with strict_model only model_id does."""
-    if not isinstance(body, dict):
-        raise invalid_type("body", "a JSON object", body)
-    f = _Fields(body)
+    f = _Fields(_body(body))
     model = f.get("model", _string, model_id)
     if strict_model and model != model_id:
         raise model_not_found(model, model_id)
@@ -86,6 +85,41 @@ def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationD
         include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
         tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
         lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True))
+
+
+# ---- llama-server's /tokenize, /detokenize, /apply-template ------------------------------
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    content: str
+    add_special: bool  # llama-server's default: false
+    parse_special: bool  # llama-server's default: true
+    with_pieces: bool
+
+
+def parse_tokenize(body: Any) -> TokenizeRequest:
+    f = _Fields(_body(body))
+    return TokenizeRequest(content=f.get("content", _string, ""), add_special=f.get("add_special", _bool, False),
+                           parse_special=f.get("parse_special", _bool, True),
+                           with_pieces=f.get("with_pieces", _bool, False))
+
+
+def parse_detokenize(body: Any) -> list[int]:
+    tokens = _Fields(_body(body)).get("tokens", _array, [])
+    for i, t in enumerate(tokens):
+        if not _is_int(t):
+            raise invalid_type(f"tokens[{i}]", "an integer", t)
+    return tokens
+
+
+def parse_messages(body: Any) -> list[dict[str, str]]:
+    return _messages(_body(body).get("messages"))
+
+
+def _body(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise invalid_type("body", "a JSON object", body)
+    return body
 
 
 def _max_tokens(f: "_Fields", default: Optional[int]) -> Optional[int]:
@@ -306,4 +340,5 @@ def _tau(name: str, v: Any) -> Optional[float]:
     return _number(0.0, 1.0)(name, v)
 
 
-__all__ = ["CHAT", "COMPLETION", "GenerationDefaults", "GenerationRequest", "parse_request"]
+__all__ = ["CHAT", "COMPLETION", "NATIVE_COMPLETION", "GenerationDefaults", "GenerationRequest", "TokenizeRequest",
+           "parse_detokenize", "parse_messages", "parse_request", "parse_tokenize"]
