@@ -1,5 +1,6 @@
 """`kangaroo-edge serve`: an OpenAI-compatible HTTP server (POST /v1/chat/completions,
-/v1/completions; GET /v1/models, /health), as llama.cpp's llama-server.
+/v1/completions; GET /v1/models, /health) with llama-server's own endpoints (POST /completion,
+/tokenize, /detokenize, /apply-template; GET /props), as llama.cpp's llama-server.
 
 The model is loaded once and serves one request at a time, in order; at most --max-queue
 requests wait (503 with Retry-After beyond). Listens on loopback unless --host says otherwise;
