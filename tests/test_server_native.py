@@ -75,3 +75,36 @@ def test_apply_template_and_props(server, smollm):
 def test_bad_native_requests(server, path, body, param):
     res = server.request("POST", path, body)
     assert res[0] == 400 and error_of(res)["param"] == param, res
+
+
+# ---- /infill --------------------------------------------------------------------------------
+
+INFILL = {"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n\nprint(add(1, 2))\n", "n_predict": 6,
+          "temperature": 0}
+
+
+def test_infill_refuses_a_model_without_fim_tokens(server):
+    res = server.request("POST", "/infill", INFILL)
+    assert res[0] == 400, res
+    err = error_of(res)
+    assert err["param"] == "input_prefix" and "<|fim_prefix|>" in err["message"]
+
+
+def test_infill_on_qwen_coder(qwen, qwen_path):
+    s = Server("-m", str(qwen_path))
+    try:
+        status, _, body = s.request("POST", "/infill", INFILL)
+        assert status == 200, body
+        out = json.loads(body)
+        fim = [qwen.tokenize(t, add_special=False)[0] for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")]
+        as_text = {"add_special": False, "parse_special": False}
+        ids = ([fim[0]] + qwen.tokenize(INFILL["input_prefix"], **as_text) + [fim[1]]
+               + qwen.tokenize(INFILL["input_suffix"], **as_text) + [fim[2]])
+        qwen.reset()
+        want = qwen.generate(ids, 6, temperature=0.0)
+        assert out["content"] == want.text and out["tokens_evaluated"] == len(ids)
+        assert "a + b" in out["content"]
+        res = s.request("POST", "/infill", {**INFILL, "input_extra": [{"filename": "x.py", "text": "x = 1"}]})
+        assert res[0] == 400 and error_of(res)["param"] == "input_extra"
+    finally:
+        assert s.stop() == 0

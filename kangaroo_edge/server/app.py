@@ -29,8 +29,8 @@ from .errors import (APIError, body_too_large, host_not_allowed, internal_error,
 from .responses import EventStream, JobEvents, wait_started, watch_disconnect, whole_body
 from .shapes import Shaper, model_card, model_list
 from . import native
-from .validation import (CHAT, COMPLETION, NATIVE_COMPLETION, GenerationDefaults, parse_detokenize, parse_messages,
-                         parse_request, parse_tokenize)
+from .validation import (CHAT, COMPLETION, NATIVE_COMPLETION, GenerationDefaults, parse_detokenize, parse_infill,
+                         parse_messages, parse_request, parse_tokenize)
 from .worker import ModelWorker, client_disconnected
 
 log = logging.getLogger("kangaroo_edge.server")
@@ -63,6 +63,7 @@ def create_app(worker: ModelWorker, config: ServerConfig) -> Starlette:
         Route("/v1/completions", api.completions, methods=["POST"]),
         # llama-server's own
         Route("/completion", api.native_completion, methods=["POST"]),
+        Route("/infill", api.infill, methods=["POST"]),
         Route("/tokenize", api.tokenize, methods=["POST"]),
         Route("/detokenize", api.detokenize, methods=["POST"]),
         Route("/apply-template", api.apply_template, methods=["POST"]),
@@ -110,6 +111,11 @@ class _Api:
     async def native_completion(self, request: Request) -> Response:
         return await _answer(lambda: self._generate(request, NATIVE_COMPLETION))
 
+    async def infill(self, request: Request) -> Response:
+        def with_prompt(body: Any) -> Any:
+            return {**body, "prompt": native.infill_ids(self.worker.lm, parse_infill(body))}
+        return await _answer(lambda: self._generate(request, NATIVE_COMPLETION, with_prompt))
+
     async def tokenize(self, request: Request) -> Response:
         return await self._native(request, lambda body: native.tokenize(self.worker.lm, parse_tokenize(body)))
 
@@ -128,8 +134,8 @@ class _Api:
             return JSONResponse(answer(await read_json(request, self.config.max_request_bytes)))
         return await _answer(handler)
 
-    async def _generate(self, request: Request, endpoint: str) -> Any:
-        body = await read_json(request, self.config.max_request_bytes)
+    async def _generate(self, request: Request, endpoint: str, rewrite: Callable[[Any], Any] = lambda b: b) -> Any:
+        body = rewrite(await read_json(request, self.config.max_request_bytes))
         req = parse_request(endpoint, body, self.config.model_id, self.config.defaults, self.config.strict_model)
         job = self.worker.submit(req, asyncio.get_running_loop())
         watcher = watch_disconnect(request.receive, job)
@@ -168,7 +174,7 @@ def error_response(e: APIError) -> JSONResponse:
 async def _http_exception(request: Request, exc: HTTPException) -> Response:
     """Routing errors (unknown path 404, wrong method 405) in OpenAI's shape."""
     what = {404: f"Unknown path {request.url.path}: this server has /v1/chat/completions, /v1/completions, "
-                 "/v1/models, /health and llama-server's /completion, /tokenize, /detokenize, /apply-template, /props",
+                 "/v1/models, /health and llama-server's /completion, /infill, /tokenize, /detokenize, /apply-template, /props",
             405: f"Method {request.method} is not allowed on {request.url.path}"}
     e = APIError(exc.status_code, what.get(exc.status_code, str(exc.detail)),
                  code="not_found" if exc.status_code == 404 else None, headers=dict(exc.headers or {}))

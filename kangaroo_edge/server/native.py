@@ -1,5 +1,6 @@
 """llama-server's own endpoints beside its OpenAI ones, in its JSON shapes: POST /tokenize,
-/detokenize, /apply-template, GET /props (POST /completion is a generation: app.py and shapes.py).
+/detokenize, /apply-template, GET /props, and the prompt of POST /infill (POST /completion and
+/infill are generations: app.py and shapes.py).
 
 They read the tokenizer and the chat template, which a generation on the model's thread does not
 change, so they are answered at once instead of queueing behind generations (as llama-server's).
@@ -12,8 +13,12 @@ from typing import Any, Optional, Union
 import jinja2
 
 from ..llm import KangarooLM
-from .errors import invalid_value
-from .validation import GenerationDefaults, TokenizeRequest
+from .errors import invalid_value, unsupported
+from .validation import GenerationDefaults, InfillRequest, TokenizeRequest
+
+# fill-in-the-middle tokens by their text, as llama.cpp's vocabulary finds them when a GGUF does
+# not name them: Qwen2.5-Coder's, then StarCoder's
+FIM_TOKENS = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"), ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
 
 
 def tokenize(lm: KangarooLM, r: TokenizeRequest) -> dict:
@@ -33,6 +38,34 @@ def _piece(raw: bytes) -> Union[str, list[int]]:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return list(raw)
+
+
+def infill_ids(lm: KangarooLM, r: InfillRequest) -> list[int]:
+    """llama-server's /infill prompt: [prefix token] prefix [suffix token] suffix [middle token]
+    prompt, the code tokenized as text; 400 naming the tokens for a model that has none."""
+    fim = next((ids for ids in (_special_ids(lm, names) for names in FIM_TOKENS) if ids), None)
+    if fim is None:
+        raise unsupported("input_prefix", "this model has no fill-in-the-middle tokens (it lacks "
+                                          + " / ".join(" ".join(names) for names in FIM_TOKENS)
+                                          + "): /infill needs a code model such as Qwen2.5-Coder")
+    pre, suf, mid = fim
+    try:
+        return (lm.tokenize("", add_special=True) + [pre] + _text_ids(lm, r.prefix) + [suf] + _text_ids(lm, r.suffix)
+                + [mid] + _text_ids(lm, r.prompt))
+    except ValueError as e:  # not valid Unicode
+        raise invalid_value("input_prefix", str(e)) from None
+
+
+def _special_ids(lm: KangarooLM, names: tuple[str, ...]) -> Optional[list[int]]:
+    """The ids of the special tokens written `names`, or None when one is not a single special token."""
+    ids = [lm.tokenize(name, add_special=False) for name in names]
+    if all(len(i) == 1 and i != _text_ids(lm, name) for i, name in zip(ids, names)):
+        return [i[0] for i in ids]
+    return None
+
+
+def _text_ids(lm: KangarooLM, text: str) -> list[int]:
+    return lm.tokenize(text, add_special=False, parse_special=False)
 
 
 def detokenize(lm: KangarooLM, tokens: list[int]) -> dict:

@@ -112,6 +112,21 @@ def parse_detokenize(body: Any) -> list[int]:
     return tokens
 
 
+@dataclass(frozen=True)
+class InfillRequest:
+    prefix: str  # input_prefix: the code before the gap
+    suffix: str  # input_suffix: the code after it
+    prompt: str  # text the middle starts with
+
+
+def parse_infill(body: Any) -> InfillRequest:
+    f = _Fields(_body(body))
+    if f.get("input_extra", _array, []):
+        raise unsupported("input_extra", "input_extra (other files as context) is not supported by this server")
+    return InfillRequest(prefix=f.get("input_prefix", _string, ""), suffix=f.get("input_suffix", _string, ""),
+                         prompt=f.get("prompt", _string, ""))
+
+
 def parse_messages(body: Any) -> list[dict[str, str]]:
     return _messages(_body(body).get("messages"))
 
@@ -340,5 +355,5 @@ def _tau(name: str, v: Any) -> Optional[float]:
     return _number(0.0, 1.0)(name, v)
 
 
-__all__ = ["CHAT", "COMPLETION", "NATIVE_COMPLETION", "GenerationDefaults", "GenerationRequest", "TokenizeRequest",
-           "parse_detokenize", "parse_messages", "parse_request", "parse_tokenize"]
+__all__ = ["CHAT", "COMPLETION", "NATIVE_COMPLETION", "GenerationDefaults", "GenerationRequest", "InfillRequest",
+           "TokenizeRequest", "parse_detokenize", "parse_infill", "parse_messages", "parse_request", "parse_tokenize"]
