@@ -18,7 +18,7 @@ import pytest
 from test_server import COUNTING, QUESTION, REQUEST_TIMEOUT, Server, _open_stream, _read_events, _wait_until, error_of
 
 KEEPALIVE_S = "0.05"  # short, so that a request queued behind a long one sees keep-alives
-TIMEOUT_S = "0.5"  # the tight server's per-request timeout; a 1000-token answer takes seconds here
+TIMEOUT_S = "0.2"  # the tight server's per-request timeout; a 1000-token answer takes seconds here
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,8 @@ def test_timeout_ends_the_generation_with_length(tight):
     client = tight.client()
     out = client.completions.create(model=tight.model_id, prompt=COUNTING, max_tokens=1000, temperature=0)
     assert out.choices[0].finish_reason == "length" and 0 < out.usage.completion_tokens < 1000
-    assert out.choices[0].text.startswith(" 9, 10")
+    whole = " 9, 10, 11, 12, 13, 14, 15"  # the greedy answer begins so: what came before the cut is a prefix of it
+    assert whole.startswith(out.choices[0].text) or out.choices[0].text.startswith(whole)
     assert out.model_extra["timings"]["predicted_n"] == out.usage.completion_tokens
     streamed = list(client.completions.create(model=tight.model_id, prompt=COUNTING, max_tokens=1000,
                                               temperature=0, stream=True))
@@ -103,10 +104,11 @@ def test_timeout_ends_the_generation_with_length(tight):
 
 
 def test_health_reports_a_stuck_worker(tight):
-    """A prefill cannot be cut: a long one runs far past a short timeout, and /health says so."""
+    """A prompt's evaluation cannot be cut: that of a prompt filling most of the context (seconds
+    here, a second on a fast machine) runs past twice a 0.2 s timeout, and /health says so."""
     import threading
 
-    long_prompt = "kangaroo " * 600
+    long_prompt = "kangaroo " * 1800
     done = []
     t = threading.Thread(target=lambda: done.append(tight.request(
         "POST", "/v1/completions", {"prompt": long_prompt, "max_tokens": 4, "cache_prompt": False})))
