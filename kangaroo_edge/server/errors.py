@@ -57,6 +57,16 @@ def body_too_large(limit: int) -> APIError:
                          "(--max-request-bytes)", code="request_too_large")
 
 
+def unsupported_media_type(media_type: str) -> APIError:
+    return APIError(415, f"The request body must be JSON sent as 'Content-Type: application/json', got "
+                         f"{media_type or 'no Content-Type'!r}", code="unsupported_media_type")
+
+
+def host_not_allowed(host: str) -> APIError:
+    return APIError(403, f"Requests for the host {host!r} are refused: this server answers localhost, 127.0.0.1 "
+                         "and [::1] (start it with --allowed-host NAME to add a name)", code="host_not_allowed")
+
+
 def invalid_api_key(present: bool) -> APIError:
     message = ("Incorrect API key provided." if present else
                "Missing API key: send it as 'Authorization: Bearer <key>'.")

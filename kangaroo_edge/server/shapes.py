@@ -10,9 +10,10 @@ import time
 import uuid
 from typing import Any, Optional
 
-from .validation import CHAT, GenerationRequest
+from .validation import CHAT, NATIVE_COMPLETION, GenerationRequest
 
 SSE_DONE = b"data: [DONE]\n\n"
+SSE_KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 
 def sse_event(obj: dict) -> bytes:
@@ -60,10 +61,13 @@ def model_list(model_id: str, created: int) -> dict:
 
 
 class Shaper:
-    """The bodies of one request's response: whole (stream false) or chunk by chunk."""
+    """The bodies of one request's response: whole (stream false) or chunk by chunk, in OpenAI's
+    shapes or, for llama-server's POST /completion, in llama.cpp's."""
 
     def __init__(self, request: GenerationRequest):
         self.chat = request.endpoint == CHAT
+        self.native = request.endpoint == NATIVE_COMPLETION
+        self.sends_done = not self.native  # OpenAI's streams end with `data: [DONE]`, llama.cpp's do not
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = request.model
@@ -73,6 +77,8 @@ class Shaper:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
 
     def whole(self, text: str, finish_reason: str, usage_: dict, timings_: dict) -> dict:
+        if self.native:
+            return self._native(text, finish_reason, usage_, timings_)
         if self.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                       "finish_reason": finish_reason}
@@ -83,8 +89,26 @@ class Shaper:
         out.update({"choices": [choice], "usage": usage_, "timings": timings_})
         return out
 
+    def last_chunks(self, finish_reason: str, usage_: dict, timings_: dict) -> list[dict]:
+        """What a stream sends after the text: the finish reason and timings (and the usage)."""
+        if self.native:
+            return [self._native("", finish_reason, usage_, timings_)]
+        last = self.chunk("", finish_reason)
+        last["timings"] = timings_
+        return [last, self.usage_chunk(usage_)] if self.include_usage else [last]
+
+    def _native(self, text: str, finish_reason: str, usage_: dict, timings_: dict) -> dict:
+        """llama-server's /completion body, and its stream's last event (with the text sent before)."""
+        return {"index": 0, "content": text, "id_slot": 0, "stop": True, "model": self.model,
+                "tokens_predicted": usage_["completion_tokens"], "tokens_evaluated": usage_["prompt_tokens"],
+                "tokens_cached": usage_["prompt_tokens_details"]["cached_tokens"], "truncated": False,
+                # no stop_type: the engine does not tell llama.cpp's "eos" from "word" (a stop string)
+                "finish_reason": finish_reason, "timings": timings_}
+
     def chunk(self, text: str, finish_reason: Optional[str] = None, first: bool = False) -> dict:
         """A streamed piece. The chat stream's first chunk carries the role, as OpenAI's does."""
+        if self.native:
+            return {"index": 0, "content": text, "id_slot": 0, "stop": False}
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": text} if first else \
                 ({"content": text} if text else {})

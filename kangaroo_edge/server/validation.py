@@ -2,14 +2,16 @@
 APIError naming the field that is wrong.
 
 What is checked here needs no model: types, ranges, and the parameters this server does not
-implement (sent with a non-default value they are refused rather than silently ignored, so that a
-client never believes it got, say, logprobs or tool calls). Fields this server does not know are
-ignored, as llama.cpp's server and OpenAI's own SDKs expect (clients send `user`, `metadata`...).
+implement (NOT_IMPLEMENTED: sent with a value other than "off" they are refused rather than
+silently ignored, so that a client never believes it got, say, a grammar or tool calls). Fields
+this server does not know are ignored, as llama.cpp's server and OpenAI's own SDKs expect
+(clients send `user`, `metadata`...).
 The prompt's length against the context is checked where the model is (worker.py).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -18,6 +20,7 @@ from ..types import SamplingParams
 from .errors import invalid_type, invalid_value, model_not_found, unsupported
 
 CHAT, COMPLETION = "chat", "completion"
+NATIVE_COMPLETION = "native-completion"  # llama-server's POST /completion: a COMPLETION in its own shapes
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 MAX_STOP_STRINGS = 16
 MAX_TEMPERATURE = 2.0  # OpenAI's range
@@ -25,6 +28,7 @@ SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
 MAX_SEED = (1 << 64) - 1
 MAX_GAMMA = 64
 MAX_TOP_K = (1 << 31) - 1  # the engine's int
+N_PREDICT_UNLIMITED = -1  # llama.cpp's n_predict for "until the end of the answer or a full context"
 _UNSET = object()  # tau left out or null: the server's default (a request asks for the controller with "auto")
 
 
@@ -41,7 +45,7 @@ class GenerationDefaults:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    endpoint: str  # CHAT or COMPLETION
+    endpoint: str  # CHAT, COMPLETION or NATIVE_COMPLETION
     model: str  # the served model's id, echoed in the response
     messages: Optional[list[dict[str, str]]]  # CHAT: {"role", "content"} strings
     prompt: Optional[Union[str, list[int]]]  # COMPLETION: text or token ids
@@ -57,35 +61,93 @@ class GenerationRequest:
     cache_prompt: bool  # llama.cpp's extension: reuse the cached prefix (default true)
 
 
-def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults) -> GenerationRequest:
-    if not isinstance(body, dict):
-        raise invalid_type("body", "a JSON object", body)
-    f = _Fields(body)
+def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults,
+                  strict_model: bool = False) -> GenerationRequest:
+    """Any `model` gets the loaded model, as llama-server's; with strict_model only model_id does."""
+    f = _Fields(_body(body))
     model = f.get("model", _string, model_id)
-    if model != model_id:
+    if strict_model and model != model_id:
         raise model_not_found(model, model_id)
     if endpoint == CHAT:
         messages, prompt = _messages(body.get("messages")), None
-        _refuse_chat_extras(f)
     else:
         messages, prompt = None, _prompt(body.get("prompt"))
-        _refuse_completion_extras(f)
-    _refuse_common_extras(f)
+    _refuse_not_implemented(body)
     stream = f.get("stream", _bool, False)
     options = f.get("stream_options", _object, None)
     if options is not None and not stream:
         raise invalid_value("stream_options", "stream_options is only allowed when stream is true")
     include_usage = _Fields(options or {}, "stream_options.").get("include_usage", _bool, False)
-    max_tokens = f.get("max_completion_tokens", _int(1, None), None)
-    if max_tokens is None:
-        max_tokens = f.get("max_tokens", _int(1, None), defaults.max_tokens)
     tau = f.get("tau", _tau, _UNSET)
     return GenerationRequest(
-        endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=max_tokens,
+        endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=_max_tokens(f, defaults.max_tokens),
         sampling=_sampling(f, defaults.sampling), stop=_stop(body.get("stop")), stream=stream,
         include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
         tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
         lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True))
+
+
+# ---- llama-server's /tokenize, /detokenize, /apply-template ------------------------------
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    content: str
+    add_special: bool  # llama-server's default: false
+    parse_special: bool  # llama-server's default: true
+    with_pieces: bool
+
+
+def parse_tokenize(body: Any) -> TokenizeRequest:
+    f = _Fields(_body(body))
+    return TokenizeRequest(content=f.get("content", _string, ""), add_special=f.get("add_special", _bool, False),
+                           parse_special=f.get("parse_special", _bool, True),
+                           with_pieces=f.get("with_pieces", _bool, False))
+
+
+def parse_detokenize(body: Any) -> list[int]:
+    tokens = _Fields(_body(body)).get("tokens", _array, [])
+    for i, t in enumerate(tokens):
+        if not _is_int(t):
+            raise invalid_type(f"tokens[{i}]", "an integer", t)
+    return tokens
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    prefix: str  # input_prefix: the code before the gap
+    suffix: str  # input_suffix: the code after it
+    prompt: str  # text the middle starts with
+
+
+def parse_infill(body: Any) -> InfillRequest:
+    f = _Fields(_body(body))
+    if f.get("input_extra", _array, []):
+        raise unsupported("input_extra", "input_extra (other files as context) is not supported by this server")
+    return InfillRequest(prefix=f.get("input_prefix", _string, ""), suffix=f.get("input_suffix", _string, ""),
+                         prompt=f.get("prompt", _string, ""))
+
+
+def parse_messages(body: Any) -> list[dict[str, str]]:
+    return _messages(_body(body).get("messages"))
+
+
+def _body(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise invalid_type("body", "a JSON object", body)
+    return body
+
+
+def _max_tokens(f: "_Fields", default: Optional[int]) -> Optional[int]:
+    """max_completion_tokens, else max_tokens, else llama.cpp's n_predict (-1: until the end of the
+    answer or a full context), else the server's -n."""
+    n_predict = f.get("n_predict", _int(N_PREDICT_UNLIMITED, None), _UNSET)
+    if n_predict == 0:
+        raise invalid_value("n_predict", "n_predict must be -1 (until the end) or a positive integer, got 0")
+    openai_names = [f.get(name, _int(1, None), None) for name in ("max_completion_tokens", "max_tokens")]
+    for value in (*openai_names, n_predict):
+        if value is not None and value is not _UNSET:
+            return None if value == N_PREDICT_UNLIMITED else value
+    return default
 
 
 def _sampling(f: "_Fields", d: SamplingParams) -> SamplingParams:
@@ -189,39 +251,44 @@ def _stop(value: Any) -> list[str]:
 
 # ---- parameters this server does not implement ------------------------------------------
 
-def _refuse_common_extras(f: "_Fields") -> None:
-    n = f.get("n", _int(1, None), 1)
-    if n > 1:
-        raise unsupported("n", f"n={n} is not supported: this server generates one choice per request")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if f.get(name, _number(-2.0, 2.0), 0.0) != 0.0:
-            raise unsupported(name, f"{name} is not supported by this server (only 0)")
-    if f.get("logit_bias", _object, None):
-        raise unsupported("logit_bias", "logit_bias is not supported by this server")
+# The one table of request fields that would change the output but are not implemented here
+# (OpenAI's, llama.cpp's, Ollama's and vLLM's names): a field is accepted when absent, null or
+# set to one of its neutral values (those that mean "off"), and refused with a 400 naming it
+# otherwise, so that a client never believes it got, say, a grammar or a penalty. The fields this
+# server implements are read in parse_request; any other field is ignored (`user`, `metadata`...
+# do not change the output).
+NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    # OpenAI
+    "n": (1,), "best_of": (1,), "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({}, []),
+    "logprobs": (False, 0), "top_logprobs": (0,), "echo": (False,), "suffix": ("",),
+    "tools": ([],), "functions": ([],), "tool_choice": ("none", "auto"), "function_call": ("none", "auto"),
+    "response_format": ({"type": "text"},), "prediction": (), "audio": (), "modalities": (["text"],),
+    "reasoning_effort": (), "web_search_options": (),
+    # llama.cpp's server
+    "grammar": ("",), "json_schema": ({},), "ignore_eos": (False,), "repeat_penalty": (1,), "repeat_last_n": (0,),
+    "penalize_nl": (False,), "typical_p": (1,), "tfs_z": (1,), "mirostat": (0,), "dynatemp_range": (0,),
+    "xtc_probability": (0,), "dry_multiplier": (0,), "top_n_sigma": (-1,), "n_probs": (0,),
+    "post_sampling_probs": (False,), "samplers": (), "chat_template_kwargs": ({},), "lora": ([],),
+    "n_indent": (0,),
+    # Ollama, vLLM
+    "format": ("",), "options": ({},), "min_tokens": (0,), "repetition_penalty": (1,), "stop_token_ids": ([],),
+    "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (),
+}
 
 
-def _refuse_chat_extras(f: "_Fields") -> None:
-    if f.get("logprobs", _bool, False):
-        raise unsupported("logprobs", "logprobs are not supported by this server")
-    if f.get("top_logprobs", _int(0, 20), 0):
-        raise unsupported("top_logprobs", "top_logprobs are not supported by this server")
-    for name in ("tools", "functions"):
-        if f.get(name, _array, None):
-            raise unsupported(name, f"{name} are not supported by this server")
-    fmt = f.get("response_format", _object, None)
-    if fmt is not None and fmt.get("type") != "text":
-        raise unsupported("response_format", f"response_format {fmt.get('type')!r} is not supported; only 'text'")
+def _refuse_not_implemented(body: dict) -> None:
+    for name, value in body.items():
+        neutral = NOT_IMPLEMENTED.get(name)
+        if neutral is None or value is None or any(_same(value, v) for v in neutral):
+            continue
+        shown = json.dumps(value)[:80]
+        raise unsupported(name, f"{name}={shown} is not supported by this server"
+                                + (f" (only {' or '.join(json.dumps(v) for v in neutral)})" if neutral else ""))
 
 
-def _refuse_completion_extras(f: "_Fields") -> None:
-    if f.get("logprobs", _int(0, 5), 0):
-        raise unsupported("logprobs", "logprobs are not supported by this server")
-    if f.get("echo", _bool, False):
-        raise unsupported("echo", "echo is not supported by this server")
-    if f.get("suffix", _string, ""):
-        raise unsupported("suffix", "suffix (insertion) is not supported by this server")
-    if f.get("best_of", _int(1, 20), 1) > 1:
-        raise unsupported("best_of", "best_of > 1 is not supported: this server generates one choice per request")
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: 1 == 1.0, but true is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 # ---- typed field access ------------------------------------------------------------------
@@ -288,4 +355,5 @@ def _tau(name: str, v: Any) -> Optional[float]:
     return _number(0.0, 1.0)(name, v)
 
 
-__all__ = ["CHAT", "COMPLETION", "GenerationDefaults", "GenerationRequest", "parse_request"]
+__all__ = ["CHAT", "COMPLETION", "NATIVE_COMPLETION", "GenerationDefaults", "GenerationRequest", "InfillRequest",
+           "TokenizeRequest", "parse_detokenize", "parse_infill", "parse_messages", "parse_request", "parse_tokenize"]

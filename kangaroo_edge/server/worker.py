@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import queue
+import collections
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import jinja2
 
+from ..decoding import timing_stats
 from ..llm import KangarooLM
+from ..types import GenerationChunk
 from .errors import APIError, context_length_exceeded, internal_error, invalid_value, queue_full, shutting_down
+from .prompt import chat_prompt_ids
 from .validation import CHAT, GenerationRequest
 
 log = logging.getLogger("kangaroo_edge.server")
@@ -71,12 +75,14 @@ class Job:
         self._events: "asyncio.Queue[Event]" = asyncio.Queue()
         self._cancelled = threading.Event()
         self.cancel_reason: Optional[APIError] = None
+        self.on_cancel: Callable[["Job"], None] = lambda job: None  # the worker's: leave the queue
 
     def cancel(self, reason: APIError) -> None:
         """Thread-safe; the first reason wins. A finished job ignores it."""
         if not self._cancelled.is_set():
             self.cancel_reason = reason
             self._cancelled.set()
+            self.on_cancel(self)
 
     @property
     def cancelled(self) -> bool:
@@ -94,15 +100,23 @@ class Job:
 
 
 class ModelWorker:
-    def __init__(self, lm: KangarooLM, max_queue: int):
+    """timeout_s: a generation ends ("length") when it has run this long. parse_special: special-token
+    text in chat messages is parsed as special tokens (else it stays text: see prompt.py)."""
+
+    def __init__(self, lm: KangarooLM, max_queue: int, timeout_s: float = math.inf, parse_special: bool = False):
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.lm = lm
         self.max_queue = max_queue
-        self._queue: "queue.Queue[Optional[Job]]" = queue.Queue(maxsize=max_queue)
-        self._lock = threading.Lock()  # submit against shutdown
+        self.timeout_s = timeout_s
+        self.parse_special = parse_special
+        self._queue: "collections.deque[Job]" = collections.deque()
+        # guards the queue, _closing and _current; reentrant: a job cancelled under it leaves the queue
+        self._lock = threading.RLock()
+        self._ready = threading.Condition(self._lock)  # a job was queued, or the worker must end
         self._closing = False
         self._current: Optional[Job] = None
+        self._current_since = 0.0  # time.monotonic() when the current job started
         self._mean_service_s = 1.0
         self._thread = threading.Thread(target=self._run, name="kangaroo-edge-model", daemon=True)
 
@@ -115,33 +129,44 @@ class ModelWorker:
         with self._lock:
             if self._closing:
                 raise shutting_down()
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                raise queue_full(self.max_queue, self._retry_after_s()) from None
+            if len(self._queue) >= self.max_queue:
+                raise queue_full(self.max_queue, self._retry_after_s())
+            job.on_cancel = self._leave_queue
+            self._queue.append(job)
+            self._ready.notify()
         return job
 
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
+
+    def busy_seconds(self) -> float:
+        """How long the model has been on its current request; 0 when idle."""
+        with self._lock:
+            return time.monotonic() - self._current_since if self._current is not None else 0.0
+
+    def _leave_queue(self, job: Job) -> None:
+        """A cancelled job that still waits leaves the queue now, freeing its place, rather than when
+        its turn comes."""
+        with self._lock:
+            try:
+                self._queue.remove(job)
+            except ValueError:  # running, or already taken
+                return
+        job.post(Failed(job.cancel_reason))
+        log.info("%s request left the queue: %s", job.request.endpoint, job.cancel_reason.message)
 
     def cancel_all(self, reason: APIError) -> None:
         """Shutdown: refuses new requests, fails the waiting ones, stops the running one."""
         with self._lock:
-            first = not self._closing
             self._closing = True
-            while True:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job.cancel(reason)
-                    job.post(Failed(reason))
-            current = self._current
-            if current is not None:
-                current.cancel(reason)
-            if first:
-                self._queue.put_nowait(None)  # the worker's signal to end; the queue was just emptied
+            waiting = list(self._queue)
+            self._queue.clear()
+            for job in waiting:
+                job.cancel(reason)
+                job.post(Failed(reason))
+            if self._current is not None:
+                self._current.cancel(reason)
+            self._ready.notify()  # the worker ends once the queue is empty and _closing is set
 
     def close(self, timeout_s: float) -> bool:
         """Stops the worker; True when its thread ended within timeout_s."""
@@ -157,13 +182,21 @@ class ModelWorker:
 
     # ---- the worker thread -------------------------------------------------------------
 
+    def _take(self) -> Optional[Job]:
+        """The next job, waiting for one; None when the worker must end."""
+        with self._lock:
+            while not self._queue and not self._closing:
+                self._ready.wait()
+            if not self._queue:
+                return None
+            self._current, self._current_since = self._queue.popleft(), time.monotonic()
+            return self._current
+
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._take()
             if job is None:
                 return
-            with self._lock:
-                self._current = job
             try:
                 self._serve(job)
             except Exception:  # a bug: this request fails, the server goes on
@@ -192,27 +225,47 @@ class ModelWorker:
             job.post(Failed(invalid_value(None, str(e))))
             return
         job.post(Started(len(ids)))
-        n_tokens, held = 0, []  # held: the text of a response that is not streamed, sent at the end
         try:
-            for chunk in chunks:
-                n_tokens += len(chunk.token_ids)
-                if chunk.finish_reason is not None:
-                    job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats or {}))
-                    self._log(r, chunk.stats or {})
-                    return
-                if job.cancelled:
-                    break
-                if not chunk.text:
-                    continue
-                if r.stream:
-                    job.post(Text(chunk.text))
-                else:  # one event at the end instead of a wake-up of the event loop per step
-                    held.append(chunk.text)
-            reason = job.cancel_reason or internal_error("the generation ended without a finish reason")
-            job.post(Failed(reason))
-            log.info("%s request stopped after %d tokens: %s", r.endpoint, n_tokens, reason.message)
+            self._stream(job, ids, chunks)
         finally:
             chunks.close()  # releases the model when the loop was left early
+
+    def _stream(self, job: Job, prompt_ids: list[int], chunks: Iterator[GenerationChunk]) -> None:
+        """Posts the chunks' text; ends the generation at its timeout, or when the job is cancelled."""
+        r = job.request
+        deadline = time.monotonic() + self.timeout_s
+        t0, t_first = time.perf_counter(), 0.0
+        generated: list[int] = []
+        held: list[str] = []  # the text of a response that is not streamed, sent at the end
+        for chunk in chunks:
+            t_first = t_first or time.perf_counter()  # the prompt's evaluation ends with the first chunk
+            generated += chunk.token_ids
+            if chunk.finish_reason is None and time.monotonic() >= deadline:
+                log.info("%s request timed out after %d tokens (--timeout %g s)", r.endpoint, len(generated),
+                         self.timeout_s)
+                chunk = GenerationChunk(chunk.text, chunk.token_ids, "length",
+                                        self._cut_stats(prompt_ids, generated, t0, t_first))
+            if chunk.finish_reason is not None:
+                job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats or {}))
+                self._log(r, chunk.stats or {})
+                return
+            if job.cancelled:
+                break
+            if not chunk.text:
+                continue
+            if r.stream:
+                job.post(Text(chunk.text))
+            else:  # one event at the end instead of a wake-up of the event loop per step
+                held.append(chunk.text)
+        reason = job.cancel_reason or internal_error("the generation ended without a finish reason")
+        job.post(Failed(reason))
+        log.info("%s request stopped after %d tokens: %s", r.endpoint, len(generated), reason.message)
+
+    def _cut_stats(self, prompt_ids: list[int], generated: list[int], t0: float, t_first: float) -> dict:
+        """The stats of a generation the timeout cut, as the library's but for the speculation
+        counters, which the library reports only at a generation's own end."""
+        n_cached = self.lm.engine.stats()["n_cached"]
+        return {"speculative": False, **timing_stats(prompt_ids, n_cached, generated, t0, t_first, time.perf_counter())}
 
     def _prompt_ids(self, r: GenerationRequest) -> list[int]:
         """The prompt as token ids; APIError 400 when it does not fit the context."""
@@ -222,7 +275,7 @@ class ModelWorker:
                 text = lm.apply_chat_template(r.messages)
             except (ValueError, jinja2.TemplateError) as e:
                 raise invalid_value("messages", f"the model's chat template cannot render these messages: {e}") from None
-            ids, param = lm.tokenize(text), "messages"
+            ids, param = chat_prompt_ids(lm, text, r.messages, self.parse_special), "messages"
         else:
             ids, param = (lm.tokenize(r.prompt) if isinstance(r.prompt, str) else list(r.prompt)), "prompt"
         if len(ids) > lm.n_ctx:
