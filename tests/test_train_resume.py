@@ -1,5 +1,5 @@
 """Resuming the data stages: an interrupted features stage, resumed, writes the same shards as an
-uninterrupted one (the responses stage's resume is in test_train_batched.py, the prompts stage's
+uninterrupted one (the responses stage's resume is in test_batch.py, the prompts stage's
 in test_train_prompts.py)."""
 
 from __future__ import annotations

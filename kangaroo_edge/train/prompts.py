@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 BUILTIN = "builtin-v2"           # v2 seeds: every Spec-Bench category (v1 workdirs hold "builtin")
 ATTEMPTS_PER_PROMPT = 3          # give up after this many attempts per wanted prompt (+ slack)
 ATTEMPT_SLACK = 10               # so that a handful of wanted prompts still gets a few retries each
-CHUNK = 16                       # attempts whose model calls run together (one batched Writer call)
+CHUNK = 64                       # attempts whose model calls run together (one batched Writer call: 4x -np keeps its slots busy)
 
 
 @dataclass
