@@ -148,6 +148,28 @@ PYBIND11_MODULE(_native, m) {
     m.def("supported_architectures", []() { return ke::supported_architectures(); });  // GGUF names
     m.def("model_fingerprint", [](const std::string & path) { return ke::model_fingerprint(path); },
           py::arg("path"), "The fingerprint adapters are tied to (docs/formats.md), from a GGUF's metadata alone.");
+    m.def("model_traits", [](const std::string & path) {
+              const ModelTraits t = read_model_traits(path);
+              const Hparams & hp = t.hp;
+              py::dict d;
+              d["arch"] = hp.arch_name;
+              d["n_layer"] = hp.n_layer;
+              d["n_embd"] = hp.n_embd;
+              d["n_head"] = hp.n_head;
+              d["n_head_kv"] = hp.n_head_kv;
+              d["head_dim"] = hp.head_dim;
+              d["n_vocab"] = hp.n_vocab;
+              d["rms_eps"] = hp.rms_eps;
+              d["rope_freq_base"] = hp.rope_freq_base;
+              d["rope_type"] = hp.rope_mode == GGML_ROPE_TYPE_NEOX ? "neox" : "normal";
+              d["kq_scale"] = hp.kq_scale;
+              d["fingerprint"] = t.fingerprint;
+              d["tied_head"] = t.tied_head;
+              d["qkv_bias"] = t.qkv_bias;
+              d["qk_norm"] = t.qk_norm;
+              return d;
+          },
+          py::arg("path"), "What a GGUF says about its model (hyperparameters, traits, fingerprint), from its metadata alone.");
 
     m.attr("MAX_GAMMA") = MAX_GAMMA;
     m.attr("DEFAULT_GAMMA") = DEFAULT_GAMMA;

@@ -92,6 +92,16 @@ std::string model_fingerprint(const std::string & path) {
     return model_fingerprint(f, read_hparams(f));
 }
 
+ModelTraits read_model_traits(const std::string & path) {
+    GgufFile f(path);
+    ModelTraits t{read_hparams(f), "", false, false, false};
+    t.fingerprint = model_fingerprint(f, t.hp);
+    t.tied_head = f.find_tensor("output.weight") == nullptr;
+    t.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+    t.qk_norm = f.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
+    return t;
+}
+
 Model::Model(const std::string & path, Backends & backends) : path_(path) {
     GgufFile f(path);
     hp_ = read_hparams(f);

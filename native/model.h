@@ -149,4 +149,15 @@ Hparams read_hparams(const GgufFile & f);
 std::string model_fingerprint(const GgufFile & f, const Hparams & hp);
 std::string model_fingerprint(const std::string & path);
 
+// What a GGUF says about its model, from the file's metadata alone (no weights loaded): the one
+// reading of it that training and `info` share with the engine.
+struct ModelTraits {
+    Hparams hp;
+    std::string fingerprint;
+    bool tied_head;  // no output.weight: the LM head is token_embd.weight
+    bool qkv_bias;   // q/k/v biases (qwen2)
+    bool qk_norm;    // per-head q/k RMSNorm (qwen3, gemma3)
+};
+ModelTraits read_model_traits(const std::string & path);
+
 }  // namespace ke

@@ -17,16 +17,14 @@ from gguf.quants import dequantize
 
 from .. import _native
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
-# ggml's RoPE mode per architecture: llama -> normal (adjacent pairs), the others NeoX (split halves).
-ROPE_TYPES = {"llama": "normal", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox"}
 ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output")
 
 
 @dataclass(frozen=True)
 class BaseModelInfo:
+    """The engine's reading of a base GGUF (`_native.model_traits`): training derives, never re-reads."""
     path: str
-    arch: str             # one of SUPPORTED_ARCHS
+    arch: str             # one of _native.supported_architectures()
     n_layer: int
     n_embd: int
     n_head: int
@@ -39,20 +37,11 @@ class BaseModelInfo:
     tied: bool            # no output.weight: the head is token_embd.weight
     has_bias: bool        # q/k/v biases (qwen2)
     has_qk_norm: bool = False     # per-head q/k RMSNorm (qwen3, gemma3)
-    attn_scale: float | None = None  # scale of q.k; None: 1/sqrt(head_dim)
+    attn_scale: float | None = None  # scale of q.k (the engine's: 1/sqrt(head_dim), or Gemma 3's)
 
     @property
     def head_tensor_name(self) -> str:
         return "token_embd.weight" if self.tied else "output.weight"
-
-
-def _field(reader: GGUFReader, key: str, path, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        if default is None:
-            raise ValueError(f"{path}: missing metadata key '{key}'")
-        return default
-    return field.contents()
 
 
 def _tensor(reader: GGUFReader, name: str):
@@ -63,45 +52,17 @@ def _tensor(reader: GGUFReader, name: str):
 
 
 def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> BaseModelInfo:
-    """Hyperparameters of a base GGUF (SUPPORTED_ARCHS); ValueError naming the file when unsupported."""
-    reader = reader or GGUFReader(str(path))
-    arch = _field(reader, "general.architecture", path)
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"{path}: architecture '{arch}' is not supported (expected one of {SUPPORTED_ARCHS})")
-    n_embd = int(_field(reader, f"{arch}.embedding_length", path))
-    n_head = int(_field(reader, f"{arch}.attention.head_count", path))
-    head_dim = int(_field(reader, f"{arch}.attention.key_length", path, n_embd // n_head))
-    rope_dims = int(_field(reader, f"{arch}.rope.dimension_count", path, head_dim))
-    if rope_dims != head_dim:
-        raise ValueError(f"{path}: partial RoPE ({rope_dims} of {head_dim} dims) is not supported")
-    embd = _tensor(reader, "token_embd.weight")
-    if embd is None:
-        raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
-    n_layer = int(_field(reader, f"{arch}.block_count", path))
-    return BaseModelInfo(
-        path=str(path),
-        arch=arch,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=n_head,
-        n_head_kv=int(_field(reader, f"{arch}.attention.head_count_kv", path, n_head)),
-        head_dim=head_dim,
-        n_vocab=int(embd.shape[1]),  # ne = [n_embd, n_vocab]
-        rms_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", path)),
-        rope_freq_base=float(_field(reader, f"{arch}.rope.freq_base", path, 10000.0)),
-        rope_type=ROPE_TYPES[arch],
-        tied=_tensor(reader, "output.weight") is None,
-        has_bias=_tensor(reader, "blk.0.attn_q.bias") is not None,
-        has_qk_norm=_tensor(reader, "blk.0.attn_q_norm.weight") is not None,
-        attn_scale=_gemma3_attn_scale(reader, path, n_layer, n_embd, n_head, head_dim) if arch == "gemma3" else None,
-    )
-
-
-def _gemma3_attn_scale(reader: GGUFReader, path, n_layer: int, n_embd: int, n_head: int, head_dim: int) -> float:
-    """Gemma 3's q.k scale as the engine (and llama.cpp) reads it: the GGUF's `attention.scale`,
-    else 1/sqrt(head_dim), but 1/sqrt(n_embd/n_head) for the 27B (62 layers)."""
-    default = (n_embd // n_head) ** -0.5 if n_layer == 62 else head_dim ** -0.5
-    return float(_field(reader, "gemma3.attention.scale", path, default))
+    """Hyperparameters of a base GGUF as the engine reads them (its metadata alone); ValueError
+    naming the file when the engine would refuse it. `reader` is accepted for callers that hold
+    one (the tensors are read through it), not needed."""
+    try:
+        t = _native.model_traits(str(path))
+    except _native.EngineError as e:
+        raise ValueError(str(e)) from None
+    return BaseModelInfo(path=str(path), arch=t["arch"], n_layer=t["n_layer"], n_embd=t["n_embd"], n_head=t["n_head"],
+                         n_head_kv=t["n_head_kv"], head_dim=t["head_dim"], n_vocab=t["n_vocab"], rms_eps=t["rms_eps"],
+                         rope_freq_base=t["rope_freq_base"], rope_type=t["rope_type"], tied=t["tied_head"],
+                         has_bias=t["qkv_bias"], has_qk_norm=t["qk_norm"], attn_scale=t["kq_scale"])
 
 
 def _dequantize(reader: GGUFReader, name: str, path) -> np.ndarray:
