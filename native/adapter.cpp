@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 
+#include "drafter.h"
 #include "error.h"
 #include "graph.h"
 #include "gguf_file.h"
@@ -44,9 +45,9 @@ AdapterParams read_params(const GgufFile & f, const Model & model) {
         throw EngineError(format("adapter '%s': exit layer %d must be in [1, %d) for this %d-layer model",
                                  path.c_str(), p.exit_layer, hp.n_layer, hp.n_layer));
     }
-    p.default_tau = f.get_f32("kangaroo.draft.tau", 0.6f);
-    p.default_gamma = (int) f.get_u32("kangaroo.draft.gamma", 6);
-    if (!(p.default_tau >= 0.0f && p.default_tau <= 1.0f) || p.default_gamma < 1 || p.default_gamma > 64) {
+    p.default_tau = f.get_f32("kangaroo.draft.tau", DEFAULT_TAU);
+    p.default_gamma = (int) f.get_u32("kangaroo.draft.gamma", DEFAULT_GAMMA);
+    if (!(p.default_tau >= 0.0f && p.default_tau <= 1.0f) || p.default_gamma < 1 || p.default_gamma > MAX_GAMMA) {
         throw EngineError(format("adapter '%s': default tau %g / gamma %d out of range", path.c_str(),
                                  p.default_tau, p.default_gamma));
     }
