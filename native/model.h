@@ -140,6 +140,10 @@ private:
 // I32) gets past every size check. 1-D weights (norms, biases, RoPE factors) must be F32.
 void check_weight_type(const std::string & path, const std::string & name, ggml_type type, ggml_op op);
 
+// Throws unless the tokenizer.* keys are what llama.cpp's vocabulary loader can take safely: a
+// tokenizer our architectures use, arrays of one entry per token, token ids inside the vocabulary.
+void check_tokenizer_metadata(const GgufFile & f, int n_vocab);
+
 // A GGUF's hyperparameters, validated; throws EngineError naming the file.
 Hparams read_hparams(const GgufFile & f);
 

@@ -11,9 +11,12 @@ import numpy as np
 
 
 def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str: Optional[dict[str, str]] = None,
-              drop_keys: Iterable[str] = (), retype: Optional[dict[str, gguf.GGMLQuantizationType]] = None) -> Path:
+              drop_keys: Iterable[str] = (), retype: Optional[dict[str, gguf.GGMLQuantizationType]] = None,
+              set_values: Optional[dict[str, Any]] = None) -> Path:
     """retype: tensor name -> new type. Between F32 and F16 the values are converted; any other
-    retype relabels the bytes as they are (the new type must give the same byte size)."""
+    retype relabels the bytes as they are (the new type must give the same byte size).
+    set_values: key -> new value of an existing key, written with the key's own type (an array
+    keeps its element type)."""
     reader = gguf.GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
     set_str = dict(set_str or {})
@@ -25,7 +28,7 @@ def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str
         if name in set_str:
             writer.add_string(name, set_str.pop(name))
             continue
-        _add_field(writer, name, field)
+        _add_field(writer, name, field, (set_values or {}).get(name, _KEEP))
     for name, value in set_str.items():
         if name != "general.architecture":
             writer.add_string(name, value)
@@ -48,10 +51,17 @@ def copy_gguf(src: Path, dst: Path, *, drop_tensors: Iterable[str] = (), set_str
     return dst
 
 
-def _add_field(writer: gguf.GGUFWriter, name: str, field: Any) -> None:
+_KEEP = object()
+
+
+def _add_field(writer: gguf.GGUFWriter, name: str, field: Any, value: Any = _KEEP) -> None:
     vtype = field.types[0]
-    value = field.contents()
+    if value is _KEEP:
+        value = field.contents()
     if vtype == gguf.GGUFValueType.ARRAY:
+        if len(field.types) > 1 and field.types[1] != gguf.GGUFValueType.STRING:
+            writer.add_key_value(name, list(value), vtype, sub_type=field.types[1])
+            return
         writer.add_array(name, value)
     else:
         writer.add_key_value(name, value, vtype)

@@ -123,3 +123,38 @@ def test_closed_model(smollm_path):
     lm.close()
     with pytest.raises(RuntimeError, match="closed"):
         lm.generate("Hello", max_tokens=2)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"llama.rope.freq_base": float("inf")}, r"llama\.rope\.freq_base.*not a finite number"),
+    ({"llama.attention.layer_norm_rms_epsilon": float("nan")}, r"layer_norm_rms_epsilon.*not a finite number"),
+    ({"tokenizer.ggml.bos_token_id": 49152}, r"bos_token_id 49152 is outside the vocabulary of 49152"),
+    ({"tokenizer.ggml.padding_token_id": 10 ** 9}, r"padding_token_id .* outside the vocabulary"),
+], ids=["inf", "nan", "bos-id", "pad-id"])
+def test_metadata_values_llamacpp_would_choke_on(tmp_path, smollm_path, values, match):
+    """Non-finite floats pass range checks written as comparisons; out-of-range token ids reach
+    llama.cpp's vocabulary loader. Both are refused before any of them is used."""
+    bad = copy_gguf(smollm_path, tmp_path / "odd.gguf", set_values=values)
+    with pytest.raises(EngineError, match=r"odd\.gguf.*" + match):
+        load(bad)
+
+
+def test_tokenizers_the_architectures_do_not_use_are_refused(tmp_path, smollm_path):
+    bad = copy_gguf(smollm_path, tmp_path / "bert.gguf", set_str={"tokenizer.ggml.model": "bert"})
+    with pytest.raises(EngineError, match=r"bert\.gguf.*tokenizer\.ggml\.model 'bert' is not one"):
+        load(bad)
+
+
+def test_tokenizer_arrays_of_the_wrong_length_are_refused(tmp_path, smollm_path):
+    import gguf
+
+    types = gguf.GGUFReader(str(smollm_path)).fields["tokenizer.ggml.token_type"].contents()
+    short = copy_gguf(smollm_path, tmp_path / "short.gguf", set_values={"tokenizer.ggml.token_type": types[:-1]})
+    with pytest.raises(EngineError, match=r"short\.gguf.*token_type must have 49152 entries"):
+        load(short)
+    odd = copy_gguf(smollm_path, tmp_path / "type.gguf", set_values={"tokenizer.ggml.token_type": [9] * len(types)})
+    with pytest.raises(EngineError, match=r"type\.gguf.*unknown type 9"):
+        load(odd)
+    merges = copy_gguf(smollm_path, tmp_path / "merges.gguf", set_values={"tokenizer.ggml.merges": ["ab"]})
+    with pytest.raises(EngineError, match=r"merges\.gguf.*merges has an entry that is not a pair"):
+        load(merges)
