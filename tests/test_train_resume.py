@@ -65,3 +65,28 @@ def test_interrupted_features_stage_resumes_to_the_same_shards(lm, tmp_path, mon
     resumed = run_features_stage(lm, tmp_path / "cut", EXIT, shard_tokens=shard, progress=False)
     assert resumed.n_new == len(ANSWERS) - stored
     assert _files(tmp_path / "cut") == _files(tmp_path / "full")
+
+
+def test_an_archived_data_job_restores_its_complete_lines(tmp_path):
+    """kangaroo_edge.train.archive: a fresh machine continues a data job from the committed archive."""
+    from kangaroo_edge.train.archive import restore, save
+
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "run.json").write_text('{"fingerprint": "abc"}')
+    (job / "prompts.raw.jsonl").write_text('{"index": 0}\n{"index": 1}\n{"ind')  # a line being written
+    (job / "responses.jsonl").write_text('{"key": "b0/greedy", "response_token_ids": [1, 2]}\n')
+    assert save(job, tmp_path / "archive") == {"prompts.raw.jsonl": 2, "responses.jsonl": 1}
+    first = (tmp_path / "archive" / "prompts.raw.jsonl.gz").read_bytes()
+    save(job, tmp_path / "archive")
+    assert (tmp_path / "archive" / "prompts.raw.jsonl.gz").read_bytes() == first  # same lines, same bytes
+
+    fresh = tmp_path / "fresh"
+    assert restore(tmp_path / "archive", fresh) == {"prompts.raw.jsonl": 2, "responses.jsonl": 1}
+    assert (fresh / "prompts.raw.jsonl").read_text() == '{"index": 0}\n{"index": 1}\n'
+    assert (fresh / "responses.jsonl").read_text() == (job / "responses.jsonl").read_text()
+    assert (fresh / "run.json").read_text() == '{"fingerprint": "abc"}'
+
+    (fresh / "responses.jsonl").write_text('{"key": "a"}\n{"key": "b"}\n')  # the workdir went on
+    with pytest.raises(ValueError, match="ahead"):
+        restore(tmp_path / "archive", fresh)
