@@ -77,6 +77,7 @@ Isa choose() {
     }
     const char * env = std::getenv("KE_KERNEL_ISA");
     if (env) {
+        if (std::strcmp(env, "none") == 0) return Isa::Portable;  // as a CPU without a SIMD path of ours
         for (Isa isa : ALL_ISAS) {
             if (std::strcmp(env, isa_name(isa)) == 0 && (int) isa < (int) best) best = isa;
         }

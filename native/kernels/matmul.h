@@ -23,7 +23,9 @@ const char * isa_name(Isa isa);
 // Whether this CPU runs `isa` (checked once from cpuid; the portable path always).
 bool isa_available(Isa isa);
 // The fastest available path; KE_KERNEL_ISA=portable|avx2|avx512|avx512vnni in the environment lowers it
-// (for tests and measurements; a path the CPU lacks is never chosen).
+// (for tests and measurements; a path the CPU lacks is never chosen). KE_KERNEL_ISA=none (or
+// portable) acts as a CPU without a SIMD path of ours (ARM, x86 without AVX2): the engine's graphs
+// then take ggml's kernels (mul_mat_op.h: enabled()); the portable path serves only the tests.
 Isa best_isa();
 
 // Weight types the kernels multiply (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).

@@ -50,10 +50,12 @@ ggml_tensor * mul_mat_op(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 bool enabled() {
     static const bool on = [] {
         const char * env = std::getenv("KE_KERNELS");
-        return !(env && std::string(env) == "0");
+        return !(env && std::string(env) == "0") && has_simd_path();
     }();
     return on;
 }
+
+bool has_simd_path() { return best_isa() != Isa::Portable; }
 
 bool ggml_single_row_matches() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -66,6 +68,10 @@ bool ggml_single_row_matches() {
 std::string path_for(ggml_type type, const std::string & buffer_type_name, bool plain_cpu) {
     if (!type_supported(type)) return "ggml mul_mat (no kernel for this type)";
     if (!plain_cpu) return "ggml mul_mat (weights in " + buffer_type_name + ")";
+    if (!has_simd_path()) {
+        return "ggml mul_mat (no SIMD kernel path of ours on this CPU; verification row by row where ggml's "
+               "batched rows differ from one-row ones)";
+    }
     if (!enabled()) return "ggml mul_mat (KE_KERNELS=0)";
     return std::string("kernels (") + isa_name(best_isa()) + ")";
 }

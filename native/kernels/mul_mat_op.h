@@ -16,8 +16,14 @@ bool op_takes(const ggml_tensor * w, const ggml_tensor * x);
 // The output rows are split across ggml's threads; each thread quantizes x itself (no barrier).
 ggml_tensor * mul_mat_op(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 
-// Whether graphs use the kernels at all (on unless KE_KERNELS=0: for comparisons).
+// Whether graphs use the kernels at all: where a SIMD path of ours runs (has_simd_path), unless
+// KE_KERNELS=0 (for comparisons). Elsewhere ggml's own kernels are faster than our portable C++:
+// one-row steps and verification take ggml's mul_mat, and the row-exactness probe
+// (row_exactness.h) decides which weights verification multiplies row by row.
 bool enabled();
+
+// Whether this CPU has a SIMD path of ours (AVX2 or better, not lowered by KE_KERNEL_ISA=none).
+bool has_simd_path();
 
 // Whether ggml's own one-row mul_mat gives our kernels' bits: an x86 ggml-cpu built with AVX2, FMA
 // and F16C, whose single-row vec_dot arithmetic the kernels reproduce (so that our plain decoding
