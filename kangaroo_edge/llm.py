@@ -21,6 +21,7 @@ from .constraints import Grammar, GrammarMask, as_grammar, grammar_from_response
 from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
 from .text import TextAssembler, stop_list
+from .tools import active_tools, call_grammar, template_messages, template_reads_tools
 from .types import GenerationChunk, GenerationResult, ModelHparams, SamplingParams
 
 DEFAULT_N_CTX = 4096
@@ -206,14 +207,27 @@ class KangarooLM:
 
     # ---- chat ----------------------------------------------------------------------------
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: Optional[Sequence[dict]] = None) -> str:
+        """The messages in the model's chat format. tools (OpenAI's function tools) and the
+        messages' tool calls and results go through the template's own tools section when it
+        has one, else through the generic format of tools.py."""
+        template = self._template()
+        native = isinstance(template, ChatTemplate) and template_reads_tools(template.source)
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            messages = template_messages(messages, tools or [], native)
+            if native and tools:
+                return template.render(messages, add_generation_prompt=add_generation_prompt, tools=list(tools))
+        return template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def _template(self) -> Union[ChatTemplate, BuiltinChatTemplate]:
         if self._chat_template is None:
             e = self.engine
             bos = e.token_to_piece(e.bos, True).decode("utf-8", "replace") if e.bos >= 0 else ""
             eos = e.token_to_piece(e.eos, True).decode("utf-8", "replace") if e.eos >= 0 else ""
             self._chat_template = chat_template_for(e.chat_template, self._chat_template_override, bos, eos,
                                                     str(self.model_path))
-        return self._chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        return self._chat_template
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -347,15 +361,24 @@ class KangarooLM:
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
+                               tools: Optional[Sequence[dict]] = None, tool_choice: Any = None,
                                **kwargs: Any) -> Union[dict, Iterator[dict]]:
-        """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes."""
-        prompt = self.apply_chat_template(messages, add_generation_prompt=True)
+        """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes.
+        tools / tool_choice ("auto", "none", "required" or {"type": "function", "function":
+        {"name": ...}}) as OpenAI's: calls come back as message.tool_calls (finish_reason
+        "tool_calls"); "required" and a named function constrain the output to one valid call."""
+        shown = active_tools(tools, tool_choice)
+        prompt = self.apply_chat_template(messages, add_generation_prompt=True, tools=shown)
+        forced = call_grammar(shown, tool_choice or "auto")
+        if forced is not None:
+            kwargs["grammar"] = forced
         cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
         if stream:
-            return openai_shapes.chat_chunks(chunks, cid, created, model)
+            return openai_shapes.chat_chunks(chunks, cid, created, model, tools=shown)
         parts, last = [], None
         for c in chunks:
             parts.append(c.text)
             last = c
-        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats)
+        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats,
+                                             tools=shown)
