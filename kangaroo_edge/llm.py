@@ -251,7 +251,7 @@ class KangarooLM:
 
         grammar (a constraints.Grammar, or GBNF / Lark text) or response_format (OpenAI's:
         {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}})
-        constrains every token to the grammar, speculative or not (docs/constraints.md).
+        constrains every token to the grammar, speculative or not (docs/kangaroo.md, "Constrained decoding").
         """
         if sampling is None:
             sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)

@@ -6,11 +6,13 @@ streamed; tool_choice "required" always yields a call that parses."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pydantic
 import pytest
 
+from conftest import REPO
 from test_server import Server
 from test_server import server as smollm_server  # noqa: F401  (the default model's server, a fixture)
 
@@ -117,3 +119,17 @@ def test_required_tool_choice_always_yields_a_call(qwen_server):
         if isinstance(choice, dict):
             assert calls[0].function.name == "get_time"
         jsonschema.validate(json.loads(calls[0].function.arguments), tool["function"]["parameters"])
+
+
+def readme_snippets() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Structured output and tools"):readme.index("## GPU builds")]
+    return re.findall(r"```python\n(.*?)\n```", section, re.DOTALL)
+
+
+def test_readme_snippets_work_as_written(smollm_server, qwen_server, capsys):
+    structured, tools = readme_snippets()
+    for snippet, server in ((structured, smollm_server), (tools, qwen_server)):
+        exec(compile(snippet.replace("http://127.0.0.1:8080/v1", f"{server.url}/v1"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "name=" in printed and "get_weather {'city': 'Paris'}" in printed
