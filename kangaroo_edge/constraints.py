@@ -3,7 +3,8 @@ LogitsMask (native/logits_mask.h).
 
 The grammar engine is llguidance (docs/benchmarks.md, "Constrained decoding", says why): it
 compiles the grammar lazily, computes the allowed-token bitmask for SmolLM2's 49k vocabulary in
-tens of microseconds, writes it straight into the engine's buffer, and reads GBNF as well as Lark.
+~35 us (median; 0.14 ms mean, ~3% of a 4 ms step), writes it straight into the engine's buffer,
+reads JSON schemas, Lark, GBNF and regexes, and needs neither torch nor a compile step.
 The decoder asks for the mask at every position it samples from (plain steps and every verified
 row of a speculative cycle, in order, after the accepted prefix) and reports each output token,
 so greedy constrained output equals constrained plain decoding token for token.
