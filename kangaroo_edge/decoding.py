@@ -50,12 +50,13 @@ def native_sampling(sampling: SamplingParams) -> "_native.SamplingParams":
 
 
 def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
-                 draft: DraftOptions, limit: int) -> Iterator[list[int]]:
+                 draft: DraftOptions, limit: int, mask: Any = None) -> Iterator[list[int]]:
     """The first token comes from the prompt's forward pass, then each native step (a plain
     step, or a cycle: draft, verify, accept, roll back) adds one or more tokens. A step runs only
-    when the next token is asked for, so stopping never costs a wasted forward pass."""
+    when the next token is asked for, so stopping never costs a wasted forward pass. mask: a
+    constraint on every token (constraints.GrammarMask), or None."""
     engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
-    yield [engine.start(prompt_ids, native_sampling(sampling))]
+    yield [engine.start(prompt_ids, native_sampling(sampling), mask)]
     params = draft.native()
     produced = 1
     while produced < limit and engine.n_past < engine.n_ctx:

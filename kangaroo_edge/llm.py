@@ -17,9 +17,11 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from . import _native, openai_shapes
 from .chat_template import BuiltinChatTemplate, ChatTemplate, chat_template_for
+from .constraints import Grammar, GrammarMask, as_grammar, grammar_from_response_format, grammar_tokenizer
 from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
 from .text import TextAssembler, stop_list
+from .tools import active_tools, call_grammar, template_messages, template_reads_tools
 from .types import GenerationChunk, GenerationResult, ModelHparams, SamplingParams
 
 DEFAULT_N_CTX = 4096
@@ -65,6 +67,7 @@ class KangarooLM:
         # for models whose GGUF has none (or to override it); None: the GGUF's own
         self._chat_template_override = chat_template
         self._chat_template: Optional[Union[ChatTemplate, BuiltinChatTemplate]] = None
+        self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
 
     # ---- model description -------------------------------------------------------------
 
@@ -204,14 +207,27 @@ class KangarooLM:
 
     # ---- chat ----------------------------------------------------------------------------
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: Optional[Sequence[dict]] = None) -> str:
+        """The messages in the model's chat format. tools (OpenAI's function tools) and the
+        messages' tool calls and results go through the template's own tools section when it
+        has one, else through the generic format of tools.py."""
+        template = self._template()
+        native = isinstance(template, ChatTemplate) and template_reads_tools(template.source)
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            messages = template_messages(messages, tools or [], native)
+            if native and tools:
+                return template.render(messages, add_generation_prompt=add_generation_prompt, tools=list(tools))
+        return template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def _template(self) -> Union[ChatTemplate, BuiltinChatTemplate]:
         if self._chat_template is None:
             e = self.engine
             bos = e.token_to_piece(e.bos, True).decode("utf-8", "replace") if e.bos >= 0 else ""
             eos = e.token_to_piece(e.eos, True).decode("utf-8", "replace") if e.eos >= 0 else ""
             self._chat_template = chat_template_for(e.chat_template, self._chat_template_override, bos, eos,
                                                     str(self.model_path))
-        return self._chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        return self._chat_template
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -220,7 +236,8 @@ class KangarooLM:
                  seed: Optional[int] = None, sampling: Optional[SamplingParams] = None,
                  stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
                  speculative: bool = True, tau: Optional[float] = None, gamma: Optional[int] = None,
-                 lookup: Optional[bool] = None) -> Union[GenerationResult, Iterator[GenerationChunk]]:
+                 lookup: Optional[bool] = None, grammar: Union[Grammar, str, None] = None,
+                 response_format: Optional[dict] = None) -> Union[GenerationResult, Iterator[GenerationChunk]]:
         """Continues `prompt` (text, or token ids). With stream=True returns an iterator of
         GenerationChunk; otherwise a GenerationResult with text, token_ids, finish_reason, stats.
 
@@ -231,11 +248,16 @@ class KangarooLM:
         by prompt lookup (what followed an earlier occurrence of the latest tokens): with tau=None
         where the controller expects it to pay, with a fixed tau whenever the latest two or more
         tokens occurred before. Default: on with the controller, off with a fixed tau.
+
+        grammar (a constraints.Grammar, or GBNF / Lark text) or response_format (OpenAI's:
+        {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}})
+        constrains every token to the grammar, speculative or not (docs/kangaroo.md, "Constrained decoding").
         """
         if sampling is None:
             sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
         chunks = self.stream_generate(prompt, max_tokens, sampling=sampling, stop=stop,
-                                      speculative=speculative, tau=tau, gamma=gamma, lookup=lookup)
+                                      speculative=speculative, tau=tau, gamma=gamma, lookup=lookup,
+                                      grammar=grammar, response_format=response_format)
         if stream:
             return chunks
         text, ids, last = [], [], None
@@ -251,7 +273,8 @@ class KangarooLM:
                         sampling: SamplingParams = SamplingParams(),
                         stop: Optional[Union[str, Sequence[str]]] = None, speculative: bool = True,
                         tau: Optional[float] = None, gamma: Optional[int] = None,
-                        lookup: Optional[bool] = None) -> Iterator[GenerationChunk]:
+                        lookup: Optional[bool] = None, grammar: Union[Grammar, str, None] = None,
+                        response_format: Optional[dict] = None) -> Iterator[GenerationChunk]:
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
@@ -261,10 +284,20 @@ class KangarooLM:
                              tau is None if lookup is None else bool(lookup))
         stops = stop_list(stop)
         prompt_ids = self._prompt_ids(prompt)
-        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft)
+        if grammar is not None and response_format is not None:
+            raise ValueError("pass grammar or response_format, not both")
+        constraint = as_grammar(grammar) or grammar_from_response_format(response_format)
+        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft, constraint)
+
+    def grammar_mask(self, grammar: Grammar) -> GrammarMask:
+        """A fresh constraint for one generation (the vocabulary's grammar view is built once)."""
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = grammar_tokenizer(self.engine)
+        return GrammarMask(self._grammar_tokenizer, grammar)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool, draft: DraftOptions) -> Iterator[GenerationChunk]:
+                stops: list[str], speculative: bool, draft: DraftOptions,
+                constraint: Optional[Grammar] = None) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
@@ -280,7 +313,8 @@ class KangarooLM:
             generated: list[int] = []
             finish = "length"
             t_first = None
-            for step in decode_steps(engine, prompt_ids, sampling, draft, limit):
+            mask = self.grammar_mask(constraint) if constraint is not None else None
+            for step in decode_steps(engine, prompt_ids, sampling, draft, limit, mask):
                 if t_first is None:
                     t_first = time.perf_counter()
                 new_ids, new_text, hit = [], [], False
@@ -327,15 +361,24 @@ class KangarooLM:
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
+                               tools: Optional[Sequence[dict]] = None, tool_choice: Any = None,
                                **kwargs: Any) -> Union[dict, Iterator[dict]]:
-        """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes."""
-        prompt = self.apply_chat_template(messages, add_generation_prompt=True)
+        """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes.
+        tools / tool_choice ("auto", "none", "required" or {"type": "function", "function":
+        {"name": ...}}) as OpenAI's: calls come back as message.tool_calls (finish_reason
+        "tool_calls"); "required" and a named function constrain the output to one valid call."""
+        shown = active_tools(tools, tool_choice)
+        prompt = self.apply_chat_template(messages, add_generation_prompt=True, tools=shown)
+        forced = call_grammar(shown, tool_choice or "auto")
+        if forced is not None:
+            kwargs["grammar"] = forced
         cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
         if stream:
-            return openai_shapes.chat_chunks(chunks, cid, created, model)
+            return openai_shapes.chat_chunks(chunks, cid, created, model, tools=shown)
         parts, last = [], None
         for c in chunks:
             parts.append(c.text)
             last = c
-        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats)
+        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats,
+                                             tools=shown)

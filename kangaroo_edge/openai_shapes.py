@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
+from .tools import ToolCallStream, parse_tool_calls, tool_names
 from .types import GenerationChunk
 
 
@@ -23,25 +24,52 @@ def completion(cid: str, created: int, model: str, text: str, finish: Optional[s
     return out
 
 
-def chat_completion(cid: str, created: int, model: str, content: str, finish: str, stats: dict) -> dict:
+def assistant_message(text: str, finish: str, tools: Sequence[dict]) -> tuple[dict, str]:
+    """The message and finish reason of an answer; with tools, its calls parsed out of the text."""
+    if tools:
+        content, calls = parse_tool_calls(text, tool_names(tools))
+        if calls:
+            return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+    return {"role": "assistant", "content": text}, finish
+
+
+def chat_completion(cid: str, created: int, model: str, content: str, finish: str, stats: dict,
+                    tools: Sequence[dict] = ()) -> dict:
+    message, finish = assistant_message(content, finish, tools)
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage(stats), "stats": stats}
 
 
-def chat_chunks(chunks: Iterator[GenerationChunk], cid: str, created: int, model: str) -> Iterator[dict]:
-    """`chat.completion.chunk` objects: the role first, then content deltas, then the finish."""
+def tool_call_deltas(calls: list[dict]) -> list[dict]:
+    """A stream's tool_calls delta entries: each call whole, with its index."""
+    return [{"index": i, **call} for i, call in enumerate(calls)]
+
+
+def chat_chunks(chunks: Iterator[GenerationChunk], cid: str, created: int, model: str,
+                tools: Sequence[dict] = ()) -> Iterator[dict]:
+    """`chat.completion.chunk` objects: the role first, then content deltas, then the finish.
+    With tools, text from a `<tool_call>` on is held back and the calls come whole in one delta."""
     def shape(delta: dict, finish: Optional[str]) -> dict:
         return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
+    calls = ToolCallStream(tool_names(tools)) if tools else None
     yield shape({"role": "assistant"}, None)
     for c in chunks:
-        if c.text:
-            yield shape({"content": c.text}, None)
+        text = calls.add(c.text) if calls else c.text
+        if text:
+            yield shape({"content": text}, None)
         if c.finish_reason is not None:
-            final = shape({}, c.finish_reason)
+            finish = c.finish_reason
+            if calls:
+                rest, found = calls.finish()
+                if rest:
+                    yield shape({"content": rest}, None)
+                if found:
+                    yield shape({"tool_calls": tool_call_deltas(found)}, None)
+                    finish = "tool_calls"
+            final = shape({}, finish)
             final["usage"] = usage(c.stats)
             final["stats"] = c.stats
             yield final

@@ -63,6 +63,29 @@ py::array_t<float> forward(Engine & e, py::object input, int layer_begin, int la
     return to_array(out.data(), r.spec.n_outputs, cols);
 }
 
+// A Python constraint as the decoder's LogitsMask: any object with allowed(address, n_bytes),
+// which writes the bitmask of allowed tokens at that address, and accept(token). The engine
+// runs without the GIL; each callback takes it for its own duration only.
+class PyLogitsMask : public LogitsMask {
+public:
+    explicit PyLogitsMask(py::object obj) : obj_(std::move(obj)) {}
+    ~PyLogitsMask() override {
+        py::gil_scoped_acquire gil;
+        obj_ = py::object();
+    }
+    void allowed(uint32_t * bits, int n_words) override {
+        py::gil_scoped_acquire gil;
+        obj_.attr("allowed")(reinterpret_cast<uintptr_t>(bits), (size_t) n_words * sizeof(uint32_t));
+    }
+    void accept(int32_t token) override {
+        py::gil_scoped_acquire gil;
+        obj_.attr("accept")(token);
+    }
+
+private:
+    py::object obj_;
+};
+
 // Text that comes from a model file (its name, chat template, or an error message quoting its
 // metadata) need not be UTF-8: decoded with U+FFFD replacements instead of raising
 // UnicodeDecodeError, which would hide the real message.
@@ -312,11 +335,16 @@ PYBIND11_MODULE(_native, m) {
              py::arg("token"), "A plain one-token step (teacher forcing, for checks); returns the logits [1, n_vocab].")
         // decoding
         .def("seed", &Engine::seed, py::arg("seed"))
-        .def("start", [](Engine & e, const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
+        .def("start", [](Engine & e, const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                         py::object mask) {
+                 std::shared_ptr<LogitsMask> m;
+                 if (!mask.is_none()) m = std::make_shared<PyLogitsMask>(mask);
                  py::gil_scoped_release release;
-                 return e.start(prompt, sampling);
+                 return e.start(prompt, sampling, std::move(m));
              },
-             py::arg("prompt"), py::arg("sampling"))
+             py::arg("prompt"), py::arg("sampling"), py::arg("mask") = py::none(),
+             "Evaluates the prompt and returns the first token. mask: a constraint on every token of the "
+             "generation (allowed(address, n_bytes) writes the bitmask of allowed tokens, accept(token)).")
         .def("step", [](Engine & e, const DraftParams & params, int max_new) {
                  py::gil_scoped_release release;
                  return e.step(params, max_new);

@@ -45,9 +45,11 @@ Drafter * Decoder::state_drafter() const {
 
 // ---- prefill -----------------------------------------------------------------------------------
 
-int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
+int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                       std::shared_ptr<LogitsMask> mask) {
     sampling.validate();
     sampling_ = sampling;
+    mask_ = std::move(mask);
     stats_ = DecodeStats();
     for (Drafter * d : drafters_) stats_.by_drafter.push_back(DrafterCounts{d->name()});
     controller_.begin_generation();
@@ -85,7 +87,9 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
         const auto rows = b > 1 ? Sequence::Rows::PromptBatch : Sequence::Rows::DecodeStep;
         sequence_.commit(prompt.data() + done, b, last ? logits_.data() : nullptr, keeper != nullptr, rows);
     }
+    constrain(0);
     pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_);
+    emit(pending_);
     return pending_;
 }
 
@@ -139,7 +143,9 @@ std::vector<int32_t> Decoder::plain_step() {
     const double t0 = now_seconds();
     run_whole_model({pending_});
     controller_.record_plain(now_seconds() - t0);
+    constrain(0);
     std::vector<int32_t> out{sampler_.sample(logits_.data(), model_.hparams().n_vocab, sampling_)};
+    emit(out[0]);
     commit({pending_}, out);
     return out;
 }
@@ -230,6 +236,10 @@ std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_acce
     const int k = (int) draft.tokens.size();
     std::vector<int32_t> out;
     for (int j = 0; j < k; ++j) {
+        // Under a constraint row j is masked with the state after the accepted prefix (pending,
+        // d1 .. d(j-1)): a draft outside it has p = 0 and is rejected, and the token that
+        // replaces it comes from the masked distribution, as a constrained plain step's would.
+        constrain(j);
         const float * p_logits = logits_.data() + (size_t) j * n_vocab;
         const int32_t x = draft.tokens[j];
         bool accepted;
@@ -239,12 +249,27 @@ std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_acce
         } else {
             out.push_back(sampler_.judge_draft(x, make_distribution(p_logits, n_vocab, sampling_), draft.q[j], &accepted));
         }
+        emit(out.back());
         if (!accepted) return out;
         *n_accepted += 1;
+        if (mask_ && tokenizer_.is_eog(x)) return out;  // the constraint ends with the generation
     }
     // every draft accepted: a row after the last draft gives a token of the model's own
-    if (rows > k) out.push_back(sampler_.sample(logits_.data() + (size_t) k * n_vocab, n_vocab, sampling_));
+    if (rows > k) {
+        constrain(k);
+        out.push_back(sampler_.sample(logits_.data() + (size_t) k * n_vocab, n_vocab, sampling_));
+        emit(out.back());
+    }
     return out;
+}
+
+void Decoder::constrain(int row) {
+    const int n_vocab = model_.hparams().n_vocab;
+    if (mask_) masked_row_.apply(*mask_, logits_.data() + (size_t) row * n_vocab, n_vocab);
+}
+
+void Decoder::emit(int32_t token) {
+    if (mask_) mask_->accept(token);
 }
 
 void Decoder::commit(const std::vector<int32_t> & inputs, std::vector<int32_t> & out) {

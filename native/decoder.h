@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "drafter.h"
+#include "logits_mask.h"
 #include "runner.h"
 #include "sequence.h"
 #include "speculation_controller.h"
@@ -46,8 +48,10 @@ public:
     const std::vector<Drafter *> & drafters() const { return drafters_; }
 
     // Evaluates the prompt, reusing the cached prefix the sequence (and the stateful drafter's
-    // cache) still holds, and returns the first new token.
-    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling);
+    // cache) still holds, and returns the first new token. With a mask, every token of the
+    // generation comes from the masked distribution (plain steps and every verified row alike).
+    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                  std::shared_ptr<LogitsMask> mask = nullptr);
     // One step: a plain step or one cycle (draft, verify, accept, roll back). Returns the tokens
     // it adds after the pending one (1 .. max_new, ending at an end-of-generation token); the
     // last of them becomes the new pending token.
@@ -75,6 +79,10 @@ private:
     // final (pending and the accepted drafts that were run) and makes out.back() pending.
     void commit(const std::vector<int32_t> & inputs, std::vector<int32_t> & out);
     Drafter * state_drafter() const;
+    // Row `row` of logits_ under the generation's constraint (none: unchanged), and the
+    // constraint told that `token` is output.
+    void constrain(int row);
+    void emit(int32_t token);
 
     const Model & model_;
     Runner & runner_;
@@ -83,6 +91,8 @@ private:
     Sampler & sampler_;
     std::vector<Drafter *> drafters_;
     SamplingParams sampling_;
+    std::shared_ptr<LogitsMask> mask_;  // this generation's constraint, or null
+    MaskedRow masked_row_;
     int32_t pending_ = -1;              // the newest token: chosen, not yet run through the model
     std::vector<int32_t> inputs_;       // [rows] the last verification's inputs (or plain step's)
     std::vector<float> logits_;         // [rows, n_vocab] their logits

@@ -66,8 +66,9 @@ void Engine::load_adapter(const std::string & path) {
     decoder_.set_drafters(drafters());
 }
 
-int32_t Engine::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling) {
-    return decoder_.start(prompt, sampling);
+int32_t Engine::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                      std::shared_ptr<LogitsMask> mask) {
+    return decoder_.start(prompt, sampling, std::move(mask));
 }
 
 std::vector<int32_t> Engine::step(const DraftParams & params, int max_new) { return decoder_.step(params, max_new); }

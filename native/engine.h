@@ -70,7 +70,9 @@ public:
 
     // ---- decoding (Decoder): the only decode loop -------------------------------------------
     void seed(uint64_t seed) { sampler_.reseed(seed); }
-    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling);
+    // mask: a constraint on every token of the generation (Decoder::start), or null
+    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                  std::shared_ptr<LogitsMask> mask = nullptr);
     std::vector<int32_t> step(const DraftParams & params, int max_new);
     const DecodeStats & stats() const { return decoder_.stats(); }
     const ControllerStats & controller_stats() const { return decoder_.controller().stats(); }

@@ -42,8 +42,14 @@ def test_completion_stream(server):
 
 
 def test_completion_refuses_what_it_does_not_implement(server):
-    res = server.request("POST", "/completion", {"prompt": "x", "grammar": "root ::= \"a\""})
-    assert res[0] == 400 and error_of(res)["param"] == "grammar"
+    res = server.request("POST", "/completion", {"prompt": "x", "repeat_penalty": 1.3})
+    assert res[0] == 400 and error_of(res)["param"] == "repeat_penalty"
+
+
+def test_completion_takes_a_grammar(server):
+    res = server.request("POST", "/completion", {"prompt": "Is the sky blue?", "n_predict": 8,
+                                                 "grammar": 'root ::= ("yes" | "no") "."'})
+    assert res[0] == 200 and json.loads(res[2])["content"] in ("yes.", "no.")
 
 
 def test_tokenize_and_detokenize(server, smollm):

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..llm import KangarooLM
 from .errors import invalid_value
 
 
-def chat_prompt_ids(lm: KangarooLM, text: str, messages: Sequence[dict[str, str]], parse_special: bool) -> list[int]:
-    """`text`: the messages rendered by the model's chat template. parse_special: the contents'
-    special-token text becomes special tokens too (--parse-special)."""
+def chat_prompt_ids(lm: KangarooLM, text: str, messages: Sequence[dict[str, Any]], parse_special: bool,
+                    tools: Sequence[dict] = ()) -> list[int]:
+    """`text`: the messages rendered by the model's chat template (with `tools`). parse_special:
+    the contents' special-token text becomes special tokens too (--parse-special)."""
     if parse_special or not any(_holds_special_text(lm, m["content"]) for m in messages):
         return lm.tokenize(text)
-    pieces = _split_contents(lm, text, messages)
+    pieces = _split_contents(lm, text, messages, tools)
     ids: list[int] = []
     for i, (piece, is_content) in enumerate(pieces):
         if piece or i == 0:  # the first piece carries the BOS token, where the model adds one
@@ -36,11 +37,12 @@ def _holds_special_text(lm: KangarooLM, content: str) -> bool:
     return lm.tokenize(content, add_special=False) != lm.tokenize(content, add_special=False, parse_special=False)
 
 
-def _split_contents(lm: KangarooLM, text: str, messages: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
+def _split_contents(lm: KangarooLM, text: str, messages: Sequence[dict[str, Any]],
+                    tools: Sequence[dict]) -> list[tuple[str, bool]]:
     """The rendered prompt as (piece, is_content) pieces: the template renders each content where
     a marker of it stands when rendered with markers."""
     tag = uuid.uuid4().hex
-    marked = lm.apply_chat_template([{**m, "content": f"@{tag}:{i}@"} for i, m in enumerate(messages)])
+    marked = lm.apply_chat_template([{**m, "content": f"@{tag}:{i}@"} for i, m in enumerate(messages)], tools=tools)
     pieces: list[tuple[str, bool]] = []
     at = 0
     for match in re.finditer(f"@{tag}:(\\d+)@", marked):

@@ -139,10 +139,11 @@ class EventStream:
         while True:
             event = await self._events.next()
             if isinstance(event, Text):
-                yield sse_event(shaper.chunk(event.text))
+                for piece in shaper.text_chunks(event.text):
+                    yield sse_event(piece)
             elif isinstance(event, Finished):
-                if event.text:
-                    yield sse_event(shaper.chunk(event.text))
+                for piece in shaper.text_chunks(event.text, end=True):
+                    yield sse_event(piece)
                 for last in shaper.last_chunks(event.finish_reason, *_usage_and_timings(self._started, event)):
                     yield sse_event(last)
                 if shaper.sends_done:

@@ -10,6 +10,8 @@ import time
 import uuid
 from typing import Any, Optional
 
+from ..openai_shapes import assistant_message, tool_call_deltas
+from ..tools import ToolCallStream, tool_names
 from .validation import CHAT, NATIVE_COMPLETION, GenerationRequest
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -72,6 +74,10 @@ class Shaper:
         self.created = int(time.time())
         self.model = request.model
         self.include_usage = request.include_usage
+        self.tools = request.tools
+        # a chat stream with tools holds back what may be a tool call (tools.ToolCallStream)
+        self._calls = ToolCallStream(tool_names(request.tools)) if self.chat and request.tools else None
+        self._finish: Optional[str] = None  # "tool_calls" once a stream sent calls
 
     def _head(self, object_name: str) -> dict:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
@@ -80,8 +86,8 @@ class Shaper:
         if self.native:
             return self._native(text, finish_reason, usage_, timings_)
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish_reason}
+            message, finish_reason = assistant_message(text, finish_reason, self.tools)
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
             out = self._head("chat.completion")
         else:
             choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
@@ -93,7 +99,7 @@ class Shaper:
         """What a stream sends after the text: the finish reason and timings (and the usage)."""
         if self.native:
             return [self._native("", finish_reason, usage_, timings_)]
-        last = self.chunk("", finish_reason)
+        last = self.chunk("", self._finish or finish_reason)
         last["timings"] = timings_
         return [last, self.usage_chunk(usage_)] if self.include_usage else [last]
 
@@ -104,6 +110,24 @@ class Shaper:
                 "tokens_cached": usage_["prompt_tokens_details"]["cached_tokens"], "truncated": False,
                 # no stop_type: the engine does not tell llama.cpp's "eos" from "word" (a stop string)
                 "finish_reason": finish_reason, "timings": timings_}
+
+    def text_chunks(self, text: str, end: bool = False) -> list[dict]:
+        """The chunks a piece of streamed text makes (end: the generation's last piece). With
+        tools, a call's text is held back and the calls come whole in one delta at the end."""
+        if self._calls is None:
+            return [self.chunk(text)] if text else []
+        shown = self._calls.add(text)
+        out = [self.chunk(shown)] if shown else []
+        if end:
+            rest, calls = self._calls.finish()
+            if rest:
+                out.append(self.chunk(rest))
+            if calls:
+                tool_chunk = self.chunk("")
+                tool_chunk["choices"][0]["delta"] = {"tool_calls": tool_call_deltas(calls)}
+                out.append(tool_chunk)
+                self._finish = "tool_calls"
+        return out
 
     def chunk(self, text: str, finish_reason: Optional[str] = None, first: bool = False) -> dict:
         """A streamed piece. The chat stream's first chunk carries the role, as OpenAI's does."""

@@ -3,7 +3,9 @@ APIError naming the field that is wrong.
 
 What is checked here needs no model: types, ranges, and the parameters this server does not
 implement (NOT_IMPLEMENTED: sent with a value other than "off" they are refused rather than
-silently ignored, so that a client never believes it got, say, a grammar or tool calls). Fields
+silently ignored, so that a client never believes it got, say, a penalty or log probabilities).
+Structured output (response_format, json_schema, grammar) and tools are parsed here into a
+Grammar and the tools the model is shown. Fields
 this server does not know are ignored, as llama.cpp's server and OpenAI's own SDKs expect
 (clients send `user`, `metadata`...).
 The prompt's length against the context is checked where the model is (worker.py).
@@ -16,12 +18,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+from ..constraints import Grammar, grammar_from_response_format
+from ..tools import active_tools, call_grammar
 from ..types import SamplingParams
 from .errors import invalid_type, invalid_value, model_not_found, unsupported
 
 CHAT, COMPLETION = "chat", "completion"
 NATIVE_COMPLETION = "native-completion"  # llama-server's POST /completion: a COMPLETION in its own shapes
-ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
+ROLES = ("system", "developer", "user", "assistant", "tool")  # developer: OpenAI's newer name for system
+TOOL_CHOICES = ("none", "auto", "required")
 MAX_STOP_STRINGS = 16
 MAX_TEMPERATURE = 2.0  # OpenAI's range
 SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
@@ -47,7 +52,7 @@ class GenerationDefaults:
 class GenerationRequest:
     endpoint: str  # CHAT, COMPLETION or NATIVE_COMPLETION
     model: str  # the served model's id, echoed in the response
-    messages: Optional[list[dict[str, str]]]  # CHAT: {"role", "content"} strings
+    messages: Optional[list[dict[str, Any]]]  # CHAT: {"role", "content"} strings (+ tool_calls, tool_call_id)
     prompt: Optional[Union[str, list[int]]]  # COMPLETION: text or token ids
     max_tokens: Optional[int]
     sampling: SamplingParams
@@ -59,6 +64,10 @@ class GenerationRequest:
     gamma: Optional[int]
     lookup: Optional[bool]
     cache_prompt: bool  # llama.cpp's extension: reuse the cached prefix (default true)
+    # every token constrained to it: response_format, llama.cpp's json_schema or grammar, or a
+    # tool call that tool_choice requires
+    grammar: Optional[Grammar] = None
+    tools: tuple = ()  # CHAT: the function tools the model is shown (none with tool_choice "none")
 
 
 def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults,
@@ -79,12 +88,77 @@ def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationD
         raise invalid_value("stream_options", "stream_options is only allowed when stream is true")
     include_usage = _Fields(options or {}, "stream_options.").get("include_usage", _bool, False)
     tau = f.get("tau", _tau, _UNSET)
+    tools, tool_choice = _tools(f) if endpoint == CHAT else ((), None)
+    grammar = _grammar(f)
+    forced = call_grammar(tools, tool_choice)
+    if forced is not None:
+        if grammar is not None:
+            raise invalid_value("tool_choice", "a required tool call cannot be combined with response_format, "
+                                               "json_schema or grammar")
+        grammar = forced
     return GenerationRequest(
         endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=_max_tokens(f, defaults.max_tokens),
         sampling=_sampling(f, defaults.sampling), stop=_stop(body.get("stop")), stream=stream,
         include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
         tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
-        lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True))
+        lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True),
+        grammar=grammar, tools=tuple(tools))
+
+
+# ---- structured output and tools ---------------------------------------------------------
+
+def _grammar(f: "_Fields") -> Optional[Grammar]:
+    """OpenAI's response_format, or llama.cpp's json_schema (a schema) or grammar (GBNF or Lark):
+    at most one of them."""
+    given = [name for name in ("response_format", "json_schema", "grammar") if f.get(name, _present, None)]
+    if len(given) > 1:
+        raise invalid_value(given[1], f"send one of {' or '.join(given)}, not both")
+    try:
+        if "response_format" in given:
+            return grammar_from_response_format(f.get("response_format", _object, None))
+        if "json_schema" in given:
+            return Grammar.json_schema(f.get("json_schema", _object, None))
+        if "grammar" in given:
+            return Grammar.gbnf(f.get("grammar", _string, None))
+    except ValueError as e:
+        raise invalid_value(given[0], str(e)) from None
+    return None
+
+
+def _present(name: str, v: Any) -> bool:
+    """A field that asks for something: not empty ("" and {} are llama.cpp's "none")."""
+    return v not in ("", {}) and v != {"type": "text"}
+
+
+def _tools(f: "_Fields") -> tuple[list[dict], Any]:
+    """OpenAI's tools (function tools) and tool_choice -> the tools the model is shown, tool_choice."""
+    tools = f.get("tools", _array, [])
+    for i, t in enumerate(tools):
+        where = f"tools[{i}]"
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("function"), dict):
+            raise invalid_value(where, f"{where} must be {{\"type\": \"function\", \"function\": {{...}}}}: "
+                                       "this server runs function tools only")
+        if not isinstance(t["function"].get("name"), str) or not t["function"]["name"]:
+            raise invalid_type(f"{where}.function.name", "a string", t["function"].get("name"))
+        params = t["function"].get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise invalid_type(f"{where}.function.parameters", "a JSON schema object", params)
+    choice = f.get("tool_choice", _tool_choice, "auto" if tools else "none")
+    if choice != "none" and not tools and choice != "auto":
+        raise invalid_value("tool_choice", "tool_choice needs tools")
+    try:
+        return active_tools(tools, choice), choice
+    except ValueError as e:
+        raise invalid_value("tool_choice", str(e)) from None
+
+
+def _tool_choice(name: str, v: Any) -> Any:
+    if v in TOOL_CHOICES:
+        return v
+    if isinstance(v, dict) and v.get("type") == "function" and isinstance((v.get("function") or {}).get("name"), str):
+        return v
+    raise invalid_value(name, f"{name} must be one of {', '.join(TOOL_CHOICES)} or "
+                              "{\"type\": \"function\", \"function\": {\"name\": ...}}")
 
 
 # ---- llama-server's /tokenize, /detokenize, /apply-template ------------------------------
@@ -179,13 +253,41 @@ def _messages(value: Any) -> list[dict[str, str]]:
         if not isinstance(role, str):
             raise invalid_type(f"{where}.role", "a string", role)
         if role not in ROLES:
-            raise unsupported(f"{where}.role", f"{where}.role {role!r} is not supported: use one of {', '.join(ROLES)} "
-                                               "(this server does not run tools)")
-        if m.get("tool_calls") or m.get("function_call"):
-            raise unsupported(f"{where}.tool_calls", "tool calls are not supported by this server")
-        content = _content(m.get("content"), f"{where}.content", role)
-        out.append({"role": "system" if role == "developer" else role, "content": content})
+            raise unsupported(f"{where}.role", f"{where}.role {role!r} is not supported: use one of {', '.join(ROLES)}")
+        if m.get("function_call"):
+            raise unsupported(f"{where}.function_call", "function_call (the legacy form) is not supported: "
+                                                        "send tool_calls")
+        calls = m.get("tool_calls")
+        content = _content(m.get("content"), f"{where}.content", "assistant" if calls else role)
+        message: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
+        if calls:
+            if role != "assistant":
+                raise invalid_value(f"{where}.tool_calls", "only assistant messages carry tool_calls")
+            message["tool_calls"] = _tool_calls(calls, f"{where}.tool_calls")
+        if role == "tool" and isinstance(m.get("tool_call_id"), str):
+            message["tool_call_id"] = m["tool_call_id"]
+        out.append(message)
     return out
+
+
+def _tool_calls(value: Any, where: str) -> list[dict]:
+    """An assistant's earlier calls: [{"id", "type": "function", "function": {"name", "arguments"}}],
+    arguments a JSON object (OpenAI sends it as a string)."""
+    if not isinstance(value, list):
+        raise invalid_type(where, "an array of tool calls", value)
+    calls = []
+    for j, c in enumerate(value):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise invalid_value(f"{where}[{j}]", f"{where}[{j}] must be {{\"type\": \"function\", \"function\": "
+                                                 "{\"name\", \"arguments\"}}")
+        args = fn.get("arguments") or "{}"
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            raise invalid_value(f"{where}[{j}].function.arguments", "arguments must be a JSON object") from None
+        calls.append({"id": c.get("id"), "type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return calls
 
 
 def _content(value: Any, where: str, role: str) -> str:
@@ -254,18 +356,18 @@ def _stop(value: Any) -> list[str]:
 # The one table of request fields that would change the output but are not implemented here
 # (OpenAI's, llama.cpp's, Ollama's and vLLM's names): a field is accepted when absent, null or
 # set to one of its neutral values (those that mean "off"), and refused with a 400 naming it
-# otherwise, so that a client never believes it got, say, a grammar or a penalty. The fields this
+# otherwise, so that a client never believes it got, say, a penalty. The fields this
 # server implements are read in parse_request; any other field is ignored (`user`, `metadata`...
 # do not change the output).
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     # OpenAI
     "n": (1,), "best_of": (1,), "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({}, []),
     "logprobs": (False, 0), "top_logprobs": (0,), "echo": (False,), "suffix": ("",),
-    "tools": ([],), "functions": ([],), "tool_choice": ("none", "auto"), "function_call": ("none", "auto"),
-    "response_format": ({"type": "text"},), "prediction": (), "audio": (), "modalities": (["text"],),
+    "functions": ([],), "function_call": ("none", "auto"),
+    "prediction": (), "audio": (), "modalities": (["text"],),
     "reasoning_effort": (), "web_search_options": (),
     # llama.cpp's server
-    "grammar": ("",), "json_schema": ({},), "ignore_eos": (False,), "repeat_penalty": (1,), "repeat_last_n": (0,),
+    "ignore_eos": (False,), "repeat_penalty": (1,), "repeat_last_n": (0,),
     "penalize_nl": (False,), "typical_p": (1,), "tfs_z": (1,), "mirostat": (0,), "dynatemp_range": (0,),
     "xtc_probability": (0,), "dry_multiplier": (0,), "top_n_sigma": (-1,), "n_probs": (0,),
     "post_sampling_probs": (False,), "samplers": (), "chat_template_kwargs": ({},), "lora": ([],),

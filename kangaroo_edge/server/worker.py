@@ -217,7 +217,8 @@ class ModelWorker:
             if not r.cache_prompt:
                 self.lm.reset()
             chunks = self.lm.generate(ids, r.max_tokens, sampling=r.sampling, stop=r.stop, stream=True,
-                                      speculative=r.speculative, tau=r.tau, gamma=r.gamma, lookup=r.lookup)
+                                      speculative=r.speculative, tau=r.tau, gamma=r.gamma, lookup=r.lookup,
+                                      grammar=r.grammar)
         except APIError as e:
             job.post(Failed(e))
             return
@@ -272,10 +273,10 @@ class ModelWorker:
         lm = self.lm
         if r.endpoint == CHAT:
             try:
-                text = lm.apply_chat_template(r.messages)
+                text = lm.apply_chat_template(r.messages, tools=r.tools)
             except (ValueError, jinja2.TemplateError) as e:
                 raise invalid_value("messages", f"the model's chat template cannot render these messages: {e}") from None
-            ids, param = chat_prompt_ids(lm, text, r.messages, self.parse_special), "messages"
+            ids, param = chat_prompt_ids(lm, text, r.messages, self.parse_special, r.tools), "messages"
         else:
             ids, param = (lm.tokenize(r.prompt) if isinstance(r.prompt, str) else list(r.prompt)), "prompt"
         if len(ids) > lm.n_ctx:
