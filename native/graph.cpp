@@ -33,7 +33,9 @@ StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, i
 }
 
 ggml_tensor * GraphBuilder::weight_mul_mat(ggml_tensor * w, ggml_tensor * x) {
-    if (cpu_kernels_ && kernels::op_takes(w, x)) return kernels::mul_mat_op(ctx_, w, x);
+    if (cpu_kernels_ && kernels::op_takes(w, x) && (!kernels_for_ || kernels_for_(w))) {
+        return kernels::mul_mat_op(ctx_, w, x);
+    }
     if (!split_rows_ || x->ne[1] == 1 || !split_rows_(w)) return ggml_mul_mat(ctx_, w, x);
     ggml_tensor * out = nullptr;
     for (int64_t t = 0; t < x->ne[1]; ++t) {

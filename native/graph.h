@@ -55,6 +55,8 @@ public:
     // Multiply by CPU weights with our small-batch kernels where they take the weight (runners
     // without a GPU backend turn this on): batch-invariant, so no row splitting is needed there.
     void use_cpu_kernels(bool on) { cpu_kernels_ = on; }
+    // ... and only for the weights `take` selects (a prompt's batch: where they give ggml's bits).
+    void kernels_only_for(std::function<bool(const ggml_tensor *)> take) { kernels_for_ = std::move(take); }
     // w x for a weight matrix w (our kernels, or ggml; rows one by one where split_rows_for asks)
     ggml_tensor * weight_mul_mat(ggml_tensor * w, ggml_tensor * x);
 
@@ -104,6 +106,7 @@ private:
     const Hparams & hp_;
     std::function<bool(const ggml_tensor *)> split_rows_;
     bool cpu_kernels_ = false;
+    std::function<bool(const ggml_tensor *)> kernels_for_;
 };
 
 }  // namespace ke

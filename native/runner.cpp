@@ -75,9 +75,18 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     // one-token steps (verification), and for one-token steps themselves (faster than ggml's
     // one-row mul_mat, and the same bits where ggml's is the x86 AVX2 vec_dot). A prompt's prefill
     // keeps ggml's batched kernels, as llama.cpp's prefill does (its batched K-quant kernels round
-    // unlike single rows).
+    // unlike single rows), except for the types ggml itself multiplies row by row.
     const bool one_row = key.spec.n_tokens == 1;
-    b.use_cpu_kernels(!backends_.uses_gpu() && kernels::enabled() && (key.spec.per_token_attention || one_row));
+    const bool cpu_kernels = !backends_.uses_gpu() && kernels::enabled();
+    b.use_cpu_kernels(cpu_kernels);
+    if (cpu_kernels && !key.spec.per_token_attention && !one_row) {
+        // A prompt's batch: only where ggml itself multiplies row by row with its one-row
+        // arithmetic, so that prefill keeps llama.cpp's bits (and runs several rows per pass).
+        const Backends & backends = backends_;
+        b.kernels_only_for([&backends](const ggml_tensor * w) {
+            return kernels::ggml_batch_is_row_by_row(w->type) && backends.rows_exact_in_batch(w);
+        });
+    }
     const ForwardSpec & spec = key.spec;
     if (spec.per_token_attention) {
         const Backends & backends = backends_;

@@ -8,8 +8,8 @@
 namespace ke::kernels {
 
 // Whether the kernels multiply by weight w for activations x: a supported type in plain CPU memory
-// (not a repacked or GPU buffer: ggml keeps those), whole blocks per row, and an F32 x of at most
-// MAX_ROWS rows.
+// (not a repacked or GPU buffer: ggml keeps those), whole blocks per row, and an F32 x (any number
+// of rows: MAX_ROWS per pass over the weights).
 bool op_takes(const ggml_tensor * w, const ggml_tensor * x);
 
 // w x with our kernels: w [n, m] (weights), x [n, k] F32 (rows may be strided) -> [m, k] F32.
@@ -29,6 +29,10 @@ bool has_simd_path();
 // and F16C, whose single-row vec_dot arithmetic the kernels reproduce (so that our plain decoding
 // equals llama.cpp's there, and the tests compare the kernels against ggml bit for bit).
 bool ggml_single_row_matches();
+
+// Whether ggml multiplies a batch of any size by a weight of this type one output row at a time
+// with its one-row arithmetic: then our kernels give a prompt's batch ggml's (llama.cpp's) bits.
+bool ggml_batch_is_row_by_row(ggml_type type);
 
 // For `info`: the path a CPU weight of `type` takes for one-row steps and verification batches (up to MAX_ROWS
 // rows), e.g. "kernels (avx2)", "ggml mul_mat (weights in CPU_REPACK)", "ggml mul_mat (no kernel
