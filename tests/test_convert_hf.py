@@ -225,7 +225,8 @@ def test_qwen_coder_is_assembled_once(tmp_path, monkeypatch):
     assert path.stat().st_size == sum(p.stat().st_size for p in models.qwen_coder_part_paths())
     with open(path, "rb") as f:
         assert f.read(4) == b"GGUF"
-    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+    # the file and the stamp of its checked sha256, no temp file left behind
+    assert sorted(path.parent.iterdir()) == [path, path.with_name(path.name + ".sha256")]
     mtime = path.stat().st_mtime_ns
     assert models.resolve_model(models.QWEN_CODER_NAME) == path  # reused, not rebuilt
     assert path.stat().st_mtime_ns == mtime

@@ -201,8 +201,7 @@ def test_training_continues_prompts_as_text(gemma3, tmp_path):
     texts = ["The three primary colours of light are", "A short history of the bicycle:"]
     (tmp_path / "prompts.txt").write_text("\n".join(texts) + "\n")
     run_prompts_stage(tmp_path, None, tmp_path / "prompts.txt", progress=False)
-    run_responses_stage(gemma3, tmp_path, max_new_tokens=8, sampled_fraction=0.0, progress=False,
-                        n_threads=TEST_THREADS, completion=True)
+    run_responses_stage(gemma3, tmp_path, max_new_tokens=8, sampled_fraction=0.0, progress=False, completion=True)
     rows = read_jsonl(tmp_path / "responses.jsonl")
     assert len(rows) == 2
     for text, row in zip(texts, rows):
