@@ -42,8 +42,8 @@ class KangarooLM:
                  adapter_path: Optional[Union[str, os.PathLike]] = None,
                  n_ctx: int = DEFAULT_N_CTX, n_threads: Optional[int] = None,
                  device: str = "auto", verbose: bool = False, chat_template: Optional[str] = None):
-        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= 1 << 20:
-            raise ValueError(f"n_ctx must be an integer in [1, 1048576], got {n_ctx!r}")
+        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= _native.MAX_N_CTX:
+            raise ValueError(f"n_ctx must be an integer in [1, {_native.MAX_N_CTX}], got {n_ctx!r}")
         if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 1024):
             raise ValueError(f"n_threads must be None or an integer in [1, 1024], got {n_threads!r}")
         if device not in DEVICES:

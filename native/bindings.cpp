@@ -195,6 +195,7 @@ PYBIND11_MODULE(_native, m) {
           py::arg("path"), "What a GGUF says about its model (hyperparameters, traits, fingerprint), from its metadata alone.");
 
     m.attr("MAX_GAMMA") = MAX_GAMMA;
+    m.attr("MAX_N_CTX") = MAX_N_CTX;
     m.attr("DEFAULT_GAMMA") = DEFAULT_GAMMA;
     m.attr("DEFAULT_TAU") = DEFAULT_TAU;
     m.attr("ADAPTER_ARCH") = ADAPTER_ARCH;

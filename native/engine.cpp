@@ -17,8 +17,8 @@ void log_callback(ggml_log_level, const char * text, void *) {
 }
 
 int checked_n_ctx(int n_ctx) {
-    if (n_ctx < 1 || n_ctx > (1 << 20)) {
-        throw InvalidArgument(format("n_ctx must be between 1 and 1048576, got %d", n_ctx));
+    if (n_ctx < 1 || n_ctx > MAX_N_CTX) {
+        throw InvalidArgument(format("n_ctx must be between 1 and %d, got %d", MAX_N_CTX, n_ctx));
     }
     return n_ctx;
 }

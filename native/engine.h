@@ -21,6 +21,9 @@
 
 namespace ke {
 
+// The largest context a model may be loaded with (positions).
+constexpr int MAX_N_CTX = 1 << 20;
+
 struct EngineParams {
     std::string model_path;
     int n_ctx = 4096;

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from ..constraints import Grammar, grammar_from_response_format
+from ..decoding import MAX_GAMMA
 from ..tools import active_tools, call_grammar
 from ..types import SamplingParams
 from .errors import invalid_type, invalid_value, model_not_found, unsupported
@@ -31,7 +32,6 @@ MAX_STOP_STRINGS = 16
 MAX_TEMPERATURE = 2.0  # OpenAI's range
 SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
 MAX_SEED = (1 << 64) - 1
-MAX_GAMMA = 64
 MAX_TOP_K = (1 << 31) - 1  # the engine's int
 N_PREDICT_UNLIMITED = -1  # llama.cpp's n_predict for "until the end of the answer or a full context"
 _UNSET = object()  # tau left out or null: the server's default (a request asks for the controller with "auto")
