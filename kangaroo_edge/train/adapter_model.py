@@ -85,29 +85,40 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope_type:
     return torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
 
 
+def add_attention_projections(m: nn.Module, cfg: AdapterConfig) -> None:
+    """The base model's attention shape as m.attn_q, attn_k, attn_v, attn_output (+ per-head
+    attn_q_norm, attn_k_norm where the base has them): the adapter GGUF's tensor names."""
+    q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+    m.attn_q = nn.Linear(cfg.n_embd, q_dim, bias=cfg.bias)
+    m.attn_k = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
+    m.attn_v = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
+    m.attn_output = nn.Linear(q_dim, cfg.n_embd, bias=False)
+    if cfg.qk_norm:
+        m.attn_q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
+        m.attn_k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
+
+
+def init_projections(*linears: nn.Linear) -> None:
+    """Random init, as for transformer layers; biases zero."""
+    for lin in linears:
+        nn.init.normal_(lin.weight, std=INIT_STD)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
+
 class KangarooAdapter(nn.Module):
     def __init__(self, cfg: AdapterConfig, rope_freq_factors: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
-        q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
         self.attn_norm = RMSNorm(cfg.n_embd, cfg.rms_eps)
-        self.attn_q = nn.Linear(cfg.n_embd, q_dim, bias=cfg.bias)
-        self.attn_k = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
-        self.attn_v = nn.Linear(cfg.n_embd, kv_dim, bias=cfg.bias)
-        self.attn_output = nn.Linear(q_dim, cfg.n_embd, bias=False)
-        if cfg.qk_norm:
-            self.attn_q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
-            self.attn_k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
+        add_attention_projections(self, cfg)
         self.output_norm = RMSNorm(cfg.n_embd, cfg.rms_eps)
         # the base model's, not trained and not saved: the engine takes it from the base GGUF
         self.register_buffer("rope_freq_factors", rope_freq_factors, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for lin in (self.attn_q, self.attn_k, self.attn_v, self.attn_output):
-            nn.init.normal_(lin.weight, std=INIT_STD)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
+        init_projections(self.attn_q, self.attn_k, self.attn_v, self.attn_output)
         for norm in (self.attn_norm, self.output_norm, getattr(self, "attn_q_norm", None),
                      getattr(self, "attn_k_norm", None)):
             if norm is not None:
