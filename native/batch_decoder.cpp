@@ -38,6 +38,14 @@ BatchDecoder::~BatchDecoder() {
     runner_.forget(&scratch_);
 }
 
+int32_t BatchDecoder::choose(Active & a, float * logits) {
+    const int n_vocab = model_.hparams().n_vocab;
+    a.penalties.apply(logits, n_vocab);
+    const int32_t token = a.sampler.sample(logits, n_vocab, a.sampling);
+    a.penalties.accept(token);
+    return token;
+}
+
 bool BatchDecoder::finished(const Active & a, int32_t token) const {
     // the pending token needs a cell of its own for the next step
     return tokenizer_.is_eog(token) || a.n_new >= a.max_new || a.n_past >= n_ctx_seq_;
@@ -66,8 +74,9 @@ BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const Sampling
     const int block = n_active();
     copy_cells(scratch_, 0, kv_, block * block_, n);
 
-    Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed)};
-    a.pending = a.sampler.sample(logits_.data(), model_.hparams().n_vocab, sampling);
+    Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed), PenaltyWindow()};
+    a.penalties.reset(sampling);
+    a.pending = choose(a, logits_.data());
     const BatchEvent e{a.id, a.pending, finished(a, a.pending)};
     if (!e.finished) active_.push_back(std::move(a));
     return e;
@@ -107,7 +116,7 @@ std::vector<BatchEvent> BatchDecoder::step() {
         Active & a = active_[r];
         a.n_past += 1;
         a.n_new += 1;
-        a.pending = a.sampler.sample(logits_.data() + (size_t) r * hp.n_vocab, hp.n_vocab, a.sampling);
+        a.pending = choose(a, logits_.data() + (size_t) r * hp.n_vocab);
         events[r] = {a.id, a.pending, finished(a, a.pending)};
         if (events[r].finished) done.push_back(r);
     }

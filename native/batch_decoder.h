@@ -16,6 +16,7 @@
 #include "kernels/blocks.h"
 #include "kv_cache.h"
 #include "runner.h"
+#include "penalties.h"
 #include "sampling.h"
 #include "tokenizer.h"
 
@@ -64,7 +65,10 @@ private:
         int max_new;
         SamplingParams sampling;
         Sampler sampler;
+        PenaltyWindow penalties;  // this sequence's output
     };
+    // The next token from logits [n_vocab] (penalized in place), entered into a's window.
+    int32_t choose(Active & a, float * logits);
     // Whether a sequence that just added `token` is done.
     bool finished(const Active & a, int32_t token) const;
     void leave(size_t index);  // the sequence in block `index` leaves; the last moves in

@@ -200,21 +200,34 @@ PYBIND11_MODULE(_native, m) {
     m.attr("DEFAULT_TAU") = DEFAULT_TAU;
     m.attr("ADAPTER_ARCH") = ADAPTER_ARCH;
 
+    m.attr("DEFAULT_REPEAT_LAST_N") = DEFAULT_REPEAT_LAST_N;
+
     py::class_<SamplingParams>(m, "SamplingParams")
-        .def(py::init([](float temperature, int top_k, float top_p, float min_p) {
+        .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repeat_penalty,
+                         float frequency_penalty, float presence_penalty, int repeat_last_n) {
                  SamplingParams p;
                  p.temperature = temperature;
                  p.top_k = top_k;
                  p.top_p = top_p;
                  p.min_p = min_p;
+                 p.repeat_penalty = repeat_penalty;
+                 p.frequency_penalty = frequency_penalty;
+                 p.presence_penalty = presence_penalty;
+                 p.repeat_last_n = repeat_last_n;
                  p.validate();
                  return p;
              }),
-             py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f)
+             py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+             py::arg("repeat_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f, py::arg("presence_penalty") = 0.0f,
+             py::arg("repeat_last_n") = DEFAULT_REPEAT_LAST_N)
         .def_readonly("temperature", &SamplingParams::temperature)
         .def_readonly("top_k", &SamplingParams::top_k)
         .def_readonly("top_p", &SamplingParams::top_p)
-        .def_readonly("min_p", &SamplingParams::min_p);
+        .def_readonly("min_p", &SamplingParams::min_p)
+        .def_readonly("repeat_penalty", &SamplingParams::repeat_penalty)
+        .def_readonly("frequency_penalty", &SamplingParams::frequency_penalty)
+        .def_readonly("presence_penalty", &SamplingParams::presence_penalty)
+        .def_readonly("repeat_last_n", &SamplingParams::repeat_last_n);
 
     py::enum_<DraftParams::Mode>(m, "DraftMode")
         .value("OFF", DraftParams::Mode::Off)

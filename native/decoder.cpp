@@ -50,6 +50,7 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
     sampling.validate();
     sampling_ = sampling;
     mask_ = std::move(mask);
+    penalties_.reset(sampling);
     stats_ = DecodeStats();
     for (Drafter * d : drafters_) stats_.by_drafter.push_back(DrafterCounts{d->name()});
     controller_.begin_generation();
@@ -265,10 +266,13 @@ std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_acce
 
 void Decoder::constrain(int row) {
     const int n_vocab = model_.hparams().n_vocab;
-    if (mask_) masked_row_.apply(*mask_, logits_.data() + (size_t) row * n_vocab, n_vocab);
+    float * logits = logits_.data() + (size_t) row * n_vocab;
+    penalties_.apply(logits, n_vocab);  // before the mask, as llama.cpp's chain: -inf stays -inf
+    if (mask_) masked_row_.apply(*mask_, logits, n_vocab);
 }
 
 void Decoder::emit(int32_t token) {
+    penalties_.accept(token);
     if (mask_) mask_->accept(token);
 }
 

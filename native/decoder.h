@@ -10,6 +10,7 @@
 
 #include "drafter.h"
 #include "logits_mask.h"
+#include "penalties.h"
 #include "runner.h"
 #include "sequence.h"
 #include "speculation_controller.h"
@@ -49,7 +50,8 @@ public:
 
     // Evaluates the prompt, reusing the cached prefix the sequence (and the stateful drafter's
     // cache) still holds, and returns the first new token. With a mask, every token of the
-    // generation comes from the masked distribution (plain steps and every verified row alike).
+    // generation comes from the masked distribution (plain steps and every verified row alike);
+    // the sampling's repetition penalties apply the same way, over the output before each row.
     int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
                   std::shared_ptr<LogitsMask> mask = nullptr);
     // One step: a plain step or one cycle (draft, verify, accept, roll back). Returns the tokens
@@ -79,8 +81,9 @@ private:
     // final (pending and the accepted drafts that were run) and makes out.back() pending.
     void commit(const std::vector<int32_t> & inputs, std::vector<int32_t> & out);
     Drafter * state_drafter() const;
-    // Row `row` of logits_ under the generation's constraint (none: unchanged), and the
-    // constraint told that `token` is output.
+    // Row `row` of logits_ under the generation's penalties and constraint (none: unchanged),
+    // and both told that `token` is output. Rows are judged in order and row j only after the
+    // drafts before it were accepted, so row j sees the output up to d_(j-1), as a plain step would.
     void constrain(int row);
     void emit(int32_t token);
 
@@ -93,6 +96,7 @@ private:
     SamplingParams sampling_;
     std::shared_ptr<LogitsMask> mask_;  // this generation's constraint, or null
     MaskedRow masked_row_;
+    PenaltyWindow penalties_;           // this generation's output, for the repetition penalties
     int32_t pending_ = -1;              // the newest token: chosen, not yet run through the model
     std::vector<int32_t> inputs_;       // [rows] the last verification's inputs (or plain step's)
     std::vector<float> logits_;         // [rows, n_vocab] their logits

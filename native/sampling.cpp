@@ -15,6 +15,16 @@ void SamplingParams::validate() const {
     if (top_k < 0) throw InvalidArgument(format("top_k must be >= 0, got %d", top_k));
     if (!(top_p > 0.0f && top_p <= 1.0f)) throw InvalidArgument(format("top_p must be in (0, 1], got %g", top_p));
     if (!(min_p >= 0.0f && min_p <= 1.0f)) throw InvalidArgument(format("min_p must be in [0, 1], got %g", min_p));
+    if (!std::isfinite(repeat_penalty) || repeat_penalty <= 0.0f) {
+        throw InvalidArgument(format("repeat_penalty must be a finite number > 0, got %g", repeat_penalty));
+    }
+    if (!std::isfinite(frequency_penalty)) {
+        throw InvalidArgument(format("frequency_penalty must be a finite number, got %g", frequency_penalty));
+    }
+    if (!std::isfinite(presence_penalty)) {
+        throw InvalidArgument(format("presence_penalty must be a finite number, got %g", presence_penalty));
+    }
+    if (repeat_last_n < -1) throw InvalidArgument(format("repeat_last_n must be >= -1, got %d", repeat_last_n));
 }
 
 float Distribution::prob_of(int32_t token) const {

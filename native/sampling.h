@@ -1,5 +1,5 @@
 // Token selection: greedy, or sampling with llama.cpp's filter order (top-k, top-p, min-p on the
-// untempered distribution, then temperature). The filtered distribution is exposed on its own
+// untempered distribution, then temperature), after the repetition penalties (penalties.h). The filtered distribution is exposed on its own
 // because speculative sampling needs the draft's and the model's probabilities, not just a token.
 #pragma once
 
@@ -9,14 +9,25 @@
 
 namespace ke {
 
+// llama.cpp's and llama-cpp-python's default penalty window (penalty_last_n, last_n_tokens_size).
+constexpr int DEFAULT_REPEAT_LAST_N = 64;
+
 struct SamplingParams {
     float temperature = 0.0f;  // <= 0: greedy
     int top_k = 0;             // 0: off
     float top_p = 1.0f;        // 1: off
     float min_p = 0.0f;        // 0: off
     uint64_t seed = 0xFFFFFFFFu;
+    // repetition penalties on the last repeat_last_n output tokens (penalties.h)
+    float repeat_penalty = 1.0f;     // 1: off; > 1 makes repeats less likely
+    float frequency_penalty = 0.0f;  // 0: off; subtracted once per occurrence
+    float presence_penalty = 0.0f;   // 0: off; subtracted once for any occurrence
+    int repeat_last_n = DEFAULT_REPEAT_LAST_N;  // 0: off; -1: the whole output
 
     bool greedy() const { return temperature <= 0.0f; }
+    bool penalized() const {
+        return repeat_last_n != 0 && (repeat_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f);
+    }
     void validate() const;  // throws InvalidArgument naming the bad parameter
 };
 
