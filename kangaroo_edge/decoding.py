@@ -46,7 +46,9 @@ class DraftOptions:
 
 
 def native_sampling(sampling: SamplingParams) -> "_native.SamplingParams":
-    return _native.SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p)
+    return _native.SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p,
+                                  sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty,
+                                  sampling.repeat_last_n)
 
 
 def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,

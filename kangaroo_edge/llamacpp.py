@@ -50,6 +50,19 @@ class LlamaCpp:
             self.llm.eval([tok])
         return out
 
+    def sample(self, prompt_ids: list[int], n_new: int, **sampling: Any) -> list[int]:
+        """A continuation by llama-cpp-python's own sampler chain (`Llama.generate`: its
+        penalties over the tokens it samples, then greedy at temp 0 or its filters), up to an
+        end-of-generation token. From a fresh state: a reused prefix would be evaluated in other
+        batches, whose rounding may differ."""
+        self.llm.reset()
+        out: list[int] = []
+        for tok in self.llm.generate(prompt_ids, **sampling):
+            if self.is_eog(tok) or len(out) == n_new:
+                break
+            out.append(tok)
+        return out
+
     def all_logits(self, prompt_ids: list[int]) -> np.ndarray:
         """[n_tokens, n_vocab] logits at every position (needs logits_all=True)."""
         self.llm.reset()

@@ -22,7 +22,7 @@ from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_sta
 from .models import resolve_model, shipped_adapter_path
 from .text import TextAssembler, stop_list
 from .tools import active_tools, call_grammar, template_messages, template_reads_tools
-from .types import GenerationChunk, GenerationResult, ModelHparams, SamplingParams
+from .types import DEFAULT_REPEAT_LAST_N, GenerationChunk, GenerationResult, ModelHparams, SamplingParams
 
 DEFAULT_N_CTX = 4096
 DEFAULT_MAX_TOKENS = 128
@@ -233,7 +233,9 @@ class KangarooLM:
 
     def generate(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, *,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                 seed: Optional[int] = None, sampling: Optional[SamplingParams] = None,
+                 seed: Optional[int] = None, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+                 presence_penalty: float = 0.0, repeat_last_n: int = DEFAULT_REPEAT_LAST_N,
+                 sampling: Optional[SamplingParams] = None,
                  stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
                  speculative: bool = True, tau: Optional[float] = None, gamma: Optional[int] = None,
                  lookup: Optional[bool] = None, grammar: Union[Grammar, str, None] = None,
@@ -252,9 +254,15 @@ class KangarooLM:
         grammar (a constraints.Grammar, or GBNF / Lark text) or response_format (OpenAI's:
         {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}})
         constrains every token to the grammar, speculative or not (docs/kangaroo.md, "Constrained decoding").
+
+        repeat_penalty, frequency_penalty, presence_penalty and repeat_last_n are llama.cpp's
+        repetition penalties over this generation's output (types.SamplingParams); speculative
+        decoding keeps them exact. `sampling` replaces all the sampling keywords.
         """
         if sampling is None:
-            sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
+            sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                      repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                                      presence_penalty=presence_penalty, repeat_last_n=repeat_last_n)
         chunks = self.stream_generate(prompt, max_tokens, sampling=sampling, stop=stop,
                                       speculative=speculative, tau=tau, gamma=gamma, lookup=lookup,
                                       grammar=grammar, response_format=response_format)

@@ -6,13 +6,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import _native
+
+DEFAULT_REPEAT_LAST_N: int = _native.DEFAULT_REPEAT_LAST_N  # llama.cpp's penalty window
+MAX_FLOAT32 = 3.4028234663852886e38  # the engine's floats: a larger penalty would become inf there
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How the next token is chosen. temperature 0 means greedy (argmax).
 
     Filters apply in llama.cpp's order: top-k, top-p and min-p on the model's distribution,
-    then temperature on the tokens that survived.
+    then temperature on the tokens that survived. Before them, llama.cpp's repetition penalties
+    change the logits of the tokens among the last repeat_last_n tokens of this generation's
+    output (not the prompt, as llama-cpp-python): repeat_penalty divides a positive logit and
+    multiplies a negative one, frequency_penalty is subtracted once per occurrence and
+    presence_penalty once for any. They apply to greedy decoding too.
     """
 
     temperature: float = 0.0
@@ -20,6 +29,10 @@ class SamplingParams:
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
     seed: Optional[int] = None  # None: a random seed per generation
+    repeat_penalty: float = 1.0  # 1: off
+    frequency_penalty: float = 0.0  # 0: off
+    presence_penalty: float = 0.0  # 0: off
+    repeat_last_n: int = DEFAULT_REPEAT_LAST_N  # 0: off; -1: the whole output
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -33,10 +46,28 @@ class SamplingParams:
             raise ValueError(f"min_p must be in [0, 1], got {self.min_p!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+        if not (_finite(self.repeat_penalty) and self.repeat_penalty > 0):
+            raise ValueError(f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not _finite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if not isinstance(self.repeat_last_n, int) or isinstance(self.repeat_last_n, bool) or self.repeat_last_n < -1:
+            raise ValueError(f"repeat_last_n must be an integer >= -1 (-1: the whole output), got {self.repeat_last_n!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether the repetition penalties change anything (llama.cpp skips them otherwise)."""
+        return self.repeat_last_n != 0 and (self.repeat_penalty != 1 or self.frequency_penalty != 0
+                                            or self.presence_penalty != 0)
+
+
+def _finite(v: Any) -> bool:
+    """A number the engine's float holds."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_FLOAT32
 
 
 @dataclass(frozen=True)
