@@ -42,13 +42,23 @@ def tiny(tmp_path_factory):
     return lm
 
 
-def conditionals(lm: KangarooLM, prompt: list[int]) -> tuple[dict, dict, dict]:
-    """p(t1), and for each t1: the model's p(t2 | t1) and the adapter's draft q(t2 | t1)."""
+def penalize(logits: np.ndarray, output: list[int], repeat_penalty: float = 1.0, presence_penalty: float = 0.0):
+    """llama.cpp's penalties on the logits after `output` (the generation's tokens so far)."""
+    out = logits.copy()
+    for t in set(output):
+        out[t] = out[t] * repeat_penalty if out[t] <= 0 else out[t] / repeat_penalty
+        out[t] -= presence_penalty
+    return out
+
+
+def conditionals(lm: KangarooLM, prompt: list[int], **penalties: float) -> tuple[dict, dict, dict]:
+    """p(t1), and for each t1: the model's p(t2 | t1) (with the penalties on t1) and the
+    adapter's draft q(t2 | t1)."""
     e = lm.engine
     p1 = transform(e.forward(prompt, 0, e.n_layer, 0, "logits", True)[-1])
     p2, q2 = {}, {}
     for t1 in p1:
-        p2[t1] = transform(e.forward(prompt + [t1], 0, e.n_layer, 0, "logits", True)[-1])
+        p2[t1] = transform(penalize(e.forward(prompt + [t1], 0, e.n_layer, 0, "logits", True)[-1], [t1], **penalties))
         hidden = e.forward(prompt + [t1], 0, 1, 0, "hidden", True)
         q2[t1] = transform(e.adapter_logits(hidden, 0)[-1])
     return p1, p2, q2
@@ -79,12 +89,12 @@ def chi_square_pvalue(counts: dict, expected: dict, n: int) -> float:
     return float(scipy_stats.chisquare(obs, exp).pvalue)
 
 
-def sample_first_two(lm: KangarooLM, prompt: list[int]) -> dict[tuple[int, int], int]:
+def sample_first_two(lm: KangarooLM, prompt: list[int], **penalties: float) -> dict[tuple[int, int], int]:
     """Counts of (t1, t2) over N_SAMPLES seeds; t2 comes from a one-draft Kangaroo cycle."""
     counts: dict[tuple[int, int], int] = {}
     rejected = 0
     for seed in range(N_SAMPLES):
-        r = lm.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1)
+        r = lm.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, **penalties)
         key = tuple(r.token_ids)
         counts[key] = counts.get(key, 0) + 1
         rejected += r.stats["accepted"] == 0
@@ -110,6 +120,21 @@ def test_speculative_sampling_matches_model_distribution(tiny):
     draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
     wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
     assert chi_square_pvalue(wrong_counts, exact, N_SAMPLES) < ALPHA
+
+
+def test_penalties_keep_the_penalized_distribution(tiny):
+    """With repetition penalties the verified row of t2 is penalized with t1 and the adapter's
+    q is not: t2 must follow the penalized p. The same samples fail against the unpenalized
+    joint, so the test sees whether the penalties were applied."""
+    penalties = dict(repeat_penalty=1.2, presence_penalty=5.0)  # t1 mostly stays in the top 4, less likely
+    prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    p1, p2, _ = conditionals(tiny, prompt, **penalties)
+    counts = sample_first_two(tiny, prompt, **penalties)
+    assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA
+    _, unpenalized, _ = conditionals(tiny, prompt)
+    wrong = joint(p1, unpenalized)
+    inside = {k: c for k, c in counts.items() if k in wrong}  # the penalties also move tokens into the top k
+    assert chi_square_pvalue(inside, wrong, sum(inside.values())) < ALPHA
 
 
 def test_draft_vocabulary_keeps_the_distribution(tiny, tmp_path):
