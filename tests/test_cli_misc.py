@@ -45,6 +45,18 @@ def test_generate_lookup_flag(flags, lookup):
         assert stats["lookup_cycles"] == 0
 
 
+def test_generate_penalty_flags_equal_the_library(smollm):
+    """--repeat-penalty, --repeat-last-n, --presence-penalty, --frequency-penalty (llama.cpp's flags)."""
+    prompt, flags = "1, 2, 3, 1, 2, 3, 1, 2, 3,", ["--repeat-penalty", "1.3", "--repeat-last-n", "16",
+                                                   "--presence-penalty", "0.5", "--frequency-penalty", "0.25"]
+    r = cli("generate", "-p", prompt, "-n", "24", *SMALL, "--json", *flags)
+    assert r.returncode == 0, r.stderr
+    smollm.reset()
+    want = smollm.generate(prompt, 24, repeat_penalty=1.3, repeat_last_n=16, presence_penalty=0.5,
+                           frequency_penalty=0.25)
+    assert json.loads(r.stdout)["token_ids"] == want.token_ids
+
+
 def test_info_table_and_json():
     r = cli("info", *SMALL)
     assert r.returncode == 0, r.stderr
@@ -85,6 +97,10 @@ def _one_line_error(r: subprocess.CompletedProcess) -> None:
     ["generate", "-p", "x", "--temp", "hot"],
     ["generate", "-p", "x", "-t", "-3"],
     ["generate", "-p", "x", "--top-p", "1.5"],
+    ["generate", "-p", "x", "--repeat-penalty", "0"],
+    ["generate", "-p", "x", "--repeat-penalty", "inf"],
+    ["generate", "-p", "x", "--repeat-last-n", "-2"],
+    ["generate", "-p", "x", "--presence-penalty", "nan"],
     ["generate", "-p", "x", "--bogus-flag"],
     ["generate", "-p", "x", "-m", "/nonexistent/model.gguf"],
     ["info", "-m", str(REPO / "README.md")],  # not a GGUF

@@ -31,7 +31,8 @@ HISTORY_LENGTH = 1000
 HELP = """commands:
   /reset             forget the conversation (the system prompt stays)
   /stats             statistics of the last answer and context use
-  /set temp X        temperature (0 = greedy); also: top_p X, top_k N, min_p X, seed N, max N (tokens per answer)
+  /set temp X        temperature (0 = greedy); also: top_p X, top_k N, min_p X, seed N, max N (tokens per answer),
+                     repeat_penalty X, repeat_last_n N, presence_penalty X, frequency_penalty X
   /help              this text
   /exit              quit (or Ctrl-D)
 Ctrl-C stops an answer; the partial answer stays in the conversation."""
@@ -43,6 +44,10 @@ SETTINGS = {
     "top_k": "top_k", "top-k": "top_k",
     "min_p": "min_p", "min-p": "min_p",
     "seed": "seed",
+    "repeat_penalty": "repeat_penalty", "repeat-penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n", "repeat-last-n": "repeat_last_n",
+    "presence_penalty": "presence_penalty", "presence-penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty", "frequency-penalty": "frequency_penalty",
     "max": "max_tokens", "max_tokens": "max_tokens", "n": "max_tokens", "n_predict": "max_tokens",
 }
 
@@ -155,7 +160,8 @@ class ChatSession:
 
     def set_option(self, words: list[str]) -> None:
         if len(words) != 2 or words[0].lower() not in SETTINGS:
-            self._error("usage: /set temp|top_p|top_k|min_p|seed|max VALUE")
+            self._error("usage: /set temp|top_p|top_k|min_p|seed|max|repeat_penalty|repeat_last_n|presence_penalty|"
+                        "frequency_penalty VALUE")
             return
         attr, text = SETTINGS[words[0].lower()], words[1]
         try:
@@ -165,7 +171,7 @@ class ChatSession:
                     raise ValueError(f"max must be a positive integer, got {text!r}")
                 self.max_tokens = value
             else:
-                value = int(text) if attr in ("top_k", "seed") else float(text)
+                value = int(text) if attr in ("top_k", "seed", "repeat_last_n") else float(text)
                 self.sampling = replace(self.sampling, **{attr: value})  # validated by SamplingParams
         except ValueError as e:
             msg = str(e)
@@ -178,7 +184,9 @@ class ChatSession:
         lines = [f"conversation: {len(self.messages)} messages, {self.lm.n_tokens} of {self.lm.n_ctx} "
                  "context tokens in use",
                  f"settings: temp {s.temperature}, top_k {s.top_k}, top_p {s.top_p}, min_p {s.min_p}, "
-                 f"seed {s.seed}, max {self.max_tokens} tokens per answer, "
+                 f"seed {s.seed}, repeat_penalty {s.repeat_penalty} (last {s.repeat_last_n}), "
+                 f"presence_penalty {s.presence_penalty}, frequency_penalty {s.frequency_penalty}, "
+                 f"max {self.max_tokens} tokens per answer, "
                  f"speculative {'on' if self.speculative else 'off'}"]
         if self.last_stats is None:
             lines.append("last answer: none (or interrupted)")

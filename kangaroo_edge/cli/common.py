@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import NoReturn, Optional
 
@@ -26,24 +27,22 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # ---- value checkers for `type=`: argparse turns their ValueError/ArgumentTypeError into one line
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def int_at_least(lo: int, expected: str, name: str = "integer"):
+    """An integer >= lo; `expected` says so in the error."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    check.__name__ = name
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_int = int_at_least(1, "a positive integer", "positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 def float_in(lo: float, hi: float, lo_open: bool = False):
@@ -60,9 +59,6 @@ def float_in(lo: float, hi: float, lo_open: bool = False):
     check.__name__ = "number"
     return check
 
-
-positive_int.__name__ = "positive integer"
-non_negative_int.__name__ = "integer"
 
 
 # ---- flag groups -------------------------------------------------------------------------
@@ -98,6 +94,14 @@ def add_sampling_args(p: argparse.ArgumentParser, defaults: SamplingParams = Sam
                    help=f"top-p (nucleus) filter, 1 = off (default {d.top_p})")
     g.add_argument("--min-p", type=float_in(0.0, 1.0), default=d.min_p, help=f"min-p filter, 0 = off (default {d.min_p})")
     g.add_argument("-s", "--seed", type=non_negative_int, default=d.seed, help="random seed (default: random)")
+    g.add_argument("--repeat-penalty", type=float_in(0.0, math.inf, lo_open=True), default=d.repeat_penalty,
+                   help=f"penalize repeats of the last --repeat-last-n output tokens, 1 = off (default {d.repeat_penalty})")
+    g.add_argument("--repeat-last-n", type=int_at_least(-1, "an integer >= -1"), default=d.repeat_last_n,
+                   help=f"output tokens the penalties look back on, 0 = off, -1 = all (default {d.repeat_last_n})")
+    g.add_argument("--presence-penalty", type=float_in(-math.inf, math.inf), default=d.presence_penalty,
+                   help=f"subtracted from a repeated token's logit once, 0 = off (default {d.presence_penalty})")
+    g.add_argument("--frequency-penalty", type=float_in(-math.inf, math.inf), default=d.frequency_penalty,
+                   help=f"subtracted per repetition, 0 = off (default {d.frequency_penalty})")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -121,7 +125,9 @@ def load_model(args: argparse.Namespace) -> KangarooLM:
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
-    return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
+    return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed,
+                          repeat_penalty=args.repeat_penalty, frequency_penalty=args.frequency_penalty,
+                          presence_penalty=args.presence_penalty, repeat_last_n=args.repeat_last_n)
 
 
 # ---- output ------------------------------------------------------------------------------
