@@ -186,6 +186,26 @@ def test_completion_greedy_equals_the_library(server, client, smollm):
     assert by_ids.choices[0].text == want
 
 
+def test_penalties_through_the_openai_client(server, client, smollm):
+    """OpenAI's presence/frequency_penalty, llama.cpp's repeat_penalty/repeat_last_n and Ollama's
+    options reach the engine: greedy answers equal the library's with the same penalties."""
+    penalties = dict(repeat_penalty=1.3, repeat_last_n=32, presence_penalty=0.5, frequency_penalty=0.5)
+    smollm.reset()
+    plain = smollm.create_completion(COUNTING, max_tokens=32, temperature=0.0)["choices"][0]["text"]
+    smollm.reset()
+    want = smollm.create_completion(COUNTING, max_tokens=32, temperature=0.0, **penalties)["choices"][0]["text"]
+    assert want != plain
+    got = client.completions.create(model=server.model_id, prompt=COUNTING, max_tokens=32, temperature=0,
+                                    presence_penalty=0.5, frequency_penalty=0.5,
+                                    extra_body={"repeat_penalty": 1.3, "repeat_last_n": 32})
+    assert got.choices[0].text == want
+    smollm.reset()
+    want = smollm.create_chat_completion(QUESTION, max_tokens=32, temperature=0.0, repeat_penalty=1.5)
+    got = client.chat.completions.create(model=server.model_id, messages=QUESTION, max_tokens=32, temperature=0,
+                                         extra_body={"options": {"repeat_penalty": 1.5, "num_ctx": 4096}})
+    assert got.choices[0].message.content == want["choices"][0]["message"]["content"]
+
+
 def test_readme_snippet_works_as_written(server, capsys):
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## OpenAI-compatible server"):]
@@ -288,13 +308,22 @@ BAD_CHAT = [  # (body, status, param, code)
     ({**CHAT_OK, "tool_choice": "sometimes"}, 400, "tool_choice", "invalid_value"),
     ({**CHAT_OK, "tools": [{"type": "function", "function": {"name": "f"}}],
       "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice", "invalid_value"),
-    ({**CHAT_OK, "presence_penalty": 0.5}, 400, "presence_penalty", "unsupported_value"),
+    # penalties: OpenAI's range for presence/frequency, llama.cpp's rules, Ollama's options
+    ({**CHAT_OK, "presence_penalty": 2.5}, 400, "presence_penalty", "invalid_value"),
+    ({**CHAT_OK, "frequency_penalty": "high"}, 400, "frequency_penalty", "invalid_type"),
+    ({**CHAT_OK, "repeat_penalty": 0}, 400, "repeat_penalty", "invalid_value"),
+    ({**CHAT_OK, "repeat_last_n": -2}, 400, "repeat_last_n", "invalid_value"),
+    ({**CHAT_OK, "repetition_penalty": 1.1}, 400, "repetition_penalty", "unsupported_value"),
+    ({**CHAT_OK, "repeat_penalty": 1.1, "penalize_nl": False}, 400, "penalize_nl", "unsupported_value"),
+    ({**CHAT_OK, "options": {"repeat_penalty": -1}}, 400, "options.repeat_penalty", "invalid_value"),
+    ({**CHAT_OK, "options": {"mirostat": 2}}, 400, "options.mirostat", "unsupported_value"),
+    ({**CHAT_OK, "options": {"top_k": 5}, "top_k": 5}, 400, "options.top_k", "invalid_value"),
+    ({**CHAT_OK, "options": [1]}, 400, "options", "invalid_type"),
     # structured output that cannot be compiled: the grammar engine's reason, naming the field
     ({**CHAT_OK, "grammar": "root ::= undefined_rule"}, 400, "grammar", "invalid_value"),
     ({**CHAT_OK, "json_schema": {"type": 5}}, 400, "json_schema", "invalid_value"),
     ({**CHAT_OK, "json_schema": {"type": "object"}, "grammar": "root ::= \"a\""}, 400, "grammar", "invalid_value"),
     # llama.cpp's fields that change the output and are not implemented: refused, never ignored
-    ({**CHAT_OK, "repeat_penalty": 1.1}, 400, "repeat_penalty", "unsupported_value"),
     ({**CHAT_OK, "ignore_eos": True}, 400, "ignore_eos", "unsupported_value"),
     ({**CHAT_OK, "response_format": {"type": "yaml"}}, 400, "response_format", "invalid_value"),
     ({**CHAT_OK, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},
@@ -371,7 +400,7 @@ def test_openai_client_errors(server, client):
 
 
 def test_neutral_values_of_unimplemented_fields_are_accepted(server):
-    neutral = {"n": 1, "presence_penalty": 0, "repeat_penalty": 1.0, "ignore_eos": False, "grammar": "",
+    neutral = {"n": 1, "repetition_penalty": 1.0, "penalize_nl": False, "ignore_eos": False, "grammar": "",
                "response_format": {"type": "text"}, "tools": [], "logprobs": False, "user": "someone"}
     status, _, body = server.request("POST", "/v1/chat/completions", {**CHAT_OK, **neutral})
     assert status == 200, body

@@ -42,8 +42,8 @@ def test_completion_stream(server):
 
 
 def test_completion_refuses_what_it_does_not_implement(server):
-    res = server.request("POST", "/completion", {"prompt": "x", "repeat_penalty": 1.3})
-    assert res[0] == 400 and error_of(res)["param"] == "repeat_penalty"
+    res = server.request("POST", "/completion", {"prompt": "x", "mirostat": 2})
+    assert res[0] == 400 and error_of(res)["param"] == "mirostat"
 
 
 def test_completion_takes_a_grammar(server):
@@ -71,6 +71,8 @@ def test_apply_template_and_props(server, smollm):
     settings = props["default_generation_settings"]
     assert settings["n_ctx"] == TEST_N_CTX and settings["params"]["n_predict"] == 2048
     assert settings["params"]["temperature"] == 0.8 and props["total_slots"] == 1
+    # llama-server's penalty defaults: off, over a window of 64
+    assert settings["params"]["repeat_penalty"] == 1.0 and settings["params"]["repeat_last_n"] == 64
     assert "<|im_start|>" in props["chat_template"] and props["model_path"].endswith(".gguf")
 
 

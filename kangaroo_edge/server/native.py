@@ -88,6 +88,8 @@ def props(lm: KangarooLM, model_id: str, defaults: GenerationDefaults, chat_temp
     params: dict[str, Any] = {
         "n_predict": -1 if defaults.max_tokens is None else defaults.max_tokens, "temperature": s.temperature,
         "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p, "seed": -1 if s.seed is None else s.seed,
+        "repeat_penalty": s.repeat_penalty, "repeat_last_n": s.repeat_last_n,
+        "presence_penalty": s.presence_penalty, "frequency_penalty": s.frequency_penalty,
         "stop": [], "speculative": defaults.speculative, "tau": "auto" if defaults.tau is None else defaults.tau,
         "gamma": defaults.gamma, "lookup": defaults.lookup}
     return {"default_generation_settings": {"id": 0, "n_ctx": lm.n_ctx, "params": params},

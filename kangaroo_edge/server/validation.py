@@ -3,7 +3,7 @@ APIError naming the field that is wrong.
 
 What is checked here needs no model: types, ranges, and the parameters this server does not
 implement (NOT_IMPLEMENTED: sent with a value other than "off" they are refused rather than
-silently ignored, so that a client never believes it got, say, a penalty or log probabilities).
+silently ignored, so that a client never believes it got, say, log probabilities).
 Structured output (response_format, json_schema, grammar) and tools are parsed here into a
 Grammar and the tools the model is shown. Fields
 this server does not know are ignored, as llama.cpp's server and OpenAI's own SDKs expect
@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Union
 from ..constraints import Grammar, grammar_from_response_format
 from ..decoding import MAX_GAMMA
 from ..tools import active_tools, call_grammar
-from ..types import SamplingParams
+from ..types import MAX_FLOAT32, SamplingParams
 from .errors import invalid_type, invalid_value, model_not_found, unsupported
 
 CHAT, COMPLETION = "chat", "completion"
@@ -30,9 +30,10 @@ ROLES = ("system", "developer", "user", "assistant", "tool")  # developer: OpenA
 TOOL_CHOICES = ("none", "auto", "required")
 MAX_STOP_STRINGS = 16
 MAX_TEMPERATURE = 2.0  # OpenAI's range
+MAX_PENALTY = 2.0  # OpenAI's range of presence_penalty and frequency_penalty: [-2, 2]
 SEED_RANDOM = -1  # llama.cpp's "pick a random seed"
 MAX_SEED = (1 << 64) - 1
-MAX_TOP_K = (1 << 31) - 1  # the engine's int
+MAX_ENGINE_INT = (1 << 31) - 1  # top_k and repeat_last_n are the engine's ints
 N_PREDICT_UNLIMITED = -1  # llama.cpp's n_predict for "until the end of the answer or a full context"
 _UNSET = object()  # tau left out or null: the server's default (a request asks for the controller with "auto")
 
@@ -73,7 +74,8 @@ class GenerationRequest:
 def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationDefaults,
                   strict_model: bool = False) -> GenerationRequest:
     """Any `model` gets the loaded model, as llama-server's; with strict_model only model_id does."""
-    f = _Fields(_body(body))
+    body = _body(body)
+    f = _Fields(body, options=_ollama_options(body))
     model = f.get("model", _string, model_id)
     if strict_model and model != model_id:
         raise model_not_found(model, model_id)
@@ -98,7 +100,7 @@ def parse_request(endpoint: str, body: Any, model_id: str, defaults: GenerationD
         grammar = forced
     return GenerationRequest(
         endpoint=endpoint, model=model_id, messages=messages, prompt=prompt, max_tokens=_max_tokens(f, defaults.max_tokens),
-        sampling=_sampling(f, defaults.sampling), stop=_stop(body.get("stop")), stream=stream,
+        sampling=_sampling(f, defaults.sampling), stop=f.get("stop", _stop, []), stream=stream,
         include_usage=include_usage, speculative=f.get("speculative", _bool, defaults.speculative),
         tau=defaults.tau if tau is _UNSET else tau, gamma=f.get("gamma", _int(1, MAX_GAMMA), defaults.gamma),
         lookup=f.get("lookup", _bool, defaults.lookup), cache_prompt=f.get("cache_prompt", _bool, True),
@@ -226,12 +228,22 @@ def _max_tokens(f: "_Fields", default: Optional[int]) -> Optional[int]:
 
 def _sampling(f: "_Fields", d: SamplingParams) -> SamplingParams:
     seed = f.get("seed", _int(SEED_RANDOM, MAX_SEED), d.seed)
-    return SamplingParams(
+    sampling = SamplingParams(
         temperature=f.get("temperature", _number(0.0, MAX_TEMPERATURE), d.temperature),
-        top_k=f.get("top_k", _int(0, MAX_TOP_K), d.top_k),
+        top_k=f.get("top_k", _int(0, MAX_ENGINE_INT), d.top_k),
         top_p=f.get("top_p", _number(0.0, 1.0, lo_open=True), d.top_p),
         min_p=f.get("min_p", _number(0.0, 1.0), d.min_p),
-        seed=None if seed == SEED_RANDOM else seed)
+        seed=None if seed == SEED_RANDOM else seed,
+        repeat_penalty=f.get("repeat_penalty", _number(0.0, MAX_FLOAT32, lo_open=True), d.repeat_penalty),
+        frequency_penalty=f.get("frequency_penalty", _number(-MAX_PENALTY, MAX_PENALTY), d.frequency_penalty),
+        presence_penalty=f.get("presence_penalty", _number(-MAX_PENALTY, MAX_PENALTY), d.presence_penalty),
+        repeat_last_n=f.get("repeat_last_n", _int(-1, MAX_ENGINE_INT), d.repeat_last_n))
+    # llama.cpp dropped penalize_nl: newlines are penalized as any token (Ollama's
+    # penalize_newline true); exempting them is not implemented
+    if f.get("penalize_nl", _bool, True) is False and sampling.penalized:
+        raise unsupported(f.name_of("penalize_nl"), "penalize_nl=false (newlines exempt from the penalties) is not "
+                                                    "supported by this server: newlines are penalized as any token")
+    return sampling
 
 
 # ---- the prompt --------------------------------------------------------------------------
@@ -335,19 +347,17 @@ def _prompt(value: Any) -> Union[str, list[int]]:
     raise invalid_type("prompt", expected, value)
 
 
-def _stop(value: Any) -> list[str]:
-    if value is None:
-        return []
+def _stop(name: str, value: Any) -> list[str]:
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list):
-        raise invalid_type("stop", "a string or an array of strings", value)
+        raise invalid_type(name, "a string or an array of strings", value)
     if len(stops) > MAX_STOP_STRINGS:
-        raise invalid_value("stop", f"stop holds {len(stops)} strings; at most {MAX_STOP_STRINGS} are allowed")
+        raise invalid_value(name, f"{name} holds {len(stops)} strings; at most {MAX_STOP_STRINGS} are allowed")
     for s in stops:
         if not isinstance(s, str):
-            raise invalid_type("stop", "a string or an array of strings", s)
+            raise invalid_type(name, "a string or an array of strings", s)
         if not s:
-            raise invalid_value("stop", "stop strings must not be empty")
+            raise invalid_value(name, "stop strings must not be empty")
     return list(stops)
 
 
@@ -361,31 +371,49 @@ def _stop(value: Any) -> list[str]:
 # do not change the output).
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     # OpenAI
-    "n": (1,), "best_of": (1,), "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({}, []),
+    "n": (1,), "best_of": (1,), "logit_bias": ({}, []),
     "logprobs": (False, 0), "top_logprobs": (0,), "echo": (False,), "suffix": ("",),
     "functions": ([],), "function_call": ("none", "auto"),
     "prediction": (), "audio": (), "modalities": (["text"],),
     "reasoning_effort": (), "web_search_options": (),
     # llama.cpp's server
-    "ignore_eos": (False,), "repeat_penalty": (1,), "repeat_last_n": (0,),
-    "penalize_nl": (False,), "typical_p": (1,), "tfs_z": (1,), "mirostat": (0,), "dynatemp_range": (0,),
+    "ignore_eos": (False,), "typical_p": (1,), "tfs_z": (1,), "mirostat": (0,), "dynatemp_range": (0,),
     "xtc_probability": (0,), "dry_multiplier": (0,), "top_n_sigma": (-1,), "n_probs": (0,),
     "post_sampling_probs": (False,), "samplers": (), "chat_template_kwargs": ({},), "lora": ([],),
     "n_indent": (0,),
     # Ollama, vLLM
-    "format": ("",), "options": ({},), "min_tokens": (0,), "repetition_penalty": (1,), "stop_token_ids": ([],),
+    # (vLLM's repetition_penalty counts the prompt too and has no window: not llama.cpp's repeat_penalty)
+    "format": ("",), "min_tokens": (0,), "repetition_penalty": (1,), "stop_token_ids": ([],),
     "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (),
 }
 
 
-def _refuse_not_implemented(body: dict) -> None:
+def _refuse_not_implemented(body: dict, prefix: str = "") -> None:
     for name, value in body.items():
         neutral = NOT_IMPLEMENTED.get(name)
         if neutral is None or value is None or any(_same(value, v) for v in neutral):
             continue
         shown = json.dumps(value)[:80]
-        raise unsupported(name, f"{name}={shown} is not supported by this server"
-                                + (f" (only {' or '.join(json.dumps(v) for v in neutral)})" if neutral else ""))
+        raise unsupported(prefix + name, f"{prefix}{name}={shown} is not supported by this server"
+                                         + (f" (only {' or '.join(json.dumps(v) for v in neutral)})" if neutral else ""))
+
+
+# Ollama's `options` object: the options this server implements, by their names at the top level.
+# Load-time options (num_ctx, num_thread, num_gpu...) are ignored as unknown fields are; sampling
+# options it does not implement (typical_p, mirostat...) are refused as at the top level.
+OLLAMA_OPTIONS = {
+    "num_predict": "n_predict", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+    "seed": "seed", "stop": "stop", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "penalize_newline": "penalize_nl",
+}
+
+
+def _ollama_options(body: dict) -> dict:
+    """options -> {top-level name: (its name in errors, value)} for the options this server reads."""
+    options = _Fields(body).get("options", _object, {})
+    _refuse_not_implemented(options, "options.")
+    return {OLLAMA_OPTIONS[k]: (f"options.{k}", v) for k, v in options.items() if k in OLLAMA_OPTIONS and v is not None}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -399,14 +427,24 @@ Check = Callable[[str, Any], Any]
 
 
 class _Fields:
-    """Reads fields of a JSON object: null or absent -> the default, else the checked value."""
+    """Reads fields of a JSON object: null or absent -> the default, else the checked value.
+    options (_ollama_options) supply fields the object leaves out; one field given both ways is refused."""
 
-    def __init__(self, body: dict, prefix: str = ""):
-        self._body, self._prefix = body, prefix
+    def __init__(self, body: dict, prefix: str = "", options: Optional[dict] = None):
+        self._body, self._prefix, self._options = body, prefix, options or {}
 
     def get(self, name: str, check: Check, default: Any) -> Any:
         value = self._body.get(name)
+        if name in self._options:
+            where, option = self._options[name]
+            if value is not None:
+                raise invalid_value(where, f"{name} is given both in the body and as {where}: send it once")
+            return check(where, option)
         return default if value is None else check(self._prefix + name, value)
+
+    def name_of(self, name: str) -> str:
+        """The name errors give the field: where the value came from."""
+        return self._options[name][0] if name in self._options else self._prefix + name
 
 
 def _is_int(v: Any) -> bool:
