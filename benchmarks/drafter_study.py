@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from gguf import GGUFReader
 from torch.utils.data import DataLoader, DistributedSampler
 
+from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf, tensors_to_adapter_state
 from kangaroo_edge.train.adapter_model import AdapterConfig
 from kangaroo_edge.train.base_model import load_lm_head, load_rope_freq_factors, read_base_model_info
 from kangaroo_edge.train.draft_vocab import frequent_tokens
@@ -236,6 +237,8 @@ def main(argv=None) -> int:
                     help="also measure on every sequence of another feature directory (e.g. answers to "
                          "Spec-Bench questions, never trained on); repeatable")
     ap.add_argument("--save", help="directory for each trained drafter's state dict")
+    ap.add_argument("--baseline", action="append", default=[], metavar="GGUF",
+                    help="also measure this adapter GGUF (e.g. the shipped one) on the same sets; repeatable")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -275,7 +278,13 @@ def main(argv=None) -> int:
         print(f"{name} epoch {m['epoch']}: " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                     for k, v in m.items() if k != "epoch"), file=sys.stderr, flush=True)
 
-    for name in a.kind.split(","):
+    for path in a.baseline:  # an adapter GGUF as it ships: measured, not trained
+        kind = Kind("adapter", build_adapter(FitConfig(features=a.features, model=a.model, out=""), reader, acfg,
+                                             shards.exit_layer), 0.0)
+        kind.model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                                    tensors_to_adapter_state(read_adapter_gguf(path)[1]).items()})
+        log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, rh, row_of)})
+    for name in filter(None, a.kind.split(",")):
         kind = make_kind(name, a, a.model, reader, acfg, shards.exit_layer, info)
         n_params = sum(p.numel() for p in kind.model.parameters())
         print(f"{name}: {n_params:,} parameters", file=sys.stderr, flush=True)
