@@ -4,7 +4,8 @@ prompts), and the path parallel requests can take.
 The engine's BatchDecoder (native/batch_decoder.h) runs one row per active sequence through one
 weight pass, each sequence in a KV block of its own, and gives every row the bits it would get
 alone: a sequence's tokens do not depend on what runs beside it, sampled ones included (each
-job's sampler is seeded by `GenJob.seed`, as `KangarooLM.generate(seed=...)` seeds its own).
+job's sampler is seeded by its `SamplingParams.seed`, as `KangarooLM.generate(seed=...)` seeds its
+own; the repetition penalties count each sequence's own output).
 
 Continuous batching: a slot whose sequence ends takes the next job at once. The engine decides
 when a sequence ends (an end-of-generation token, its token budget, a full block); this module
@@ -19,7 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
-from . import _native
+from .decoding import generation_seed, native_sampling
+from .types import SamplingParams
 
 if TYPE_CHECKING:
     from .llm import KangarooLM
@@ -33,11 +35,8 @@ class GenJob:
     key: str
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
-    temperature: float = 0.0      # 0: greedy
-    top_p: float = 1.0
-    seed: int = 0
+    sampling: SamplingParams = SamplingParams()  # greedy by default; seed None: a random one
     stop: Optional[str] = None    # stop string (checked on the generated text)
-    top_k: int = 0                # 0: off
 
 
 @dataclass
@@ -126,8 +125,8 @@ class BatchedGenerator:
                 while queue and batch.n_active < batch.capacity:  # fill free slots
                     job = queue.popleft()
                     slot = _Slot(job, time.perf_counter())
-                    sampling = _native.SamplingParams(job.temperature, job.top_k, job.top_p)
-                    event = batch.add(list(job.prompt_ids), sampling, job.seed, job.max_new_tokens)
+                    event = batch.add(list(job.prompt_ids), native_sampling(job.sampling),
+                                      generation_seed(job.sampling), job.max_new_tokens)
                     finish = self._accept(slot, event)
                     if finish is None:
                         slots[event.id] = slot

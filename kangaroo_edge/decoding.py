@@ -45,6 +45,11 @@ class DraftOptions:
                                    lookup=self.lookup)
 
 
+def generation_seed(sampling: SamplingParams) -> int:
+    """The sampler's seed: the one asked for, else a random one per generation."""
+    return sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
+
+
 def native_sampling(sampling: SamplingParams) -> "_native.SamplingParams":
     return _native.SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p,
                                   sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty,
@@ -57,7 +62,7 @@ def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
     step, or a cycle: draft, verify, accept, roll back) adds one or more tokens. A step runs only
     when the next token is asked for, so stopping never costs a wasted forward pass. mask: a
     constraint on every token (constraints.GrammarMask), or None."""
-    engine.seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little"))
+    engine.seed(generation_seed(sampling))
     yield [engine.start(prompt_ids, native_sampling(sampling), mask)]
     params = draft.native()
     produced = 1

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kangaroo_edge import _native
+from kangaroo_edge import SamplingParams, _native
 from kangaroo_edge.batch import BatchedGenerator, GenJob
 from kangaroo_edge.train.jsonl import read_jsonl
 from kangaroo_edge.train.responses import in_order, run_responses_stage
@@ -38,7 +38,7 @@ def mixed_jobs(lm, chat: bool = True, **sampling) -> list[GenJob]:
     times and the blocks of finished ones are refilled."""
     texts = QUESTIONS + [LONG_PASSAGE + "\nWhich post had the most rain?"]
     ids = [chat_ids(lm, t) if chat else tuple(lm.tokenize(t)) for t in texts]
-    return [GenJob(f"q{i}", p, 6 + 5 * (i % 5), seed=100 + i, **sampling) for i, p in enumerate(ids)]
+    return [GenJob(f"q{i}", p, 6 + 5 * (i % 5), SamplingParams(seed=100 + i, **sampling)) for i, p in enumerate(ids)]
 
 
 _ALONE: dict = {}
@@ -53,8 +53,7 @@ def alone(lm, job: GenJob) -> tuple[list[int], str]:
 
 
 def _generate_alone(lm, job: GenJob) -> tuple[list[int], str]:
-    r = lm.generate(list(job.prompt_ids), job.max_new_tokens, temperature=job.temperature, top_k=job.top_k,
-                    top_p=job.top_p, seed=job.seed, speculative=False)
+    r = lm.generate(list(job.prompt_ids), job.max_new_tokens, sampling=job.sampling, speculative=False)
     return r.token_ids, r.finish_reason
 
 
@@ -79,6 +78,13 @@ def test_greedy_batch_equals_generating_alone(smollm, n_seq):
 def test_sampled_batch_equals_generating_alone_with_the_same_seed(smollm):
     check_batch_equals_alone(smollm, mixed_jobs(smollm, temperature=0.8, top_p=0.95), n_seq=4)
     check_batch_equals_alone(smollm, mixed_jobs(smollm, temperature=1.0, top_k=40)[:5], n_seq=5)
+
+
+def test_penalized_batch_equals_generating_alone(smollm):
+    """Each sequence's repetition penalties count its own output, greedy and sampled."""
+    check_batch_equals_alone(smollm, mixed_jobs(smollm, repeat_penalty=1.5, presence_penalty=0.5, repeat_last_n=16),
+                             n_seq=4)
+    check_batch_equals_alone(smollm, mixed_jobs(smollm, temperature=0.8, frequency_penalty=1.0)[:5], n_seq=5)
 
 
 def test_qwen_batch_equals_generating_alone(qwen):

@@ -149,13 +149,14 @@ def batched_writer(lm, generator, temperature: float = SEED_TEMPERATURE, top_p: 
     """A Writer backed by a batch.BatchedGenerator; `lm` (a KangarooLM) renders chat requests
     through the model's chat template and tokenizes."""
     from ..batch import GenJob
+    from ..types import SamplingParams
 
     def write(reqs: list[WriteRequest]) -> list[tuple[str, int, str]]:
         jobs = []
         for i, req in enumerate(reqs):
             text = lm.apply_chat_template([{"role": "user", "content": req.text}]) if req.chat else req.text
-            jobs.append(GenJob(str(i), tuple(lm.tokenize(text)), req.max_tokens, temperature, top_p, req.seed,
-                               req.stop))
+            sampling = SamplingParams(temperature, top_p=top_p, seed=req.seed)
+            jobs.append(GenJob(str(i), tuple(lm.tokenize(text)), req.max_tokens, sampling, req.stop))
         done = {r.key: r for r in generator.generate(jobs)}
         return [(done[j.key].text, len(done[j.key].token_ids), done[j.key].finish_reason) for j in jobs]
     return write

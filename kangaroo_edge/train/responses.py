@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..text import completion_prompt
 from ..batch import DEFAULT_N_SEQ, BatchedGenerator, GenJob, GenResult
+from ..types import SamplingParams
 from .jsonl import append_jsonl, read_jsonl
 from .prompts import read_prompts
 
@@ -90,8 +91,8 @@ def prompt_ids(lm, prompt: str, completion: bool = False) -> list[int]:
 def make_job(row: dict, mode: str, ids: list[int], max_new_tokens: int, seed: int) -> GenJob:
     if mode == "greedy":
         return GenJob(f"{row['id']}/greedy", tuple(ids), max_new_tokens)
-    return GenJob(f"{row['id']}/sampled", tuple(ids), max_new_tokens, SAMPLE_TEMPERATURE, SAMPLE_TOP_P,
-                  _hash64(f"sample:{seed}:{row['id']}") >> 1)
+    sampling = SamplingParams(SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P, seed=_hash64(f"sample:{seed}:{row['id']}") >> 1)
+    return GenJob(f"{row['id']}/sampled", tuple(ids), max_new_tokens, sampling)
 
 
 def in_order(results: Iterable[GenResult], keys: list[str]) -> Iterator[GenResult]:
