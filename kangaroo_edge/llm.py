@@ -20,6 +20,7 @@ from .chat_template import BuiltinChatTemplate, ChatTemplate, chat_template_for
 from .constraints import Grammar, GrammarMask, as_grammar, grammar_from_response_format, grammar_tokenizer
 from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
 from .models import resolve_model, shipped_adapter_path
+from .prompt_cache import PromptCache
 from .text import TextAssembler, stop_list
 from .tools import active_tools, call_grammar, template_messages, template_reads_tools
 from .types import DEFAULT_REPEAT_LAST_N, GenerationChunk, GenerationResult, ModelHparams, SamplingParams
@@ -68,6 +69,8 @@ class KangarooLM:
         self._chat_template_override = chat_template
         self._chat_template: Optional[Union[ChatTemplate, BuiltinChatTemplate]] = None
         self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
+        self._prompt_cache: Optional[PromptCache] = None
+        self._from_scratch = False  # reset() asked the next prompt to reuse nothing
 
     # ---- model description -------------------------------------------------------------
 
@@ -137,10 +140,30 @@ class KangarooLM:
         extrapolated) and how often its drafts were right."""
         return self.engine.cost_model()
 
+    def set_cache(self, cache: Optional[PromptCache]) -> None:
+        """Keeps several conversations' states in RAM (prompt_cache.py; llama-cpp-python's
+        set_cache): a prompt that continues a saved one evaluates only its new tokens. None: off."""
+        with self._idle("set the prompt cache"):
+            self._prompt_cache = cache
+
+    def save_state(self) -> _native.SequenceState:
+        """The cached conversation (its KV caches, the adapter's too), to load_state() later."""
+        with self._idle("save the state"):
+            return self.engine.save_state()
+
+    def load_state(self, state: _native.SequenceState) -> None:
+        """Makes a saved conversation the cached one (a state of this model only)."""
+        with self._idle("load a state"):
+            self.engine.load_state(state)
+
     def reset(self) -> None:
-        """Forgets the cached conversation: the next prompt is evaluated from scratch."""
+        """Forgets the cached conversation: the next prompt is evaluated from scratch (a prompt
+        cache keeps the conversation, for the prompts after that one)."""
         with self._idle("reset"):
+            if self._prompt_cache is not None and self.engine.n_past:
+                self._prompt_cache.store(self.engine.save_state())
             self.engine.truncate(0)
+            self._from_scratch = True
 
     def close(self) -> None:
         """Frees the model's memory; the object cannot be used afterwards."""
@@ -322,6 +345,9 @@ class KangarooLM:
             finish = "length"
             t_first = None
             mask = self.grammar_mask(constraint) if constraint is not None else None
+            if self._prompt_cache is not None and not self._from_scratch:
+                self._prompt_cache.prepare(engine, prompt_ids)
+            self._from_scratch = False
             for step in decode_steps(engine, prompt_ids, sampling, draft, limit, mask):
                 if t_first is None:
                     t_first = time.perf_counter()

@@ -279,6 +279,12 @@ PYBIND11_MODULE(_native, m) {
              "One weight pass over every active sequence: an event each; finished sequences leave.")
         .def("remove", &BatchDecoder::remove, py::arg("id"));
 
+    py::class_<SequenceState>(m, "SequenceState",
+                              "A sequence's committed state copied out of the engine (Engine.save_state): opaque.")
+        .def_property_readonly("tokens", [](const SequenceState & s) { return s.tokens; })
+        .def_property_readonly("n_tokens", [](const SequenceState & s) { return s.tokens.size(); })
+        .def_property_readonly("nbytes", &SequenceState::bytes);
+
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string & path, int n_ctx, int n_threads, const std::string & device) {
                  EngineParams p;
@@ -338,6 +344,16 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("tokens", &Engine::tokens)
         .def("truncate", &Engine::truncate, py::arg("n"))
+        .def("save_state", [](const Engine & e) {
+                 py::gil_scoped_release release;
+                 return e.save_state();
+             },
+             "The sequence's committed state (KV caches, the adapter's too), copied out.")
+        .def("load_state", [](Engine & e, const SequenceState & s) {
+                 py::gil_scoped_release release;
+                 e.load_state(s);
+             },
+             py::arg("state"), "Replaces the sequence by a saved state; the next generation continues from it.")
         .def("append", [](Engine & e, int32_t token) {
                  const std::vector<float> * logits;
                  {

@@ -58,6 +58,8 @@ public:
     // it adds after the pending one (1 .. max_new, ending at an end-of-generation token); the
     // last of them becomes the new pending token.
     std::vector<int32_t> step(const DraftParams & params, int max_new);
+    // The sequence was replaced (Engine::load_state): the next step needs a start() first.
+    void restart() { pending_ = -1; }
 
     const DecodeStats & stats() const { return stats_; }
     const SpeculationController & controller() const { return controller_; }

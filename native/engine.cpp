@@ -62,6 +62,7 @@ void Engine::load_adapter(const std::string & path) {
     decoder_.set_drafters(drafters());
     runner_.clear();  // cached graphs may point at the old adapter's cache
     adapter_ = std::move(fresh);
+    ++adapter_loads_;
     adapter_drafter_ = std::make_unique<AdapterDrafter>(model_, runner_, sequence_.kv(), *adapter_);
     decoder_.set_drafters(drafters());
 }
@@ -95,6 +96,18 @@ CostModel Engine::cost_model() const {
         m.drafters.push_back(std::move(dm));
     }
     return m;
+}
+
+SequenceState Engine::save_state() const {
+    SequenceState s = sequence_.save(adapter_ ? &adapter_->kv() : nullptr);
+    s.drafter_id = adapter_loads_;
+    return s;
+}
+
+void Engine::load_state(const SequenceState & state) {
+    const bool same_adapter = adapter_ && state.drafter_id == adapter_loads_;
+    decoder_.restart();
+    sequence_.restore(state, same_adapter ? &adapter_->kv() : nullptr);
 }
 
 const std::vector<float> & Engine::append(int32_t token) {

@@ -93,6 +93,11 @@ public:
     const std::vector<int32_t> & tokens() const { return sequence_.tokens(); }
     size_t kv_bytes() const { return sequence_.kv().bytes(); }
     void truncate(int n) { sequence_.truncate(n); }
+    // The sequence's committed state, the adapter's cache included, copied out and back in: a
+    // prompt cache of several conversations (kangaroo_edge/prompt_cache.py) switches between them.
+    // A state saved before another adapter was loaded restores without the drafter's cache.
+    SequenceState save_state() const;
+    void load_state(const SequenceState & state);
     // A plain one-token step at the end of the sequence, returning the logits after it
     // [n_vocab] (teacher forcing for checks; it leaves the drafter's cache behind).
     const std::vector<float> & append(int32_t token);
@@ -121,6 +126,7 @@ private:
     Sampler sampler_{0};
     LookupDrafter lookup_drafter_;
     std::unique_ptr<Adapter> adapter_;
+    uint64_t adapter_loads_ = 0;  // identifies the loaded adapter's cache in saved states
     std::unique_ptr<AdapterDrafter> adapter_drafter_;
     Decoder decoder_;
 };

@@ -112,7 +112,7 @@ std::vector<uint8_t> KvCache::read_cells(int cell, int n) const {
 void KvCache::write_cells(int cell, int n, const std::vector<uint8_t> & bytes) {
     check_cells(cell, n);
     const size_t elt = ggml_type_size(GGML_TYPE_F16), row = elt * n_embd_kv();
-    if (bytes.size() != (size_t) 2 * layers_.size() * n * row) {
+    if (bytes.size() != cells_bytes(n)) {
         throw EngineError(format("write_cells: %zu bytes for %d cells of another shape", bytes.size(), n));
     }
     const uint8_t * p = bytes.data();
@@ -123,6 +123,10 @@ void KvCache::write_cells(int cell, int n, const std::vector<uint8_t> & bytes) {
             ggml_backend_tensor_set(l.v, p, ((size_t) d * n_cells_ + cell) * elt, n * elt);
         }
     }
+}
+
+size_t KvCache::cells_bytes(int n) const {
+    return (size_t) 2 * layers_.size() * n * n_embd_kv() * ggml_type_size(GGML_TYPE_F16);
 }
 
 void KvCache::check_cells(int cell, int n) const {

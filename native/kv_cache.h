@@ -37,6 +37,7 @@ public:
     // Reads or writes the K/V of cells [cell, cell + n) of every layer (F16, layer by layer:
     // K rows, then V by dimension): how a sequence moves between caches.
     std::vector<uint8_t> read_cells(int cell, int n) const;
+    size_t cells_bytes(int n) const;  // the size of n cells' bytes there
     void write_cells(int cell, int n, const std::vector<uint8_t> & bytes);
 
 private:

@@ -63,6 +63,45 @@ void Sequence::commit(const int32_t * tokens, int n_tokens, const float * next_l
     if (next_logits) std::memcpy(logits_.data(), next_logits, logits_.size() * sizeof(float));
 }
 
+SequenceState Sequence::save(const KvCache * drafter_cache) const {
+    SequenceState s;
+    s.model = model_.fingerprint();
+    s.tokens = tokens_;
+    s.batch_start = batch_start_;
+    s.kv = kv_.read_cells(0, n_past());
+    if (drafter_cache && drafter_valid_ > 0) {
+        s.drafter_valid = drafter_valid_;
+        s.drafter_kv = drafter_cache->read_cells(0, drafter_valid_);
+    }
+    if (has_logits_) s.logits = logits_;
+    return s;
+}
+
+void Sequence::restore(const SequenceState & s, KvCache * drafter_cache) {
+    const int n = (int) s.tokens.size();
+    if (s.model != model_.fingerprint()) {
+        throw InvalidArgument("the saved state belongs to another model (fingerprint " + s.model + ", this one " +
+                              model_.fingerprint() + ")");
+    }
+    if (n > n_ctx_) throw InvalidArgument(format("the saved state holds %d tokens but n_ctx=%d", n, n_ctx_));
+    const bool with_drafter = drafter_cache && s.drafter_valid > 0;
+    if ((int) s.batch_start.size() != n || s.drafter_valid < 0 || s.drafter_valid > n ||
+        (!s.logits.empty() && s.logits.size() != logits_.size()) || s.kv.size() != kv_.cells_bytes(n) ||
+        (with_drafter && s.drafter_kv.size() != drafter_cache->cells_bytes(s.drafter_valid))) {
+        throw InvalidArgument("the saved state is inconsistent (tokens, batch starts, caches or logits)");
+    }
+    for (int i = 0; i < n; ++i) {
+        if (s.batch_start[i] < 0 || s.batch_start[i] > i) throw InvalidArgument("the saved state's batch starts are invalid");
+    }
+    kv_.write_cells(0, n, s.kv);
+    if (with_drafter) drafter_cache->write_cells(0, s.drafter_valid, s.drafter_kv);
+    drafter_valid_ = with_drafter ? s.drafter_valid : 0;
+    tokens_ = s.tokens;
+    batch_start_ = s.batch_start;
+    has_logits_ = !s.logits.empty();
+    if (has_logits_) logits_ = s.logits;
+}
+
 const std::vector<float> & Sequence::logits() const {
     if (!has_logits_) throw EngineError("no logits: nothing has been evaluated since the last change");
     return logits_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kv_cache.h"
@@ -13,6 +14,20 @@ namespace ke {
 
 // Prompt tokens evaluated per forward pass during prefill (llama.cpp's default n_batch).
 constexpr int PREFILL_BATCH = 512;
+
+// A sequence's committed state copied out of its caches (Engine::save_state): what a prompt
+// cache keeps of a conversation, to continue it later as if it had never been left.
+struct SequenceState {
+    std::string model;                 // fingerprint of the model whose cache this is
+    std::vector<int32_t> tokens;       // the committed tokens
+    std::vector<int> batch_start;      // per position: the first position of its batch (Sequence)
+    std::vector<uint8_t> kv;           // KvCache::read_cells(0, tokens.size())
+    int drafter_valid = 0;             // positions [0, drafter_valid) of drafter_kv are valid
+    uint64_t drafter_id = 0;           // whose cache drafter_kv is (Engine's adapter load count)
+    std::vector<uint8_t> drafter_kv;   // the stateful drafter's cells [0, drafter_valid)
+    std::vector<float> logits;         // [n_vocab] after the last token, or empty
+    size_t bytes() const { return kv.size() + drafter_kv.size() + logits.size() * sizeof(float) + tokens.size() * 8; }
+};
 
 class Sequence {
 public:
@@ -48,6 +63,11 @@ public:
     int drafter_valid() const { return drafter_valid_; }
     // A new drafter (another adapter) has seen nothing of the sequence yet.
     void invalidate_drafter() { drafter_valid_ = 0; }
+
+    // Copies the committed state out (with the drafter's cache, when given) and back in. restore
+    // takes a state of this model only; with no drafter cache the drafter has seen nothing.
+    SequenceState save(const KvCache * drafter_cache) const;
+    void restore(const SequenceState & state, KvCache * drafter_cache);
 
     const std::vector<float> & logits() const;  // [n_vocab]
     bool has_logits() const { return has_logits_; }

@@ -264,6 +264,20 @@ def test_consecutive_turns_reuse_the_cached_prefix(server, client):
     assert fresh.usage.prompt_tokens_details.cached_tokens == 0
 
 
+def test_a_conversation_resumed_after_other_requests_reuses_its_prefix(server, client):
+    """A chat front-end's title request between two turns does not cost the conversation its
+    cache (--cache-ram): the second turn evaluates only its new tokens."""
+    turn = [{"role": "user", "content": "Name a large animal that lives in Africa, and describe it."}]
+    first = client.chat.completions.create(model=server.model_id, messages=turn, max_tokens=24, temperature=0)
+    title = [{"role": "user", "content": "Write a three-word title for a chat about animals."}]
+    other = client.chat.completions.create(model=server.model_id, messages=title, max_tokens=6, temperature=0)
+    assert other.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens
+    turn += [{"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "What does it eat?"}]
+    second = client.chat.completions.create(model=server.model_id, messages=turn, max_tokens=8, temperature=0)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+
+
 def test_a_repeated_request_gets_the_answer_a_fresh_one_gets(server, client):
     # the whole prompt is cached the second time; a lone last token would take ggml's one-row
     # kernels, which round differently (on this CPU "Name a color." then answered otherwise)

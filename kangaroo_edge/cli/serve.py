@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 
+from ..prompt_cache import DEFAULT_CACHE_RAM_MIB, PromptCache
 from ..sampling_defaults import LLAMA_CPP_SAMPLING
 from .common import (UserError, add_model_args, add_sampling_args, add_spec_args, float_in, load_model, positive_int,
                      sampling_from_args)
@@ -58,6 +59,22 @@ def n_predict(text: str) -> "int | None":
 n_predict.__name__ = "token count"
 
 
+def cache_ram_mib(text: str) -> "int | None":
+    """MiB of prompt cache: 0 off, -1 (llama-server's "no limit"): None."""
+    if text.strip() == "-1":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected MiB >= 0 or -1 (no limit), got {text!r}")
+    return value
+
+
+cache_ram_mib.__name__ = "cache size"
+
+
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server")
     g.add_argument("--host", default=DEFAULT_HOST,
@@ -96,6 +113,10 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--parse-special", action="store_true",
                    help="parse special-token text (e.g. <|im_start|>) in chat messages as special tokens (default: "
                         "a message's text stays text, so that a user cannot forge a role boundary)")
+    g.add_argument("--cache-ram", type=cache_ram_mib, default=DEFAULT_CACHE_RAM_MIB, metavar="MiB",
+                   help="keep other conversations' states in this much RAM, so that a conversation resumed after "
+                        f"other requests evaluates only its new tokens (llama-server's; default {DEFAULT_CACHE_RAM_MIB}, "
+                        "-1: no limit, 0: off)")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="log verbosity (default info: one line per request)")
     add_model_args(p)
@@ -118,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model "
                     "(--api-key or $%s)", args.host, API_KEY_ENV)
     lm = load_model(args)
+    if args.cache_ram != 0:
+        lm.set_cache(PromptCache(sys.maxsize if args.cache_ram is None else args.cache_ram << 20))
     model_id = args.alias or lm.model_path.name.removesuffix(".gguf")
     defaults = GenerationDefaults(sampling=sampling_from_args(args), max_tokens=args.n_predict,
                                   speculative=not args.no_spec, tau=args.tau, gamma=args.gamma, lookup=args.lookup)
