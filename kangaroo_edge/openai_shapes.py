@@ -5,22 +5,32 @@ from __future__ import annotations
 from typing import Iterator, Optional, Sequence
 
 from .tools import ToolCallStream, parse_tool_calls, tool_names
-from .types import GenerationChunk
+from .decoding import DraftOptions
+from .types import GenerationChunk, GenerationStats, stats_dict
 
 
-def usage(stats: dict) -> dict:
-    return {"prompt_tokens": stats["n_prompt_tokens"], "completion_tokens": stats["n_tokens"],
-            "total_tokens": stats["n_prompt_tokens"] + stats["n_tokens"]}
+def usage(stats: GenerationStats) -> dict:
+    """OpenAI's usage object, from the generation's record."""
+    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.predicted_n,
+            "total_tokens": stats.prompt_tokens + stats.predicted_n,
+            # the part of the prompt found in the KV cache and not evaluated again
+            "prompt_tokens_details": {"cached_tokens": stats.cache_n}}
+
+
+def timings(stats: GenerationStats, draft: DraftOptions) -> dict:
+    """llama-server's `timings` object: the record's figures under their own names (llama-server's
+    where it has the figure: prompt_n, prompt_ms, predicted_n, draft_n ...), and how it drafted."""
+    return {**stats_dict(stats), **draft.as_dict()}
 
 
 def completion(cid: str, created: int, model: str, text: str, finish: Optional[str],
-               stats: Optional[dict]) -> dict:
+               stats: Optional[GenerationStats], draft: Optional[DraftOptions]) -> dict:
     """A `text_completion` object (or one streamed chunk of it: stats on the last only)."""
     out = {"id": cid, "object": "text_completion", "created": created, "model": model,
            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
     if stats is not None:
         out["usage"] = usage(stats)
-        out["stats"] = stats
+        out["timings"] = timings(stats, draft)
     return out
 
 
@@ -33,12 +43,12 @@ def assistant_message(text: str, finish: str, tools: Sequence[dict]) -> tuple[di
     return {"role": "assistant", "content": text}, finish
 
 
-def chat_completion(cid: str, created: int, model: str, content: str, finish: str, stats: dict,
-                    tools: Sequence[dict] = ()) -> dict:
+def chat_completion(cid: str, created: int, model: str, content: str, finish: str, stats: GenerationStats,
+                    draft: DraftOptions, tools: Sequence[dict] = ()) -> dict:
     message, finish = assistant_message(content, finish, tools)
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": usage(stats), "stats": stats}
+            "usage": usage(stats), "timings": timings(stats, draft)}
 
 
 def tool_call_deltas(calls: list[dict]) -> list[dict]:
@@ -71,5 +81,5 @@ def chat_chunks(chunks: Iterator[GenerationChunk], cid: str, created: int, model
                     finish = "tool_calls"
             final = shape({}, finish)
             final["usage"] = usage(c.stats)
-            final["stats"] = c.stats
+            final["timings"] = timings(c.stats, c.draft)
             yield final

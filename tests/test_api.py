@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kangaroo_edge import GenerationResult, KangarooLM
+from kangaroo_edge import GenerationResult, KangarooLM, _native
+from kangaroo_edge.decoding import DraftOptions
 
 pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
 
@@ -16,9 +17,9 @@ def test_generate_returns_result_with_stats(smollm):
     assert isinstance(r, GenerationResult)
     assert len(r.token_ids) == 8 and r.finish_reason == "length"
     assert r.text == smollm.detokenize(r.token_ids)
-    assert r.stats["n_tokens"] == 8 and r.stats["tokens_per_second"] > 0
+    assert r.stats.predicted_n == 8 and r.stats.predicted_per_second > 0
     # no adapter is loaded: speculation falls back to plain decoding and says so
-    assert r.stats["speculative"] is False and "plain decoding" in r.stats["speculative_fallback"]
+    assert r.draft.speculative is False and "plain decoding" in r.draft.speculative_fallback
 
 
 def test_stream_equals_non_stream(smollm):
@@ -45,6 +46,22 @@ def test_stop_string_cuts_text(smollm):
     assert r.text == base.text[: base.text.index(", 6")]
     streamed = "".join(c.text for c in smollm.generate("Count: 1, 2, 3,", max_tokens=30, stop=", 6", stream=True))
     assert streamed == r.text
+
+
+def test_the_decoder_decides_the_end(smollm):
+    """The engine ends a generation at its token limit and says why; a stop string (text, which
+    the engine does not see) is reported to it, so its record counts the tokens returned."""
+    engine = smollm.engine
+    params = DraftOptions(speculative=False).native()
+    out = engine.start(smollm.tokenize("Count: 1, 2, 3,"), _native.SamplingParams(), 5)
+    while engine.finish_reason is None:
+        out += engine.step(params)
+    assert len(out) == 5 and engine.finish_reason == "length" and engine.stats().predicted_n == 5
+    with pytest.raises(RuntimeError, match="has ended"):
+        engine.step(params)
+    r = smollm.generate("Count: 1, 2, 3,", max_tokens=30, stop=", 6")
+    assert r.finish_reason == "stop" and r.stats.predicted_n == len(r.token_ids) < 30
+    assert ", 6" in smollm.detokenize(r.token_ids)  # the last token completed the stop string
 
 
 def test_full_context_ends_with_length(smollm_path):
@@ -94,7 +111,7 @@ def test_chat_completion_shapes(smollm):
     assert r["object"] == "chat.completion"
     msg = r["choices"][0]["message"]
     assert msg["role"] == "assistant" and msg["content"]
-    assert r["usage"]["completion_tokens"] == r["stats"]["n_tokens"]
+    assert r["usage"]["completion_tokens"] == r["timings"]["predicted_n"]
     chunks = list(smollm.create_chat_completion(CHAT, max_tokens=30, stream=True))
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)

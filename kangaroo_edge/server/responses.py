@@ -9,10 +9,11 @@ request. A stream also stops when writing to the client fails.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from .errors import APIError
-from .shapes import SSE_DONE, SSE_KEEPALIVE, Shaper, sse_event, timings, usage
+from ..openai_shapes import timings, usage
+from .shapes import SSE_DONE, SSE_KEEPALIVE, Shaper, sse_event
 from .worker import Event, Failed, Finished, Job, Started, Text, client_disconnected
 
 Receive = Callable[[], Awaitable[dict]]
@@ -74,7 +75,7 @@ async def whole_body(events: JobEvents, shaper: Shaper, started: Started) -> dic
             parts.append(event.text)
         elif isinstance(event, Finished):
             parts.append(event.text)
-            return shaper.whole("".join(parts), event.finish_reason, *_usage_and_timings(started, event))
+            return shaper.whole("".join(parts), event.finish_reason, *_usage_and_timings(event))
         else:
             assert isinstance(event, Failed), event
             raise event.error
@@ -144,7 +145,7 @@ class EventStream:
             elif isinstance(event, Finished):
                 for piece in shaper.text_chunks(event.text, end=True):
                     yield sse_event(piece)
-                for last in shaper.last_chunks(event.finish_reason, *_usage_and_timings(self._started, event)):
+                for last in shaper.last_chunks(event.finish_reason, *_usage_and_timings(event)):
                     yield sse_event(last)
                 if shaper.sends_done:
                     yield SSE_DONE
@@ -155,10 +156,8 @@ class EventStream:
                 return
 
 
-def _usage_and_timings(started: Started, finished: Finished) -> tuple[dict, dict]:
-    stats: dict[str, Any] = finished.stats
-    return (usage(started.prompt_tokens, stats["n_tokens"], stats["n_cached_tokens"]),
-            timings(stats, stats["n_cached_tokens"]))
+def _usage_and_timings(finished: Finished) -> tuple[dict, dict]:
+    return usage(finished.stats), timings(finished.stats, finished.draft)
 
 
 __all__ = ["EventStream", "JobEvents", "wait_started", "watch_disconnect", "whole_body"]

@@ -23,37 +23,6 @@ def sse_event(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            # the part of the prompt found in the KV cache and not evaluated again
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
-
-
-def timings(stats: dict, cached_tokens: int) -> dict:
-    """llama.cpp server's `timings` object, from the generation's stats. prompt_n counts the prompt
-    tokens evaluated (those not in the cache); predicted_per_second counts the tokens after the
-    first, which comes out of the prompt's forward pass (as `tokens_per_second` in the stats)."""
-    prompt_n = stats["n_prompt_tokens"] - cached_tokens
-    prompt_s, gen_s, tps = stats["prompt_seconds"], stats["generation_seconds"], stats["tokens_per_second"]
-    out: dict[str, Any] = {
-        "cache_n": cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_s * 1e3,
-        "prompt_per_token_ms": prompt_s * 1e3 / max(prompt_n, 1), "prompt_per_second": prompt_n / max(prompt_s, 1e-9),
-        "predicted_n": stats["n_tokens"], "predicted_ms": gen_s * 1e3,
-        "predicted_per_token_ms": 1e3 / tps if tps > 0 else None, "predicted_per_second": tps,
-        "speculative": bool(stats.get("speculative")),
-    }
-    if stats.get("speculative"):
-        cycles = stats["cycles"]
-        out.update({"draft_n": stats["drafted"], "draft_n_accepted": stats["accepted"], "cycles": cycles,
-                    # tokens each verification added; null when speculation stayed off
-                    "mean_accepted": stats["mean_accepted"] if cycles else None,
-                    "plain_steps": stats["plain_steps"], "tau": stats["tau"], "gamma": stats["gamma"]})
-    elif stats.get("speculative_fallback"):
-        out["speculative_fallback"] = stats["speculative_fallback"]
-    return out
-
-
 def model_card(model_id: str, created: int) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "kangaroo-edge"}
 
