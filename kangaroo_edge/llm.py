@@ -11,7 +11,6 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -347,24 +346,18 @@ class KangarooLM:
     # ---- OpenAI-shaped completions -------------------------------------------------------
 
     def create_completion(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
-                          stream: bool = False, **kwargs: Any) -> Union[dict, Iterator[dict]]:
-        """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming."""
-        cid, created, model = f"cmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+                          stream: bool = False, stream_options: Optional[dict] = None,
+                          **kwargs: Any) -> Union[dict, Iterator[dict]]:
+        """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming
+        (stream_options {"include_usage": True}: a last chunk with the usage, as OpenAI's)."""
+        shaper = self._shaper(False, (), stream_options)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
-        if stream:
-            return (openai_shapes.completion(cid, created, model, c.text, c.finish_reason, c.stats, c.draft)
-                    for c in chunks)
-        parts, last = [], None
-        for c in chunks:
-            parts.append(c.text)
-            last = c
-        return openai_shapes.completion(cid, created, model, "".join(parts), last.finish_reason, last.stats,
-                                        last.draft)
+        return shaper.stream(chunks) if stream else shaper.collect(chunks)
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
                                tools: Optional[Sequence[dict]] = None, tool_choice: Any = None,
-                               **kwargs: Any) -> Union[dict, Iterator[dict]]:
+                               stream_options: Optional[dict] = None, **kwargs: Any) -> Union[dict, Iterator[dict]]:
         """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes.
         tools / tool_choice ("auto", "none", "required" or {"type": "function", "function":
         {"name": ...}}) as OpenAI's: calls come back as message.tool_calls (finish_reason
@@ -374,13 +367,10 @@ class KangarooLM:
         forced = call_grammar(shown, tool_choice or "auto")
         if forced is not None:
             kwargs["grammar"] = forced
-        cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+        shaper = self._shaper(True, shown, stream_options)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
-        if stream:
-            return openai_shapes.chat_chunks(chunks, cid, created, model, tools=shown)
-        parts, last = [], None
-        for c in chunks:
-            parts.append(c.text)
-            last = c
-        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats,
-                                             last.draft, tools=shown)
+        return shaper.stream(chunks) if stream else shaper.collect(chunks)
+
+    def _shaper(self, chat: bool, tools: Sequence[dict], stream_options: Optional[dict]) -> openai_shapes.Shaper:
+        include_usage = bool((stream_options or {}).get("include_usage", False))
+        return openai_shapes.Shaper(chat, str(self.model_path), int(time.time()), tools, include_usage)

@@ -107,16 +107,26 @@ def test_prefix_reuse_keeps_results(smollm):
 
 
 def test_chat_completion_shapes(smollm):
-    r = smollm.create_chat_completion(CHAT, max_tokens=30)
-    assert r["object"] == "chat.completion"
-    msg = r["choices"][0]["message"]
-    assert msg["role"] == "assistant" and msg["content"]
-    assert r["usage"]["completion_tokens"] == r["timings"]["predicted_n"]
-    chunks = list(smollm.create_chat_completion(CHAT, max_tokens=30, stream=True))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text == msg["content"]
-    assert chunks[-1]["choices"][0]["finish_reason"] == r["choices"][0]["finish_reason"]
+    """The library's results are OpenAI's: its own types (the `openai` package) read them."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    r = ChatCompletion.model_validate(smollm.create_chat_completion(CHAT, max_tokens=30))
+    assert r.id.startswith("chatcmpl-") and r.object == "chat.completion"
+    msg = r.choices[0].message
+    assert msg.role == "assistant" and msg.content
+    assert r.usage.completion_tokens == r.model_extra["timings"]["predicted_n"]
+    raw = list(smollm.create_chat_completion(CHAT, max_tokens=30, stream=True))
+    chunks = [ChatCompletionChunk.model_validate(c) for c in raw]
+    # the role first, with empty content; usage only when stream_options asks for it
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
+    assert not any("usage" in c for c in raw) and "timings" in raw[-1]
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == msg.content
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    counted = [ChatCompletionChunk.model_validate(c) for c in
+               smollm.create_chat_completion(CHAT, max_tokens=30, stream=True, stream_options={"include_usage": True})]
+    assert counted[-1].choices == [] and counted[-1].usage.completion_tokens == r.usage.completion_tokens
+    assert all(c.usage is None for c in counted[:-1])
 
 
 def test_chat_template_is_the_gguf_one(smollm):
@@ -138,8 +148,17 @@ def test_tokenize_roundtrip_unicode(smollm):
 
 
 def test_completion_shape(smollm):
-    r = smollm.create_completion("2 + 2 =", max_tokens=4)
-    assert r["object"] == "text_completion" and r["choices"][0]["finish_reason"] == "length"
+    from openai.types import Completion
+
+    r = Completion.model_validate(smollm.create_completion("2 + 2 =", max_tokens=4))
+    assert r.id.startswith("cmpl-") and r.object == "text_completion" and r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 4
+    chunks = list(smollm.create_completion("2 + 2 =", max_tokens=4, stream=True))
+    # OpenAI streams text completions as Completion objects whose finish_reason is null until the last
+    last = Completion.model_validate(chunks[-1])
+    assert all(c["object"] == "text_completion" and c["id"] == last.id for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == r.choices[0].text
+    assert last.choices[0].finish_reason == "length" and not any("usage" in c for c in chunks)
 
 
 def test_info(smollm):
