@@ -96,6 +96,12 @@ py::str lossy_str(const std::string & s) {
     return py::reinterpret_steal<py::str>(o);
 }
 
+// "stop", "length", or None while the generation goes on
+py::object finish_reason_str(FinishReason r) {
+    const char * name = finish_reason_name(r);
+    return name ? py::object(py::str(name)) : py::object(py::none());
+}
+
 py::dict cost_model_dict(const Engine & e) {
     const CostModel m = e.cost_model();
     py::dict d;
@@ -260,10 +266,12 @@ PYBIND11_MODULE(_native, m) {
     py::class_<BatchEvent>(m, "BatchEvent")
         .def_readonly("id", &BatchEvent::id)
         .def_readonly("token", &BatchEvent::token)
-        .def_readonly("finished", &BatchEvent::finished)
+        .def_property_readonly("finish_reason", [](const BatchEvent & e) { return finish_reason_str(e.finish); },
+                               "'stop': the token is an end-of-generation token (not output); 'length': the last token; None: more follow")
         .def("__repr__", [](const BatchEvent & e) {
-            return format("BatchEvent(id=%lld, token=%d, finished=%s)", (long long) e.id, e.token,
-                          e.finished ? "True" : "False");
+            const char * name = finish_reason_name(e.finish);
+            return format("BatchEvent(id=%lld, token=%d, finish_reason=%s)", (long long) e.id, e.token,
+                          name ? name : "None");
         });
 
     m.attr("MAX_BATCH_SEQUENCES") = MAX_BATCH_SEQUENCES;
@@ -379,10 +387,7 @@ PYBIND11_MODULE(_native, m) {
              },
              py::arg("params"),
              "One decoding step of an unfinished generation: a plain step or a speculative cycle; the output it adds.")
-        .def_property_readonly("finish_reason", [](Engine & e) -> py::object {
-                 const char * name = finish_reason_name(e.finish_reason());
-                 return name ? py::object(py::str(name)) : py::object(py::none());
-             },
+        .def_property_readonly("finish_reason", [](Engine & e) { return finish_reason_str(e.finish_reason()); },
              "Why the generation ended ('stop', 'length'); None while it goes on.")
         .def("stop", &Engine::stop, py::arg("n_tokens"),
              "Ends the generation after its first n_tokens output tokens: a stop string (text the decoder does not see).")

@@ -46,15 +46,6 @@ Drafter * Decoder::state_drafter() const {
 
 // ---- a generation: its limits, its end and its record ----------------------------------------------
 
-const char * finish_reason_name(FinishReason r) {
-    switch (r) {
-        case FinishReason::Stop: return "stop";
-        case FinishReason::Length: return "length";
-        case FinishReason::None: break;
-    }
-    return nullptr;
-}
-
 std::vector<int32_t> Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
                                     int64_t max_tokens, std::shared_ptr<LogitsMask> mask) {
     const double t0 = now_seconds();

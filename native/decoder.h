@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "drafter.h"
+#include "finish_reason.h"
 #include "logits_mask.h"
 #include "penalties.h"
 #include "runner.h"
@@ -27,13 +28,6 @@ struct DrafterCounts {
     int64_t draft_n = 0;           // draft tokens it proposed
     int64_t draft_n_accepted = 0;  // of them, the ones the model agreed with
 };
-
-// Why a generation ended. The decoder decides (an end-of-generation token, the token limit, a
-// full context), except for stop strings: they are text, which the decoder never sees, so the
-// Python layer finds them and reports them with Decoder::stop().
-enum class FinishReason { None, Stop, Length };  // None: the generation goes on
-// OpenAI's name: "stop", "length"; nullptr for None.
-const char * finish_reason_name(FinishReason r);
 
 // The figures of one generation (since start()): the one record from here to the server's
 // `timings` and result.stats. Python sees this struct itself (kangaroo_edge._native.
