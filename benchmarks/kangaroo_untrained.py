@@ -49,8 +49,8 @@ def main() -> None:
                 plain = lm.generate(prompt, args.max_new_tokens, speculative=False)
                 lm.reset()
                 spec = lm.generate(prompt, args.max_new_tokens, tau=tau, gamma=gamma)
-                ratios.append(spec.stats["tokens_per_second"] / plain.stats["tokens_per_second"])
-                accepted.append(spec.stats["mean_accepted"])
+                ratios.append(spec.stats.predicted_per_second / plain.stats.predicted_per_second)
+                accepted.append(spec.stats.mean_accepted or 0.0)
                 same += spec.token_ids == plain.token_ids
             rows.append({"adapter": name, "tau": tau, "gamma": gamma, "speed_vs_plain": statistics.median(ratios),
                          "mean_accepted": statistics.mean(accepted), "identical": f"{same}/{len(prompts)}"})

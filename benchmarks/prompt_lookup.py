@@ -41,7 +41,7 @@ def main() -> None:
             for name, kwargs in SYSTEMS.items():
                 lm.reset()
                 r = lm.generate(prompt, args.max_new_tokens, **kwargs)
-                speeds[name].append(r.stats["tokens_per_second"])
+                speeds[name].append(r.stats.predicted_per_second)
                 outputs[name] = r.token_ids
         assert outputs["lookup"] == outputs["plain"] == outputs["no lookup"], task
         m = {name: statistics.median(v) for name, v in speeds.items()}

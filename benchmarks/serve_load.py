@@ -74,7 +74,7 @@ def run_pairs(lm: KangarooLM, port: int, args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             out = lm.create_chat_completion(messages(i), max_tokens=args.max_tokens, temperature=0.0)
             direct_s = time.perf_counter() - t0
-            engine_s = out["stats"]["prompt_seconds"] + out["stats"]["generation_seconds"]
+            engine_s = (out["timings"]["prompt_ms"] + out["timings"]["predicted_ms"]) / 1e3
             server_s, _, text, timings = post_chat(conn, i, args.max_tokens)
             rows.append({"direct_s": direct_s, "server_s": server_s, "direct_outside_engine_s": direct_s - engine_s,
                          "server_outside_engine_s": server_s - (timings["prompt_ms"] + timings["predicted_ms"]) / 1e3,

@@ -43,7 +43,7 @@ def step_seconds(lm: KangarooLM, prompt: list[int], n: int, reps: int) -> float:
     for _ in range(reps):
         lm.reset()
         s = lm.generate(prompt, n, temperature=0.0, speculative=False).stats
-        times.append(s["generation_seconds"] / max(s["n_tokens"] - 1, 1))
+        times.append(s.predicted_ms * 1e-3 / max(s.predicted_n - 1, 1))
     return statistics.median(times)
 
 

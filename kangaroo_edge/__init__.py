@@ -10,9 +10,9 @@ if _native.ggml_version() != _native.COMPILED_GGML_VERSION:
 _native.set_verbose(False)
 
 from .llm import KangarooLM  # noqa: E402
-from .types import GenerationChunk, GenerationResult, SamplingParams  # noqa: E402
+from .types import GenerationChunk, GenerationResult, GenerationStats, SamplingParams  # noqa: E402
 
 EngineError = _native.EngineError
 
-__all__ = ["KangarooLM", "SamplingParams", "GenerationResult", "GenerationChunk", "EngineError"]
+__all__ = ["KangarooLM", "SamplingParams", "GenerationResult", "GenerationChunk", "GenerationStats", "EngineError"]
 __version__ = "0.1.0"

@@ -83,13 +83,13 @@ class BatchedGenerator:
 
     def _accept(self, slot: _Slot, event) -> Optional[str]:
         """Adds a generated token to a slot; returns a finish reason when the sequence is done."""
-        if self.lm.engine.is_eog(event.token):
+        if event.finish_reason == "stop":  # the engine's: an end-of-generation token, not output
             return "stop"
         slot.tokens.append(event.token)
         slot.text += self._piece(event.token)
-        if slot.job.stop and slot.job.stop.encode() in slot.text:
+        if slot.job.stop and slot.job.stop.encode() in slot.text:  # text: the engine does not see it
             return "stop"
-        return "length" if event.finished else None
+        return event.finish_reason
 
     def _result(self, slot: _Slot, finish: str) -> GenResult:
         text = bytes(slot.text)
@@ -131,7 +131,7 @@ class BatchedGenerator:
                     if finish is None:
                         slots[event.id] = slot
                         continue
-                    if not event.finished:
+                    if event.finish_reason is None:
                         batch.remove(event.id)  # a stop string in its first token
                     yield self._result(slot, finish)
                 if not slots:
@@ -141,7 +141,7 @@ class BatchedGenerator:
                     finish = self._accept(slot, event)
                     if finish is None:
                         continue
-                    if not event.finished:
+                    if event.finish_reason is None:
                         batch.remove(event.id)
                     del slots[event.id]
                     yield self._result(slot, finish)

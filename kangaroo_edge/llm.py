@@ -11,20 +11,20 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 from . import _native, openai_shapes
 from .chat_template import BuiltinChatTemplate, ChatTemplate, chat_template_for
 from .constraints import Grammar, GrammarMask, as_grammar, grammar_from_response_format, grammar_tokenizer
-from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps, speculation_stats, timing_stats
+from .decoding import DEFAULT_GAMMA, DraftOptions, decode_steps
 from .models import resolve_model, shipped_adapter_path
 from .prompt_cache import PromptCache
 from .text import TextAssembler, stop_list
 from .tools import active_tools, call_grammar, template_messages, template_reads_tools
 from .types import DEFAULT_REPEAT_LAST_N, GenerationChunk, GenerationResult, ModelHparams, SamplingParams
 
+NO_ADAPTER_FALLBACK = "no Kangaroo adapter is loaded: plain decoding"
 DEFAULT_N_CTX = 4096
 DEFAULT_MAX_TOKENS = 128
 DEVICES = ("auto", "cpu", "gpu")
@@ -286,7 +286,8 @@ class KangarooLM:
             sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                       repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
                                       presence_penalty=presence_penalty, repeat_last_n=repeat_last_n)
-        chunks = self.stream_generate(prompt, max_tokens, sampling=sampling, stop=stop,
+        prompt_ids = self._prompt_ids(prompt)
+        chunks = self.stream_generate(prompt_ids, max_tokens, sampling=sampling, stop=stop,
                                       speculative=speculative, tau=tau, gamma=gamma, lookup=lookup,
                                       grammar=grammar, response_format=response_format)
         if stream:
@@ -298,7 +299,7 @@ class KangarooLM:
             last = chunk
         assert last is not None and last.finish_reason is not None
         return GenerationResult(text="".join(text), token_ids=ids, finish_reason=last.finish_reason,
-                                stats=last.stats or {}, prompt_token_ids=(last.stats or {}).get("prompt_token_ids", []))
+                                stats=last.stats, draft=last.draft, prompt_token_ids=prompt_ids)
 
     def stream_generate(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, *,
                         sampling: SamplingParams = SamplingParams(),
@@ -309,16 +310,23 @@ class KangarooLM:
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        adapter = self.engine.adapter_info
-        draft = DraftOptions(speculative and adapter is not None, tau,
-                             (adapter["gamma"] if adapter else DEFAULT_GAMMA) if gamma is None else gamma,
-                             tau is None if lookup is None else bool(lookup))
+        draft = self.draft_options(speculative, tau, gamma, lookup)
         stops = stop_list(stop)
         prompt_ids = self._prompt_ids(prompt)
         if grammar is not None and response_format is not None:
             raise ValueError("pass grammar or response_format, not both")
         constraint = as_grammar(grammar) or grammar_from_response_format(response_format)
-        return self._stream(prompt_ids, max_tokens, sampling, stops, speculative, draft, constraint)
+        return self._stream(prompt_ids, max_tokens, sampling, stops, draft, constraint)
+
+    def draft_options(self, speculative: bool = True, tau: Optional[float] = None, gamma: Optional[int] = None,
+                      lookup: Optional[bool] = None) -> DraftOptions:
+        """How a generation with these arguments drafts (generate() documents them): gamma
+        defaults to the adapter's, lookup to on with the controller; no adapter: plain decoding."""
+        adapter = self.engine.adapter_info
+        return DraftOptions(speculative and adapter is not None, tau,
+                            (adapter["gamma"] if adapter else DEFAULT_GAMMA) if gamma is None else gamma,
+                            tau is None if lookup is None else bool(lookup),
+                            NO_ADAPTER_FALLBACK if speculative and adapter is None else None)
 
     def grammar_mask(self, grammar: Grammar) -> GrammarMask:
         """A fresh constraint for one generation (the vocabulary's grammar view is built once)."""
@@ -327,76 +335,55 @@ class KangarooLM:
         return GrammarMask(self._grammar_tokenizer, grammar)
 
     def _stream(self, prompt_ids: list[int], max_tokens: Optional[int], sampling: SamplingParams,
-                stops: list[str], speculative: bool, draft: DraftOptions,
+                stops: list[str], draft: DraftOptions,
                 constraint: Optional[Grammar] = None) -> Iterator[GenerationChunk]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this model is already generating (an unfinished stream, or another thread); "
                                "finish or close that generation first")
         try:
             engine = self.engine
-            stats: dict[str, Any] = {"speculative": draft.speculative}
-            if speculative and not draft.speculative:
-                stats["speculative_fallback"] = "no Kangaroo adapter is loaded: plain decoding"
-            # no generation outgrows the context: the clamp keeps the count a C int for the engine
-            limit = self.n_ctx if max_tokens is None else min(max_tokens, self.n_ctx)
             text = TextAssembler(lambda t: engine.token_to_piece(t, False), stops)
-            t0 = time.perf_counter()
-            generated: list[int] = []
-            finish = "length"
-            t_first = None
+            n_output = 0
             mask = self.grammar_mask(constraint) if constraint is not None else None
             if self._prompt_cache is not None and not self._from_scratch:
                 self._prompt_cache.prepare(engine, prompt_ids)
             self._from_scratch = False
-            for step in decode_steps(engine, prompt_ids, sampling, draft, limit, mask):
-                if t_first is None:
-                    t_first = time.perf_counter()
-                new_ids, new_text, hit = [], [], False
-                for tok in step:
-                    if engine.is_eog(tok):
-                        hit = True
-                        break
-                    generated.append(tok)
-                    new_ids.append(tok)
+            # the decoder ends the generation (engine.finish_reason) but for stop strings: text,
+            # which it does not see, so they are found here and reported to it (engine.stop)
+            for step in decode_steps(engine, prompt_ids, sampling, draft, max_tokens or 0, mask):
+                pieces = []
+                for i, tok in enumerate(step):
                     piece, hit = text.add(tok)
-                    new_text.append(piece)
-                    if hit or len(generated) >= limit:
+                    pieces.append(piece)
+                    if hit:
+                        step = step[:i + 1]
+                        engine.stop(n_output + len(step))
                         break
-                if hit:
-                    finish = "stop"
-                done = hit or len(generated) >= limit or engine.n_past >= self.n_ctx
-                if done:
-                    new_text.append(text.flush())
-                    t_end = time.perf_counter()
-                    decoded = engine.stats()
-                    stats.update(timing_stats(prompt_ids, decoded["n_cached"], generated, t0, t_first, t_end))
-                    if draft.speculative:
-                        stats.update(speculation_stats(decoded, draft))
-                    yield GenerationChunk("".join(new_text), new_ids, finish, stats)
-                    return
-                yield GenerationChunk("".join(new_text), new_ids)
+                n_output += len(step)
+                if engine.finish_reason is None:
+                    yield GenerationChunk("".join(pieces), step)
+                    continue
+                pieces.append(text.flush())
+                yield GenerationChunk("".join(pieces), step, engine.finish_reason, engine.stats(), draft)
+                return
         finally:
             self._lock.release()
 
     # ---- OpenAI-shaped completions -------------------------------------------------------
 
     def create_completion(self, prompt: Prompt, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
-                          stream: bool = False, **kwargs: Any) -> Union[dict, Iterator[dict]]:
-        """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming."""
-        cid, created, model = f"cmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+                          stream: bool = False, stream_options: Optional[dict] = None,
+                          **kwargs: Any) -> Union[dict, Iterator[dict]]:
+        """llama-cpp-python's create_completion: a `text_completion` dict, or chunks when streaming
+        (stream_options {"include_usage": True}: a last chunk with the usage, as OpenAI's)."""
+        shaper = self._shaper(False, (), stream_options)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
-        if stream:
-            return (openai_shapes.completion(cid, created, model, c.text, c.finish_reason, c.stats) for c in chunks)
-        parts, last = [], None
-        for c in chunks:
-            parts.append(c.text)
-            last = c
-        return openai_shapes.completion(cid, created, model, "".join(parts), last.finish_reason, last.stats)
+        return shaper.stream(chunks) if stream else shaper.collect(chunks)
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                max_tokens: Optional[int] = DEFAULT_MAX_TOKENS, stream: bool = False,
                                tools: Optional[Sequence[dict]] = None, tool_choice: Any = None,
-                               **kwargs: Any) -> Union[dict, Iterator[dict]]:
+                               stream_options: Optional[dict] = None, **kwargs: Any) -> Union[dict, Iterator[dict]]:
         """llama-cpp-python's create_chat_completion: the GGUF's chat template, OpenAI shapes.
         tools / tool_choice ("auto", "none", "required" or {"type": "function", "function":
         {"name": ...}}) as OpenAI's: calls come back as message.tool_calls (finish_reason
@@ -406,13 +393,10 @@ class KangarooLM:
         forced = call_grammar(shown, tool_choice or "auto")
         if forced is not None:
             kwargs["grammar"] = forced
-        cid, created, model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), str(self.model_path)
+        shaper = self._shaper(True, shown, stream_options)
         chunks = self.generate(prompt, max_tokens, stream=True, **kwargs)
-        if stream:
-            return openai_shapes.chat_chunks(chunks, cid, created, model, tools=shown)
-        parts, last = [], None
-        for c in chunks:
-            parts.append(c.text)
-            last = c
-        return openai_shapes.chat_completion(cid, created, model, "".join(parts), last.finish_reason, last.stats,
-                                             tools=shown)
+        return shaper.stream(chunks) if stream else shaper.collect(chunks)
+
+    def _shaper(self, chat: bool, tools: Sequence[dict], stream_options: Optional[dict]) -> openai_shapes.Shaper:
+        include_usage = bool((stream_options or {}).get("include_usage", False))
+        return openai_shapes.Shaper(chat, str(self.model_path), int(time.time()), tools, include_usage)

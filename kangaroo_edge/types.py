@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _native
+
+if TYPE_CHECKING:
+    from .decoding import DraftOptions
 
 DEFAULT_REPEAT_LAST_N: int = _native.DEFAULT_REPEAT_LAST_N  # llama.cpp's penalty window
 MAX_FLOAT32 = 3.4028234663852886e38  # the engine's floats: a larger penalty would become inf there
@@ -89,6 +92,23 @@ class ModelHparams:
     eos: int
 
 
+GenerationStats = _native.GenerationStats  # one generation's figures: native/decoder.h documents each
+
+
+def stats_dict(record: Any) -> dict[str, Any]:
+    """A native record (GenerationStats, DrafterCounts) as JSON: its fields and derived figures
+    under their own names (the server's `timings`, `generate --json`, the bench's results)."""
+    cls = type(record)
+    out: dict[str, Any] = {}
+    for name in dir(cls):
+        if isinstance(getattr(cls, name), property):
+            value = getattr(record, name)
+            if isinstance(value, list) and value and not isinstance(value[0], (int, float)):
+                value = [stats_dict(v) for v in value]
+            out[name] = value
+    return out
+
+
 @dataclass
 class GenerationChunk:
     """One step of a streamed generation (text may be empty while a character is incomplete)."""
@@ -96,7 +116,8 @@ class GenerationChunk:
     text: str
     token_ids: list[int]
     finish_reason: Optional[str] = None  # None until the last chunk: "stop" or "length"
-    stats: Optional[dict[str, Any]] = None  # on the last chunk
+    stats: Optional[GenerationStats] = None  # on the last chunk
+    draft: Optional["DraftOptions"] = None  # on the last chunk: how the generation drafted
 
 
 @dataclass
@@ -104,5 +125,6 @@ class GenerationResult:
     text: str
     token_ids: list[int]
     finish_reason: str  # "stop" (end-of-generation token or stop string) or "length"
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: GenerationStats
+    draft: "DraftOptions"
     prompt_token_ids: list[int] = field(default_factory=list)

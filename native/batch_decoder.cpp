@@ -46,9 +46,10 @@ int32_t BatchDecoder::choose(Active & a, float * logits) {
     return token;
 }
 
-bool BatchDecoder::finished(const Active & a, int32_t token) const {
+FinishReason BatchDecoder::finish(const Active & a, int32_t token) const {
+    if (tokenizer_.is_eog(token)) return FinishReason::Stop;
     // the pending token needs a cell of its own for the next step
-    return tokenizer_.is_eog(token) || a.n_new >= a.max_new || a.n_past >= n_ctx_seq_;
+    return a.n_new >= a.max_new || a.n_past >= n_ctx_seq_ ? FinishReason::Length : FinishReason::None;
 }
 
 BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const SamplingParams & sampling, uint64_t seed,
@@ -77,8 +78,8 @@ BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const Sampling
     Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed), PenaltyWindow()};
     a.penalties.reset(sampling);
     a.pending = choose(a, logits_.data());
-    const BatchEvent e{a.id, a.pending, finished(a, a.pending)};
-    if (!e.finished) active_.push_back(std::move(a));
+    const BatchEvent e{a.id, a.pending, finish(a, a.pending)};
+    if (!e.finished()) active_.push_back(std::move(a));
     return e;
 }
 
@@ -117,8 +118,8 @@ std::vector<BatchEvent> BatchDecoder::step() {
         a.n_past += 1;
         a.n_new += 1;
         a.pending = choose(a, logits_.data() + (size_t) r * hp.n_vocab);
-        events[r] = {a.id, a.pending, finished(a, a.pending)};
-        if (events[r].finished) done.push_back(r);
+        events[r] = {a.id, a.pending, finish(a, a.pending)};
+        if (events[r].finished()) done.push_back(r);
     }
     // from the back, so that the blocks still to leave keep their indices
     for (auto it = done.rbegin(); it != done.rend(); ++it) leave(*it);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "finish_reason.h"
 #include "kernels/blocks.h"
 #include "kv_cache.h"
 #include "runner.h"
@@ -30,7 +31,10 @@ constexpr int MAX_BATCH_SEQUENCES = kernels::MAX_ROWS;
 struct BatchEvent {
     int64_t id = -1;
     int32_t token = -1;
-    bool finished = false;  // nothing follows: an end-of-generation token, max_new tokens, or a full context
+    // Stop: the token is an end-of-generation token (not output); Length: max_new tokens or a
+    // full context (the token is output); None: more follow
+    FinishReason finish = FinishReason::None;
+    bool finished() const { return finish != FinishReason::None; }
 };
 
 class BatchDecoder {
@@ -70,7 +74,7 @@ private:
     // The next token from logits [n_vocab] (penalized in place), entered into a's window.
     int32_t choose(Active & a, float * logits);
     // Whether a sequence that just added `token` is done.
-    bool finished(const Active & a, int32_t token) const;
+    FinishReason finish(const Active & a, int32_t token) const;
     void leave(size_t index);  // the sequence in block `index` leaves; the last moves in
 
     const Model & model_;

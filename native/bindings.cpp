@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <limits>
 
 #include "engine.h"
 #include "error.h"
@@ -95,32 +96,10 @@ py::str lossy_str(const std::string & s) {
     return py::reinterpret_steal<py::str>(o);
 }
 
-py::dict stats_dict(const Engine & e) {
-    const DecodeStats & s = e.stats();
-    py::dict d;
-    d["n_cached"] = s.n_cached;
-    d["cycles"] = s.cycles;
-    d["bonus_rows"] = s.bonus_rows;
-    d["drafted"] = s.drafted;
-    d["accepted"] = s.accepted;
-    d["cycle_tokens"] = s.tokens;
-    d["accepted_hist"] = s.accepted_hist;
-    d["draft_seconds"] = s.draft_seconds;
-    d["verify_seconds"] = s.verify_seconds;
-    py::dict by;
-    for (const DrafterCounts & c : s.by_drafter) {
-        py::dict x;
-        x["cycles"] = c.cycles;
-        x["drafted"] = c.drafted;
-        x["accepted"] = c.accepted;
-        by[py::str(c.name)] = x;
-    }
-    d["by_drafter"] = by;
-    const ControllerStats & cs = e.controller_stats();
-    d["plain_steps"] = cs.plain_steps;
-    d["probes"] = cs.probes;
-    d["switches_off"] = cs.switches_off;
-    return d;
+// "stop", "length", or None while the generation goes on
+py::object finish_reason_str(FinishReason r) {
+    const char * name = finish_reason_name(r);
+    return name ? py::object(py::str(name)) : py::object(py::none());
 }
 
 py::dict cost_model_dict(const Engine & e) {
@@ -250,13 +229,49 @@ PYBIND11_MODULE(_native, m) {
         .def_readonly("gamma", &DraftParams::gamma)
         .def_readonly("lookup", &DraftParams::lookup);
 
+    // The record of one generation (native/decoder.h documents each figure): its fields and
+    // derived figures under the struct's own names, read-only.
+    py::class_<DrafterCounts>(m, "DrafterCounts")
+        .def_readonly("name", &DrafterCounts::name)
+        .def_readonly("cycles", &DrafterCounts::cycles)
+        .def_readonly("draft_n", &DrafterCounts::draft_n)
+        .def_readonly("draft_n_accepted", &DrafterCounts::draft_n_accepted);
+    py::class_<GenerationStats>(m, "GenerationStats")
+        .def_readonly("plain_steps", &GenerationStats::plain_steps)
+        .def_readonly("probes", &GenerationStats::probes)
+        .def_readonly("switches_off", &GenerationStats::switches_off)
+        .def_readonly("prompt_n", &GenerationStats::prompt_n)
+        .def_readonly("cache_n", &GenerationStats::cache_n)
+        .def_readonly("prompt_ms", &GenerationStats::prompt_ms)
+        .def_readonly("predicted_n", &GenerationStats::predicted_n)
+        .def_readonly("predicted_ms", &GenerationStats::predicted_ms)
+        .def_readonly("cycles", &GenerationStats::cycles)
+        .def_readonly("bonus_rows", &GenerationStats::bonus_rows)
+        .def_readonly("draft_n", &GenerationStats::draft_n)
+        .def_readonly("draft_n_accepted", &GenerationStats::draft_n_accepted)
+        .def_readonly("cycle_tokens", &GenerationStats::cycle_tokens)
+        .def_readonly("accepted_hist", &GenerationStats::accepted_hist)
+        .def_readonly("draft_ms", &GenerationStats::draft_ms)
+        .def_readonly("verify_ms", &GenerationStats::verify_ms)
+        .def_readonly("by_drafter", &GenerationStats::by_drafter)
+        .def_property_readonly("prompt_tokens", &GenerationStats::prompt_tokens)
+        .def_property_readonly("prompt_per_second", &GenerationStats::prompt_per_second)
+        .def_property_readonly("prompt_per_token_ms", &GenerationStats::prompt_per_token_ms)
+        .def_property_readonly("predicted_per_second", &GenerationStats::predicted_per_second)
+        .def_property_readonly("predicted_per_token_ms", &GenerationStats::predicted_per_token_ms)
+        .def_property_readonly("mean_accepted", &GenerationStats::mean_accepted)
+        .def_property_readonly("acceptance_rate", &GenerationStats::acceptance_rate)
+        .def("drafter", &GenerationStats::drafter, py::arg("name"));
+
     py::class_<BatchEvent>(m, "BatchEvent")
         .def_readonly("id", &BatchEvent::id)
         .def_readonly("token", &BatchEvent::token)
-        .def_readonly("finished", &BatchEvent::finished)
+        .def_property_readonly("finish_reason", [](const BatchEvent & e) { return finish_reason_str(e.finish); },
+                               "'stop': the token is an end-of-generation token (not output); 'length': the last token; None: more follow")
         .def("__repr__", [](const BatchEvent & e) {
-            return format("BatchEvent(id=%lld, token=%d, finished=%s)", (long long) e.id, e.token,
-                          e.finished ? "True" : "False");
+            const char * name = finish_reason_name(e.finish);
+            return format("BatchEvent(id=%lld, token=%d, finish_reason=%s)", (long long) e.id, e.token,
+                          name ? name : "None");
         });
 
     m.attr("MAX_BATCH_SEQUENCES") = MAX_BATCH_SEQUENCES;
@@ -366,28 +381,39 @@ PYBIND11_MODULE(_native, m) {
         // decoding
         .def("seed", &Engine::seed, py::arg("seed"))
         .def("start", [](Engine & e, const std::vector<int32_t> & prompt, const SamplingParams & sampling,
-                         py::object mask) {
+                         const py::int_ & max_tokens, py::object mask) {
+                 // any Python int: one past int64 is a limit the context reaches first
+                 int overflow = 0;
+                 const long long n = PyLong_AsLongLongAndOverflow(max_tokens.ptr(), &overflow);
+                 if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+                 const int64_t limit = overflow > 0 ? std::numeric_limits<int64_t>::max() : overflow < 0 ? 0 : n;
                  std::shared_ptr<LogitsMask> m;
                  if (!mask.is_none()) m = std::make_shared<PyLogitsMask>(mask);
                  py::gil_scoped_release release;
-                 return e.start(prompt, sampling, std::move(m));
+                 return e.start(prompt, sampling, limit, std::move(m));
              },
-             py::arg("prompt"), py::arg("sampling"), py::arg("mask") = py::none(),
-             "Evaluates the prompt and returns the first token. mask: a constraint on every token of the "
-             "generation (allowed(address, n_bytes) writes the bitmask of allowed tokens, accept(token)).")
-        .def("step", [](Engine & e, const DraftParams & params, int max_new) {
+             py::arg("prompt"), py::arg("sampling"), py::arg("max_tokens") = 0, py::arg("mask") = py::none(),
+             "Starts a generation of at most max_tokens tokens (0: until the context is full): evaluates the "
+             "prompt and returns the first output token (none when it ends the generation). mask: a constraint on "
+             "every token of the generation (allowed(address, n_bytes) writes the bitmask of allowed tokens, "
+             "accept(token)).")
+        .def("step", [](Engine & e, const DraftParams & params) {
                  py::gil_scoped_release release;
-                 return e.step(params, max_new);
+                 return e.step(params);
              },
-             py::arg("params"), py::arg("max_new"),
-             "One decoding step: a plain step or a speculative cycle; the tokens it adds.")
+             py::arg("params"),
+             "One decoding step of an unfinished generation: a plain step or a speculative cycle; the output it adds.")
+        .def_property_readonly("finish_reason", [](Engine & e) { return finish_reason_str(e.finish_reason()); },
+             "Why the generation ended ('stop', 'length'); None while it goes on.")
+        .def("stop", &Engine::stop, py::arg("n_tokens"),
+             "Ends the generation after its first n_tokens output tokens: a stop string (text the decoder does not see).")
         .def("last_step", [](Engine & e) {
                  const std::vector<float> & l = e.last_logits();
                  const ssize_t rows = (ssize_t) e.last_inputs().size();
                  return py::make_tuple(e.last_inputs(), to_array(l.data(), rows, e.hparams().n_vocab));
              },
              "The last step's verified inputs and their logits [inputs, n_vocab] (row j: after input j).")
-        .def("stats", &stats_dict)
+        .def("stats", &Engine::stats, "The generation's record (GenerationStats), a copy.")
         .def("cost_model", &cost_model_dict, "What the speculation controller has measured on this machine.")
         // Kangaroo
         .def("load_adapter", [](Engine & e, const std::string & path) {

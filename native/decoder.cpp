@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "error.h"
 #include "graph.h"
@@ -43,15 +44,70 @@ Drafter * Decoder::state_drafter() const {
     return nullptr;
 }
 
+// ---- a generation: its limits, its end and its record ----------------------------------------------
+
+std::vector<int32_t> Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                                    int64_t max_tokens, std::shared_ptr<LogitsMask> mask) {
+    const double t0 = now_seconds();
+    std::vector<int32_t> out{prefill(prompt, sampling, std::move(mask))};
+    max_tokens_ = max_tokens > 0 ? max_tokens : std::numeric_limits<int64_t>::max();
+    finish_ = FinishReason::None;
+    t_first_ = now_seconds();
+    stats_.prompt_ms = (t_first_ - t0) * 1e3;
+    end_step(out);
+    return out;
+}
+
+std::vector<int32_t> Decoder::step(const DraftParams & params) {
+    if (pending_ < 0) throw EngineError("start() must come before step()");
+    if (finish_ != FinishReason::None) {
+        throw EngineError(format("the generation has ended (%s): start() begins the next", finish_reason_name(finish_)));
+    }
+    const int64_t left = max_tokens_ - stats_.predicted_n;
+    std::vector<int32_t> out = advance(params, (int) std::min<int64_t>(left, std::numeric_limits<int>::max()));
+    end_step(out);
+    stats_.predicted_ms = (now_seconds() - t_first_) * 1e3;
+    return out;
+}
+
+void Decoder::end_step(std::vector<int32_t> & out) {
+    // commit() (or prefill()) ended `out` at an end-of-generation token: it ends the output
+    if (!out.empty() && tokenizer_.is_eog(out.back())) {
+        out.pop_back();
+        finish_ = FinishReason::Stop;
+    }
+    stats_.predicted_n += (int64_t) out.size();
+    // The limits. A full context still outputs the pending token: it came from the last logits.
+    if (finish_ == FinishReason::None &&
+        (stats_.predicted_n >= max_tokens_ || sequence_.n_past() >= sequence_.n_ctx())) {
+        finish_ = FinishReason::Length;
+    }
+}
+
+void Decoder::stop(int64_t n_tokens) {
+    if (n_tokens < 0 || n_tokens > stats_.predicted_n) {
+        throw InvalidArgument(format("stop: %lld tokens, but the generation has output %lld", (long long) n_tokens,
+                                     (long long) stats_.predicted_n));
+    }
+    stats_.predicted_n = n_tokens;
+    finish_ = FinishReason::Stop;
+}
+
+GenerationStats Decoder::stats() const {
+    GenerationStats s = stats_;
+    static_cast<ControllerStats &>(s) = controller_.stats();
+    return s;
+}
+
 // ---- prefill -----------------------------------------------------------------------------------
 
-int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
-                       std::shared_ptr<LogitsMask> mask) {
+int32_t Decoder::prefill(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
+                         std::shared_ptr<LogitsMask> mask) {
     sampling.validate();
     sampling_ = sampling;
     mask_ = std::move(mask);
     penalties_.reset(sampling);
-    stats_ = DecodeStats();
+    stats_ = GenerationStats();
     for (Drafter * d : drafters_) stats_.by_drafter.push_back(DrafterCounts{d->name()});
     controller_.begin_generation();
     controller_.reset_stats();
@@ -63,8 +119,9 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
 
     // Reuse the cached positions as far as every cache (the drafter's too) still holds them.
     const int reuse = sequence_.reuse_prefix(prompt, keeper ? sequence_.drafter_valid() : sequence_.n_ctx());
-    stats_.n_cached = reuse;
     const int n = (int) prompt.size();
+    stats_.cache_n = reuse;
+    stats_.prompt_n = n - reuse;
     std::vector<float> hidden;
     inputs_.assign(1, prompt.back());
     logits_.resize(n_vocab);
@@ -96,12 +153,8 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
 
 // ---- one step ----------------------------------------------------------------------------------
 
-std::vector<int32_t> Decoder::step(const DraftParams & params, int max_new) {
+std::vector<int32_t> Decoder::advance(const DraftParams & params, int max_new) {
     params.validate();
-    if (pending_ < 0) throw EngineError("start() must come before step()");
-    if (sequence_.n_past() >= sequence_.n_ctx()) {
-        throw InvalidArgument(format("the context is full (n_ctx=%d)", sequence_.n_ctx()));
-    }
     max_new = std::max(1, max_new);
     if (params.mode == DraftParams::Mode::Off) return plain_step();
     if (params.mode == DraftParams::Mode::Auto && controller_.wants_plain_step()) return plain_step();
@@ -189,17 +242,17 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
 
     stats_.cycles += 1;
     stats_.bonus_rows += draft.bonus ? 1 : 0;
-    stats_.drafted += k;
-    stats_.accepted += n_accepted;
-    stats_.tokens += (int64_t) out.size();
+    stats_.draft_n += k;
+    stats_.draft_n_accepted += n_accepted;
+    stats_.cycle_tokens += (int64_t) out.size();
     if ((int) stats_.accepted_hist.size() <= n_accepted) stats_.accepted_hist.resize(n_accepted + 1, 0);
     stats_.accepted_hist[n_accepted] += 1;
-    stats_.draft_seconds += draft_seconds + bonus_seconds;
-    stats_.verify_seconds += verify_seconds;
+    stats_.draft_ms += (draft_seconds + bonus_seconds) * 1e3;
+    stats_.verify_ms += verify_seconds * 1e3;
     DrafterCounts & c = stats_.by_drafter[slot];
     c.cycles += 1;
-    c.drafted += k;
-    c.accepted += n_accepted;
+    c.draft_n += k;
+    c.draft_n_accepted += n_accepted;
     return out;
 }
 

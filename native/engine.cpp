@@ -67,13 +67,6 @@ void Engine::load_adapter(const std::string & path) {
     decoder_.set_drafters(drafters());
 }
 
-int32_t Engine::start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
-                      std::shared_ptr<LogitsMask> mask) {
-    return decoder_.start(prompt, sampling, std::move(mask));
-}
-
-std::vector<int32_t> Engine::step(const DraftParams & params, int max_new) { return decoder_.step(params, max_new); }
-
 CostModel Engine::cost_model() const {
     const SpeculationController & c = decoder_.controller();
     CostModel m;

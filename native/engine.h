@@ -73,12 +73,16 @@ public:
 
     // ---- decoding (Decoder): the only decode loop -------------------------------------------
     void seed(uint64_t seed) { sampler_.reseed(seed); }
-    // mask: a constraint on every token of the generation (Decoder::start), or null
-    int32_t start(const std::vector<int32_t> & prompt, const SamplingParams & sampling,
-                  std::shared_ptr<LogitsMask> mask = nullptr);
-    std::vector<int32_t> step(const DraftParams & params, int max_new);
-    const DecodeStats & stats() const { return decoder_.stats(); }
-    const ControllerStats & controller_stats() const { return decoder_.controller().stats(); }
+    // A generation (Decoder::start, step, stop): the decoder decides when it ends.
+    // mask: a constraint on every token of the generation, or null
+    std::vector<int32_t> start(const std::vector<int32_t> & prompt, const SamplingParams & sampling, int64_t max_tokens,
+                               std::shared_ptr<LogitsMask> mask = nullptr) {
+        return decoder_.start(prompt, sampling, max_tokens, std::move(mask));
+    }
+    std::vector<int32_t> step(const DraftParams & params) { return decoder_.step(params); }
+    FinishReason finish_reason() const { return decoder_.finish_reason(); }
+    void stop(int64_t n_tokens) { decoder_.stop(n_tokens); }
+    GenerationStats stats() const { return decoder_.stats(); }
     CostModel cost_model() const;
     const std::vector<int32_t> & last_inputs() const { return decoder_.last_inputs(); }
     const std::vector<float> & last_logits() const { return decoder_.last_logits(); }

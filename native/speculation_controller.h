@@ -84,7 +84,7 @@ private:
 struct ControllerStats {
     int64_t plain_steps = 0;  // tokens the controller decoded without drafting
     int64_t probes = 0;       // speculative cycles tried while a drafter was off
-    int64_t switches_off = 0;
+    int64_t switches_off = 0; // times a payoff gate switched its drafter off
 };
 
 class SpeculationController {

@@ -75,4 +75,4 @@ def test_forced_drafting_equals_plain(tiny):
         lm.reset()
         spec = lm.generate(prompt, 40, speculative=True, tau=0.0, gamma=gamma)
         assert spec.token_ids == plain.token_ids, gamma
-        assert spec.stats["cycles"] > 0
+        assert spec.stats.cycles > 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kangaroo_edge import GenerationResult, KangarooLM
+from kangaroo_edge import GenerationResult, KangarooLM, _native
+from kangaroo_edge.decoding import DraftOptions
 
 pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
 
@@ -16,9 +17,9 @@ def test_generate_returns_result_with_stats(smollm):
     assert isinstance(r, GenerationResult)
     assert len(r.token_ids) == 8 and r.finish_reason == "length"
     assert r.text == smollm.detokenize(r.token_ids)
-    assert r.stats["n_tokens"] == 8 and r.stats["tokens_per_second"] > 0
+    assert r.stats.predicted_n == 8 and r.stats.predicted_per_second > 0
     # no adapter is loaded: speculation falls back to plain decoding and says so
-    assert r.stats["speculative"] is False and "plain decoding" in r.stats["speculative_fallback"]
+    assert r.draft.speculative is False and "plain decoding" in r.draft.speculative_fallback
 
 
 def test_stream_equals_non_stream(smollm):
@@ -45,6 +46,22 @@ def test_stop_string_cuts_text(smollm):
     assert r.text == base.text[: base.text.index(", 6")]
     streamed = "".join(c.text for c in smollm.generate("Count: 1, 2, 3,", max_tokens=30, stop=", 6", stream=True))
     assert streamed == r.text
+
+
+def test_the_decoder_decides_the_end(smollm):
+    """The engine ends a generation at its token limit and says why; a stop string (text, which
+    the engine does not see) is reported to it, so its record counts the tokens returned."""
+    engine = smollm.engine
+    params = DraftOptions(speculative=False).native()
+    out = engine.start(smollm.tokenize("Count: 1, 2, 3,"), _native.SamplingParams(), 5)
+    while engine.finish_reason is None:
+        out += engine.step(params)
+    assert len(out) == 5 and engine.finish_reason == "length" and engine.stats().predicted_n == 5
+    with pytest.raises(RuntimeError, match="has ended"):
+        engine.step(params)
+    r = smollm.generate("Count: 1, 2, 3,", max_tokens=30, stop=", 6")
+    assert r.finish_reason == "stop" and r.stats.predicted_n == len(r.token_ids) < 30
+    assert ", 6" in smollm.detokenize(r.token_ids)  # the last token completed the stop string
 
 
 def test_full_context_ends_with_length(smollm_path):
@@ -90,16 +107,26 @@ def test_prefix_reuse_keeps_results(smollm):
 
 
 def test_chat_completion_shapes(smollm):
-    r = smollm.create_chat_completion(CHAT, max_tokens=30)
-    assert r["object"] == "chat.completion"
-    msg = r["choices"][0]["message"]
-    assert msg["role"] == "assistant" and msg["content"]
-    assert r["usage"]["completion_tokens"] == r["stats"]["n_tokens"]
-    chunks = list(smollm.create_chat_completion(CHAT, max_tokens=30, stream=True))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text == msg["content"]
-    assert chunks[-1]["choices"][0]["finish_reason"] == r["choices"][0]["finish_reason"]
+    """The library's results are OpenAI's: its own types (the `openai` package) read them."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    r = ChatCompletion.model_validate(smollm.create_chat_completion(CHAT, max_tokens=30))
+    assert r.id.startswith("chatcmpl-") and r.object == "chat.completion"
+    msg = r.choices[0].message
+    assert msg.role == "assistant" and msg.content
+    assert r.usage.completion_tokens == r.model_extra["timings"]["predicted_n"]
+    raw = list(smollm.create_chat_completion(CHAT, max_tokens=30, stream=True))
+    chunks = [ChatCompletionChunk.model_validate(c) for c in raw]
+    # the role first, with empty content; usage only when stream_options asks for it
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
+    assert not any("usage" in c for c in raw) and "timings" in raw[-1]
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == msg.content
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    counted = [ChatCompletionChunk.model_validate(c) for c in
+               smollm.create_chat_completion(CHAT, max_tokens=30, stream=True, stream_options={"include_usage": True})]
+    assert counted[-1].choices == [] and counted[-1].usage.completion_tokens == r.usage.completion_tokens
+    assert all(c.usage is None for c in counted[:-1])
 
 
 def test_chat_template_is_the_gguf_one(smollm):
@@ -121,8 +148,17 @@ def test_tokenize_roundtrip_unicode(smollm):
 
 
 def test_completion_shape(smollm):
-    r = smollm.create_completion("2 + 2 =", max_tokens=4)
-    assert r["object"] == "text_completion" and r["choices"][0]["finish_reason"] == "length"
+    from openai.types import Completion
+
+    r = Completion.model_validate(smollm.create_completion("2 + 2 =", max_tokens=4))
+    assert r.id.startswith("cmpl-") and r.object == "text_completion" and r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 4
+    chunks = list(smollm.create_completion("2 + 2 =", max_tokens=4, stream=True))
+    # OpenAI streams text completions as Completion objects whose finish_reason is null until the last
+    last = Completion.model_validate(chunks[-1])
+    assert all(c["object"] == "text_completion" and c["id"] == last.id for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == r.choices[0].text
+    assert last.choices[0].finish_reason == "length" and not any("usage" in c for c in chunks)
 
 
 def test_info(smollm):

@@ -138,7 +138,7 @@ def test_bad_draft_settings_with_an_adapter_fail_before_generating(with_adapter,
     with pytest.raises(ValueError, match="gamma|tau"):
         with_adapter.generate("Hello", max_tokens=8, stream=stream, **kwargs)
     r = with_adapter.generate("Hello", max_tokens=4)
-    assert len(r.token_ids) == 4 and r.stats["speculative"] is True
+    assert len(r.token_ids) == 4 and r.draft.speculative is True
 
 
 def test_every_entry_point_of_a_closed_model(smollm_path):

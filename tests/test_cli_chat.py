@@ -182,8 +182,8 @@ def test_chat_samples_with_llama_cpp_defaults():
 def test_stats_line_says_when_speculation_stayed_off():
     from kangaroo_edge.cli.common import format_stats
 
-    off = {"n_tokens": 24, "tokens_per_second": 50.0, "speculative": True, "tau": "auto", "cycles": 0,
-           "mean_accepted": 0.0, "plain_steps": 23}
+    off = {"predicted_n": 24, "predicted_per_second": 50.0, "prompt_n": 10, "prompt_per_second": 300.0,
+           "speculative": True, "tau": "auto", "cycles": 0, "mean_accepted": None, "plain_steps": 23}
     line = format_stats(off)
     assert "speculation stayed off" in line and "per verification" not in line
     on = {**off, "cycles": 8, "mean_accepted": 2.5}

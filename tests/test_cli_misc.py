@@ -24,12 +24,12 @@ def test_generate_json_fields():
     r = cli("generate", "-p", "The kangaroo is", "-n", "16", *SMALL, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) >= {"text", "token_ids", "finish_reason", "stats"}
+    assert set(out) >= {"text", "token_ids", "finish_reason", "timings"}
     assert out["finish_reason"] in ("stop", "length") and 0 < len(out["token_ids"]) <= 16
-    for key in ("n_prompt_tokens", "n_tokens", "prompt_seconds", "generation_seconds", "prompt_tokens_per_second",
-                "tokens_per_second", "speculative"):
-        assert key in out["stats"], key
-    assert out["stats"]["n_tokens"] == len(out["token_ids"])
+    for key in ("prompt_n", "cache_n", "prompt_ms", "predicted_n", "predicted_ms", "prompt_per_second",
+                "predicted_per_second", "speculative"):
+        assert key in out["timings"], key
+    assert out["timings"]["predicted_n"] == len(out["token_ids"])
 
 
 @pytest.mark.parametrize("flags, lookup", [([], True), (["--no-lookup"], False), (["--tau", "0.6"], False),
@@ -39,10 +39,10 @@ def test_generate_lookup_flag(flags, lookup):
     r = cli("generate", "--chat", "-p", "Repeat exactly: one two three, one two three, one two three.", "-n", "24",
             *SMALL, "--json", *flags)
     assert r.returncode == 0, r.stderr
-    stats = json.loads(r.stdout)["stats"]
-    assert stats["speculative"] and stats["lookup"] is lookup
+    timings = json.loads(r.stdout)["timings"]
+    assert timings["speculative"] and timings["lookup"] is lookup
     if not lookup:
-        assert stats["lookup_cycles"] == 0
+        assert [d["cycles"] for d in timings["by_drafter"] if d["name"] == "lookup"] == [0]
 
 
 def test_generate_penalty_flags_equal_the_library(smollm):

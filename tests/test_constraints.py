@@ -65,8 +65,8 @@ def test_constrained_greedy_kangaroo_equals_constrained_plain_and_validates(smol
             assert plain.finish_reason == "stop", plain.text
             jsonschema.validate(json.loads(plain.text), SCHEMA)
             if tau == 0.0:
-                assert spec.stats["drafted"] >= spec.stats["cycles"] > 0
-            multi_token_cycles += sum(spec.stats["accepted_hist"][1:])
+                assert spec.stats.draft_n >= spec.stats.cycles > 0
+            multi_token_cycles += sum(spec.stats.accepted_hist[1:])
     finally:
         if before is not None:
             smollm.load_adapter(before)

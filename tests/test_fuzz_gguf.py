@@ -70,7 +70,7 @@ def test_adapter_with_f16_projections_loads(tmp_path, lm_and_adapter):
     f16 = copy_gguf(adapter, tmp_path / "f16.gguf", retype={n: T.F16 for n in names})
     for path in (f32, f16):
         lm.load_adapter(path)
-        assert lm.generate("Hi", max_tokens=4).stats["speculative"] is True
+        assert lm.generate("Hi", max_tokens=4).draft.speculative is True
 
 
 def with_string_byte(data: bytes, key: str, index: int, byte: int) -> bytes:

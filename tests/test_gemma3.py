@@ -113,8 +113,8 @@ def test_greedy_kangaroo_equals_plain(gemma3, adapters):
         spec = gemma3.generate(prompt, 96, speculative=True, tau=tau, gamma=gamma)
         assert spec.token_ids == plain.token_ids, (exit, tau, gamma)
         if tau == 0.0:
-            assert spec.stats["cycles"] > 0 and spec.stats["drafted"] >= spec.stats["cycles"]
-        accepted_multi += sum(spec.stats["accepted_hist"][2:])
+            assert spec.stats.cycles > 0 and spec.stats.draft_n >= spec.stats.cycles
+        accepted_multi += sum(spec.stats.accepted_hist[2:])
     assert accepted_multi > 0  # the exit-16 adapter drafts well enough for runs of acceptances
 
 

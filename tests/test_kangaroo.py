@@ -12,6 +12,7 @@ import pytest
 from adapters import make_adapter
 from conftest import TEST_THREADS, chat_prompt, load_questions
 from kangaroo_edge import EngineError, KangarooLM
+from kangaroo_edge.types import stats_dict
 
 N_PROMPTS = 20
 N_NEW = 128
@@ -52,17 +53,17 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
         plain = lm.generate(prompt, N_NEW, speculative=False)
         lm.reset()
         spec = lm.generate(prompt, N_NEW, speculative=True, tau=tau, gamma=gamma)
-        assert spec.stats["speculative"] and spec.stats["cycles"] + spec.stats["plain_steps"] > 0
+        assert spec.draft.speculative and spec.stats.cycles + spec.stats.plain_steps > 0
         assert spec.token_ids == plain.token_ids, (q["question_id"], kind, tau, gamma)
         assert spec.finish_reason == plain.finish_reason
-        assert spec.stats["drafted"] >= spec.stats["cycles"]
+        assert spec.stats.draft_n >= spec.stats.cycles
         if gamma == 1:
-            assert spec.stats["drafted"] == spec.stats["cycles"]
+            assert spec.stats.draft_n == spec.stats.cycles
         if tau == 0.0:
             # always drafts gamma, except once fewer than gamma tokens remain to the budget: at
             # most gamma - 1 such cycles (each adds a token), each drafting at least one
-            assert spec.stats["drafted"] >= gamma * spec.stats["cycles"] - (gamma - 1) ** 2
-        accepted_multi += sum(spec.stats["accepted_hist"][2:])
+            assert spec.stats.draft_n >= gamma * spec.stats.cycles - (gamma - 1) ** 2
+        accepted_multi += sum(spec.stats.accepted_hist[2:])
     assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
 
 
@@ -82,12 +83,11 @@ def test_bonus_row_verifies_a_confident_last_draft(smollm, adapters, gamma):
         assert spec.token_ids == plain.token_ids, q["question_id"]
         s = spec.stats
         # only the cycles near the token budget lack the room (at most gamma of them)
-        assert s["cycles"] - gamma <= s["bonus_rows"] <= s["cycles"]
+        assert s.cycles - gamma <= s.bonus_rows <= s.cycles
         # a bonus cycle adds its accepted drafts plus one token of the model's (the correction
         # or the bonus row's); without the row a fully accepted cycle adds no token of its own
-        cycle_tokens = round(s["mean_accepted"] * s["cycles"])
-        assert s["accepted"] + s["bonus_rows"] <= cycle_tokens <= s["accepted"] + s["cycles"]
-        full_accepts += sum(s["accepted_hist"][gamma:])
+        assert s.draft_n_accepted + s.bonus_rows <= s.cycle_tokens <= s.draft_n_accepted + s.cycles
+        full_accepts += sum(s.accepted_hist[gamma:])
     assert full_accepts > 0  # cycles whose bonus row gave a token happened
     costs = smollm.cost_model()["drafters"]["adapter"]
     assert costs["bonus_step_measured"] and 0 < costs["bonus_step_seconds"]
@@ -108,8 +108,8 @@ def test_greedy_prompt_lookup_equals_plain(request, adapters, model):
         lm.reset()
         spec = lm.generate(prompt, N_NEW, tau=0.6, gamma=6, lookup=True)
         assert spec.token_ids == plain.token_ids, q["question_id"]
-        lookups += spec.stats["lookup_cycles"]
-        kept += spec.stats["lookup_accepted"]
+        lookups += spec.stats.drafter("lookup").cycles
+        kept += spec.stats.drafter("lookup").draft_n_accepted
     assert lookups > 0 and kept > 0
 
 
@@ -125,16 +125,16 @@ def test_controller_drafts_copied_text_by_prompt_lookup(smollm, adapters):
     plain = smollm.generate(prompt, 64, speculative=False)
     smollm.reset()
     off = smollm.generate(prompt, 64, lookup=False)
-    assert off.token_ids == plain.token_ids and off.stats["lookup_cycles"] == 0
+    assert off.token_ids == plain.token_ids and off.stats.drafter("lookup").cycles == 0
     smollm.reset()
     on = smollm.generate(prompt, 64)
     assert on.token_ids == plain.token_ids
-    s = on.stats
-    assert s["lookup"] and s["lookup_cycles"] > 0
-    assert s["lookup_accepted"] > s["lookup_cycles"]  # more than one copied token per verification
-    assert s["lookup_accepted"] <= s["lookup_drafted"] and s["accepted"] >= s["lookup_accepted"]
+    lookup = on.stats.drafter("lookup")
+    assert on.draft.lookup and lookup.cycles > 0
+    assert lookup.draft_n_accepted > lookup.cycles  # more than one copied token per verification
+    assert lookup.draft_n_accepted <= lookup.draft_n and on.stats.draft_n_accepted >= lookup.draft_n_accepted
     model = smollm.cost_model()
-    assert sum(model["drafters"]["lookup"]["calibration"]["count"]) >= s["lookup_cycles"]
+    assert sum(model["drafters"]["lookup"]["calibration"]["count"]) >= lookup.cycles
 
 
 @pytest.mark.parametrize("tau", [0.0, None])
@@ -142,20 +142,23 @@ def test_stats_are_consistent(smollm, adapters, tau):
     smollm.load_adapter(adapters["smollm"]["deep"])
     r = smollm.generate(chat_prompt(smollm, load_questions(1)[0]), 64, tau=tau, gamma=4)
     s = r.stats
-    assert s["tau"] == ("auto" if tau is None else tau)
-    assert sum(s["accepted_hist"]) == s["cycles"]
-    assert sum(a * n for a, n in enumerate(s["accepted_hist"])) == s["accepted"]
-    assert s["accepted"] <= s["drafted"]
+    assert r.draft.tau == tau
+    assert sum(s.accepted_hist) == s.cycles
+    assert sum(a * n for a, n in enumerate(s.accepted_hist)) == s.draft_n_accepted
+    assert s.draft_n_accepted <= s.draft_n
+    assert sum(d.cycles for d in s.by_drafter) == s.cycles
+    assert sum(d.draft_n_accepted for d in s.by_drafter) == s.draft_n_accepted
     # a cycle adds its accepted drafts, plus the model's own token when it rejected one
-    cycle_tokens = round(s["mean_accepted"] * s["cycles"])
-    assert s["accepted"] <= cycle_tokens <= s["accepted"] + s["cycles"]
+    assert s.draft_n_accepted <= s.cycle_tokens <= s.draft_n_accepted + s.cycles
+    assert s.cycles == 0 or s.mean_accepted == pytest.approx(s.cycle_tokens / s.cycles)
     # the first token comes from the prompt's forward pass; the controller's plain steps add one each
     if r.finish_reason == "length":
-        assert len(r.token_ids) == 1 + cycle_tokens + s["plain_steps"]
+        assert len(r.token_ids) == 1 + s.cycle_tokens + s.plain_steps
+    assert s.predicted_n == len(r.token_ids) and s.prompt_tokens == len(r.prompt_token_ids)
     if tau is not None:
-        assert s["plain_steps"] == 0
-    if s["cycles"]:
-        assert s["draft_seconds"] > 0 and s["verify_seconds"] > 0
+        assert s.plain_steps == 0
+    if s.cycles:
+        assert s.draft_ms > 0 and s.verify_ms > 0
 
 
 def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path):
@@ -170,14 +173,15 @@ def test_controller_switches_off_speculation_that_does_not_pay(smollm, tmp_path)
     r = smollm.generate(prompt, 128)
     assert r.token_ids == plain.token_ids
     s = r.stats
-    assert s["tau"] == "auto"
+    assert r.draft.tau is None  # the controller
     # adapter cycles (prompt lookup's, if the answer repeats itself, are another drafter's)
-    assert s["plain_steps"] > 3 * (s["cycles"] - s["lookup_cycles"]), s
+    adapter_cycles = s.drafter("adapter").cycles
+    assert s.plain_steps > 3 * adapter_cycles, stats_dict(s)
     model = smollm.cost_model()
     adapter = model["drafters"]["adapter"]
     assert model["plain_seconds"] > 0 and adapter["draft_step_seconds"] > 0
     # what it learned about the drafts: confident or not, they were wrong
-    assert sum(adapter["calibration"]["count"]) >= s["cycles"] - s["lookup_cycles"]
+    assert sum(adapter["calibration"]["count"]) >= adapter_cycles
 
 
 def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):
@@ -190,7 +194,7 @@ def test_speculation_off_steps_keep_the_adapter_cache_exact(smollm, tmp_path):
     prompt = chat_prompt(smollm, load_questions(4)[3])
     smollm.reset()
     r = smollm.generate(prompt, 96)
-    assert r.stats["plain_steps"] > 3 * (r.stats["cycles"] - r.stats["lookup_cycles"]), r.stats  # mostly off-steps
+    assert r.stats.plain_steps > 3 * r.stats.drafter("adapter").cycles, stats_dict(r.stats)  # mostly off-steps
     e = smollm.engine
     n = e.n_past  # positions in every cache: the prompt and all generated tokens but the pending one
     tokens = smollm.tokenize(prompt) + list(r.token_ids)
@@ -240,7 +244,7 @@ def test_max_tokens_is_exact_with_speculation(smollm, adapters):
 def test_speculative_false_is_plain(smollm, adapters):
     smollm.load_adapter(adapters["smollm"]["deep"])
     r = smollm.generate("Hello", 8, speculative=False)
-    assert r.stats["speculative"] is False and "cycles" not in r.stats
+    assert r.draft.speculative is False and r.stats.cycles == r.stats.draft_n == 0
 
 
 # ---- bad adapters ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ CHILD = textwrap.dedent(f"""
         assert plain.token_ids == oracle.greedy(plain.prompt_token_ids, {N_NEW}), q["question_id"]
         lm.reset()
         spec = lm.generate(prompt, {N_NEW}, speculative=True, tau=0.0, gamma=2 + 2 * (i % 3))
-        assert spec.stats["cycles"] > 0 and spec.token_ids == plain.token_ids, q["question_id"]
+        assert spec.stats.cycles > 0 and spec.token_ids == plain.token_ids, q["question_id"]
     print("OK")
 """)
 

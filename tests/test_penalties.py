@@ -71,8 +71,8 @@ def test_speculative_greedy_with_penalties_equals_plain(lm, drafting):
             plain = fresh(lm, prompt, speculative=False, **penalties)
             spec = fresh(lm, prompt, **drafting, **penalties)
             assert spec.token_ids == plain.token_ids, (prompt[:40], penalties)
-            accepted += spec.stats["accepted"]
-            lookups += spec.stats["lookup_accepted"]
+            accepted += spec.stats.draft_n_accepted
+            lookups += spec.stats.drafter("lookup").draft_n_accepted
     assert accepted > 0
     assert lookups > 0 or not drafting["lookup"]
 

@@ -61,7 +61,7 @@ def test_multi_turn_chat_with_forced_drafting_gives_the_plain_answers(shipped, s
         want = plain_lm.create_chat_completion(messages, N_NEW, temperature=0.0, speculative=False)
         got = lm.create_chat_completion(messages, N_NEW, temperature=0.0, **opts)
         assert got["choices"][0]["message"] == want["choices"][0]["message"], (i, opts)
-        assert got["stats"]["n_prompt_tokens"] == want["stats"]["n_prompt_tokens"]
+        assert got["usage"]["prompt_tokens"] == want["usage"]["prompt_tokens"]
         messages.append(want["choices"][0]["message"])
     plain_lm.close()
 
@@ -88,8 +88,8 @@ def test_every_verified_row_equals_a_plain_step_bit_for_bit(shipped, path):
     for n in CONTEXT_LENGTHS:
         prompt = (pattern * (n // len(pattern) + 1))[:n]
         lm.reset()
-        engine.start(prompt, _native.SamplingParams())
-        engine.step(params, 16)
+        engine.start(prompt, _native.SamplingParams(), 17)
+        engine.step(params)
         inputs, rows = engine.last_step()
         if path == "lookup" and len(inputs) == 1:
             continue  # no match to draft from (the shortest prompts)

@@ -46,13 +46,13 @@ def test_a_resumed_conversation_reuses_its_prefix_and_equals_a_fresh_model(lm, s
         lm.set_cache(None)
     # the first turn's prompt and answer came back from the cache (the adapter's cache too: the
     # engine reuses no more than the drafter holds)
-    assert resumed.stats["n_cached_tokens"] >= len(first)
+    assert resumed.stats.cache_n >= len(first)
     assert common_prefix(first, second) == len(first)
     # a fresh model that never left the conversation computes the same
     with KangarooLM(smollm_path, n_ctx=2048) as fresh:
         assert fresh.generate(first, 24, speculative=speculative).token_ids == answer.token_ids
         expected = fresh.generate(second, 24, speculative=speculative)
-    assert expected.stats["n_cached_tokens"] == resumed.stats["n_cached_tokens"]
+    assert expected.stats.cache_n == resumed.stats.cache_n
     assert resumed.token_ids == expected.token_ids
 
 
@@ -64,7 +64,7 @@ def test_without_a_cache_the_other_request_evicts_the_conversation(lm):
     lm.generate(title, 4, speculative=False)
     second = chat(lm, PASSAGE + "\nWhat did the keeper write each morning?", "And each evening?", answers=(answer.text,))
     # only what the title request shares with it (the template's system turn)
-    assert lm.generate(second, 4, speculative=False).stats["n_cached_tokens"] <= common_prefix(title, second) < 40
+    assert lm.generate(second, 4, speculative=False).stats.cache_n <= common_prefix(title, second) < 40
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_a_loaded_state_continues_exactly_and_needs_a_start(tiny_pair):
     with pytest.raises(EngineError, match="start"):
         lm.engine.step(_native.DraftParams(_native.DraftMode.OFF), 1)
     r = lm.generate(prompt + more, 12, speculative=False)
-    assert r.stats["n_cached_tokens"] == expected.stats["n_cached_tokens"] >= len(prompt)
+    assert r.stats.cache_n == expected.stats.cache_n >= len(prompt)
     assert r.token_ids == expected.token_ids
 
 

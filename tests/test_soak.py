@@ -82,4 +82,4 @@ def test_interrupted_stream_leaves_the_model_as_fresh(smollm_path, adapter, kang
         del stream  # the last reference: CPython closes the generator
     r = lm.generate(NEXT, max_tokens=16)
     assert r.token_ids == expected
-    assert r.stats["speculative"] is kangaroo
+    assert r.draft.speculative is kangaroo

@@ -97,7 +97,7 @@ def sample_first_two(lm: KangarooLM, prompt: list[int], **penalties: float) -> d
         r = lm.generate(prompt, 2, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, **penalties)
         key = tuple(r.token_ids)
         counts[key] = counts.get(key, 0) + 1
-        rejected += r.stats["accepted"] == 0
+        rejected += r.stats.draft_n_accepted == 0
     assert 0 < rejected < N_SAMPLES  # both branches (accept, resample from the residual) ran
     return counts
 
@@ -177,8 +177,8 @@ def test_prompt_lookup_drafts_keep_the_distribution(tiny):
         r = tiny.generate(prompt, 3, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, lookup=True)
         key = tuple(r.token_ids[:2])
         counts[key] = counts.get(key, 0) + 1
-        lookups += r.stats["lookup_cycles"] > 0
-        kept += r.stats["lookup_accepted"] > 0
+        lookups += r.stats.drafter("lookup").cycles > 0
+        kept += r.stats.drafter("lookup").draft_n_accepted > 0
     assert N_SAMPLES // 4 < lookups and 0 < kept < lookups  # lookups ran; both branches taken
     assert chi_square_pvalue(counts, joint(p1, p2), N_SAMPLES) > ALPHA
 
@@ -200,9 +200,9 @@ def test_bonus_row_token_keeps_the_distribution(tiny):
         r = tiny.generate(prompt, 3, temperature=TEMPERATURE, top_k=TOP_K, seed=seed, tau=0.0, gamma=1, lookup=False)
         key = tuple(r.token_ids)
         counts[key] = counts.get(key, 0) + 1
-        assert r.stats["bonus_rows"] >= 1  # the first cycle had room for it
+        assert r.stats.bonus_rows >= 1  # the first cycle had room for it
         # kept: one cycle added the draft and the bonus row's token; rejected: a second cycle followed
-        first_kept = r.stats["cycles"] == 1 and r.stats["accepted"] == 1
+        first_kept = r.stats.cycles == 1 and r.stats.draft_n_accepted == 1
         bonus_kept += first_kept
         rejected += not first_kept
     assert 0 < bonus_kept < N_SAMPLES and rejected > 0  # both branches ran

@@ -46,10 +46,10 @@ def summarize_group(rows: list[dict], systems: list[str]) -> dict[str, Any]:
             # tokens per verification over the whole group: each run's mean weighted by its cycles
             s["mean_accepted"] = sum((x.get("mean_accepted") or 0) * (x.get("cycles") or 0) for x in runs) / cycles
             s["cycles"] = cycles
-            s["drafted"] = sum(x.get("drafted") or 0 for x in runs)
-            if any("accepted" in x for x in runs):
-                s["accepted"] = sum(x.get("accepted") or 0 for x in runs)
-                s["draft_acceptance_rate"] = s["accepted"] / s["drafted"] if s["drafted"] else None
+            s["draft_n"] = sum(x.get("draft_n") or 0 for x in runs)
+            if any("draft_n_accepted" in x for x in runs):
+                s["draft_n_accepted"] = sum(x.get("draft_n_accepted") or 0 for x in runs)
+                s["acceptance_rate"] = s["draft_n_accepted"] / s["draft_n"] if s["draft_n"] else None
         elif any(x.get("mean_accepted") is not None for x in runs):
             s["mean_accepted"] = statistics.mean(x["mean_accepted"] for x in runs if x.get("mean_accepted") is not None)
         out["systems"][name] = s

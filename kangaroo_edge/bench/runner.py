@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from ..llamacpp import LlamaCpp
+from ..openai_shapes import timings
 from ..text import completion_prompt
 from . import tune
 from .questions import default_questions_path, load_questions  # noqa: F401 (the CLI imports it from here)
@@ -46,7 +47,7 @@ class Run:
     prefill_seconds: float
     generation_seconds: float
     n_prompt_tokens: int
-    extra: dict[str, Any] = field(default_factory=dict)  # speculation counters when there are any
+    extra: dict[str, Any] = field(default_factory=dict)  # ours: its `timings`; llama.cpp: speculation counters
 
     @property
     def n_tokens(self) -> int:
@@ -69,10 +70,6 @@ class Run:
 
 # ---- systems -----------------------------------------------------------------------------
 
-_OWN_TIMING_KEYS = {"prompt_token_ids", "n_prompt_tokens", "n_tokens", "prompt_seconds", "generation_seconds",
-                    "prompt_tokens_per_second", "tokens_per_second"}
-
-
 class OursSystem:
     """Our engine through the public API (speculative=False: plain; True: Kangaroo)."""
 
@@ -86,11 +83,10 @@ class OursSystem:
         self.lm.reset()  # no prefix reuse across systems: every prefill is a full one
         r = self.lm.generate(prompt_ids, max_new_tokens, temperature=0.0, speculative=self.speculative,
                              tau=self.tau, gamma=self.gamma, lookup=self.lookup)
-        s = r.stats
-        # every counter the engine reports (speculative, cycles, drafted, accepted, mean_accepted,
-        # accepted_hist, draft/verify seconds, fallback reason ...), whatever it grows into
-        extra = {k: v for k, v in s.items() if k not in _OWN_TIMING_KEYS}
-        return Run(list(r.token_ids), s["prompt_seconds"], s["generation_seconds"], len(prompt_ids), extra)
+        # the generation's whole record under its own names (the server's `timings`): speculation
+        # counters, draft options, fallback reason ..., whatever it grows into
+        return Run(list(r.token_ids), r.stats.prompt_ms * 1e-3, r.stats.predicted_ms * 1e-3, len(prompt_ids),
+                   timings(r.stats, r.draft))
 
 
 class LlamaCppPlain:
@@ -165,7 +161,7 @@ class LlamaCppPromptLookup:
         t_end = time.perf_counter()
         t_first = t_first or t_end
         # cycles counts draft proposals; each is followed by one batched evaluation
-        extra = {"cycles": pld.cycles, "drafted": pld.drafted,
+        extra = {"cycles": pld.cycles, "draft_n": pld.drafted,
                  "mean_accepted": len(out) / pld.cycles if pld.cycles else None}
         return Run(out, t_first - t0, t_end - t_first, len(prompt_ids), extra)
 

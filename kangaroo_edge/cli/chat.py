@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
+from ..openai_shapes import timings
 from .common import (add_model_args, add_sampling_args, add_spec_args, dim, format_stats, load_model,
                      positive_int, sampling_from_args)
 from ..sampling_defaults import LLAMA_CPP_SAMPLING
@@ -124,7 +125,7 @@ class ChatSession:
                     n_tokens += len(chunk.token_ids)
                     _write(chunk.text)
                     if chunk.stats is not None:
-                        stats = chunk.stats
+                        stats, draft = chunk.stats, chunk.draft
                     if stop.set:
                         break
             finally:
@@ -134,7 +135,7 @@ class ChatSession:
         if stats is None:
             self._note(f"[interrupted after {n_tokens} tokens]")
         else:
-            self.last_stats = {k: v for k, v in stats.items() if k != "prompt_token_ids"}
+            self.last_stats = timings(stats, draft)
             self._note(format_stats(self.last_stats))
 
     # ---- slash commands ----------------------------------------------------------------

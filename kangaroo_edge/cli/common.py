@@ -132,30 +132,26 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
 
 # ---- output ------------------------------------------------------------------------------
 
-def format_stats(stats: dict) -> str:
-    """One line: tokens, tokens/s, and (when speculating) mean accepted tokens per verification.
-    Fields the engine does not report yet are left out."""
-    parts = []
-    if "n_tokens" in stats:
-        parts.append(f"{stats['n_tokens']} tokens")
-    if "tokens_per_second" in stats:
-        parts.append(f"{stats['tokens_per_second']:.1f} tokens/s")
-    if "n_prompt_tokens" in stats and "prompt_tokens_per_second" in stats:
-        parts.append(f"prompt {stats['n_prompt_tokens']} tokens at {stats['prompt_tokens_per_second']:.0f} tokens/s")
-    if stats.get("speculative"):
-        parts.append(speculation_summary(stats))
+def format_stats(timings: dict) -> str:
+    """One line from a generation's `timings` (openai_shapes.timings): tokens, tokens/s, the
+    prompt's evaluation, and (when speculating) mean accepted tokens per verification."""
+    t = timings
+    parts = [f"{t['predicted_n']} tokens", f"{t['predicted_per_second']:.1f} tokens/s",
+             f"prompt {t['prompt_n']} tokens at {t['prompt_per_second']:.0f} tokens/s"]
+    if t["speculative"]:
+        parts.append(speculation_summary(t))
     line = ", ".join(parts)
-    if not stats.get("speculative") and stats.get("speculative_fallback"):
-        line += f"; {stats['speculative_fallback']}"
+    if t.get("speculative_fallback"):
+        line += f"; {t['speculative_fallback']}"
     return f"[{line}]"
 
 
-def speculation_summary(stats: dict) -> str:
+def speculation_summary(timings: dict) -> str:
     """Mean tokens per verification, or why there was no verification to average over: the
     controller (tau "auto") keeps speculation off where it measures that drafting would not pay."""
-    if stats.get("cycles"):
-        return f"{stats['mean_accepted']:.2f} tokens per verification"
-    if stats.get("tau") == "auto":
+    if timings["cycles"]:
+        return f"{timings['mean_accepted']:.2f} tokens per verification"
+    if timings["tau"] == "auto":
         return "speculation stayed off (the controller expected no gain from drafting)"
     return "speculation stayed off (no drafting cycle ran)"
 

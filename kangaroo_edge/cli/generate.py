@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..openai_shapes import timings
 from .common import (UserError, add_model_args, add_sampling_args, add_spec_args, format_stats, load_model,
                      positive_int, sampling_from_args)
 
@@ -36,18 +37,12 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         r = lm.generate(prompt, args.n_predict, **kwargs)
         print(json.dumps({"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
-                          "stats": {k: v for k, v in r.stats.items() if k != "prompt_token_ids"}}))
+                          "timings": timings(r.stats, r.draft)}))
         return 0
-    stats = {}
     for chunk in lm.generate(prompt, args.n_predict, stream=True, **kwargs):
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
-        stats = chunk.stats or stats
     sys.stdout.write("\n")
     sys.stdout.flush()  # the answer's last line before the speed line on a shared terminal
-    print(speed_line(stats), file=sys.stderr)
+    print(format_stats(timings(chunk.stats, chunk.draft)), file=sys.stderr)
     return 0
-
-
-def speed_line(stats: dict) -> str:
-    return format_stats(stats)

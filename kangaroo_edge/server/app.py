@@ -148,7 +148,7 @@ class _Api:
             if req.stream:
                 streaming = True  # the stream owns the watcher now
                 return EventStream(events, shaper, started, watcher, self.config.sse_keepalive_s)
-            return JSONResponse(await whole_body(events, shaper, started))
+            return JSONResponse(await whole_body(events, shaper))
         finally:
             if not streaming:
                 watcher.cancel()

@@ -9,10 +9,10 @@ request. A stream also stops when writing to the client fails.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from .errors import APIError
-from .shapes import SSE_DONE, SSE_KEEPALIVE, Shaper, sse_event, timings, usage
+from .shapes import SSE_DONE, SSE_KEEPALIVE, Shaper, sse_event
 from .worker import Event, Failed, Finished, Job, Started, Text, client_disconnected
 
 Receive = Callable[[], Awaitable[dict]]
@@ -66,7 +66,7 @@ async def wait_started(events: JobEvents, timeout_s: Optional[float] = None) -> 
     return event
 
 
-async def whole_body(events: JobEvents, shaper: Shaper, started: Started) -> dict:
+async def whole_body(events: JobEvents, shaper: Shaper) -> dict:
     parts = []
     while True:
         event = await events.next()
@@ -74,7 +74,7 @@ async def whole_body(events: JobEvents, shaper: Shaper, started: Started) -> dic
             parts.append(event.text)
         elif isinstance(event, Finished):
             parts.append(event.text)
-            return shaper.whole("".join(parts), event.finish_reason, *_usage_and_timings(started, event))
+            return shaper.whole("".join(parts), event.finish_reason, event.stats, event.draft)
         else:
             assert isinstance(event, Failed), event
             raise event.error
@@ -134,8 +134,8 @@ class EventStream:
             except APIError as e:  # the response has begun: the error is an event
                 yield sse_event(e.body())
                 return
-        if shaper.chat:
-            yield sse_event(shaper.chunk("", first=True))
+        for first in shaper.first_chunks():
+            yield sse_event(first)
         while True:
             event = await self._events.next()
             if isinstance(event, Text):
@@ -144,7 +144,7 @@ class EventStream:
             elif isinstance(event, Finished):
                 for piece in shaper.text_chunks(event.text, end=True):
                     yield sse_event(piece)
-                for last in shaper.last_chunks(event.finish_reason, *_usage_and_timings(self._started, event)):
+                for last in shaper.last_chunks(event.finish_reason, event.stats, event.draft):
                     yield sse_event(last)
                 if shaper.sends_done:
                     yield SSE_DONE
@@ -153,12 +153,6 @@ class EventStream:
                 assert isinstance(event, Failed), event
                 yield sse_event(event.error.body())
                 return
-
-
-def _usage_and_timings(started: Started, finished: Finished) -> tuple[dict, dict]:
-    stats: dict[str, Any] = finished.stats
-    return (usage(started.prompt_tokens, stats["n_tokens"], stats["n_cached_tokens"]),
-            timings(stats, stats["n_cached_tokens"]))
 
 
 __all__ = ["EventStream", "JobEvents", "wait_started", "watch_disconnect", "whole_body"]

@@ -1,4 +1,5 @@
-"""Response bodies as OpenAI sends them, plus llama.cpp's `timings` (speed and speculation figures).
+"""What the server's responses add to the library's OpenAI shapes (openai_shapes.py, the one
+shaper): server-sent events, the model list, and llama-server's POST /completion bodies.
 
 One Shaper per request holds the id, creation time and model name that all of its chunks share.
 """
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from typing import Any, Optional
+from typing import Optional
 
-from ..openai_shapes import assistant_message, tool_call_deltas
-from ..tools import ToolCallStream, tool_names
+from .. import openai_shapes
+from ..decoding import DraftOptions
+from ..openai_shapes import timings
+from ..types import GenerationStats
 from .validation import CHAT, NATIVE_COMPLETION, GenerationRequest
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -23,37 +25,6 @@ def sse_event(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            # the part of the prompt found in the KV cache and not evaluated again
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
-
-
-def timings(stats: dict, cached_tokens: int) -> dict:
-    """llama.cpp server's `timings` object, from the generation's stats. prompt_n counts the prompt
-    tokens evaluated (those not in the cache); predicted_per_second counts the tokens after the
-    first, which comes out of the prompt's forward pass (as `tokens_per_second` in the stats)."""
-    prompt_n = stats["n_prompt_tokens"] - cached_tokens
-    prompt_s, gen_s, tps = stats["prompt_seconds"], stats["generation_seconds"], stats["tokens_per_second"]
-    out: dict[str, Any] = {
-        "cache_n": cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_s * 1e3,
-        "prompt_per_token_ms": prompt_s * 1e3 / max(prompt_n, 1), "prompt_per_second": prompt_n / max(prompt_s, 1e-9),
-        "predicted_n": stats["n_tokens"], "predicted_ms": gen_s * 1e3,
-        "predicted_per_token_ms": 1e3 / tps if tps > 0 else None, "predicted_per_second": tps,
-        "speculative": bool(stats.get("speculative")),
-    }
-    if stats.get("speculative"):
-        cycles = stats["cycles"]
-        out.update({"draft_n": stats["drafted"], "draft_n_accepted": stats["accepted"], "cycles": cycles,
-                    # tokens each verification added; null when speculation stayed off
-                    "mean_accepted": stats["mean_accepted"] if cycles else None,
-                    "plain_steps": stats["plain_steps"], "tau": stats["tau"], "gamma": stats["gamma"]})
-    elif stats.get("speculative_fallback"):
-        out["speculative_fallback"] = stats["speculative_fallback"]
-    return out
-
-
 def model_card(model_id: str, created: int) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "kangaroo-edge"}
 
@@ -62,92 +33,34 @@ def model_list(model_id: str, created: int) -> dict:
     return {"object": "list", "data": [model_card(model_id, created)]}
 
 
-class Shaper:
-    """The bodies of one request's response: whole (stream false) or chunk by chunk, in OpenAI's
-    shapes or, for llama-server's POST /completion, in llama.cpp's."""
+class Shaper(openai_shapes.Shaper):
+    """openai_shapes.Shaper for one request, and for llama-server's POST /completion its own shapes."""
 
     def __init__(self, request: GenerationRequest):
-        self.chat = request.endpoint == CHAT
+        super().__init__(request.endpoint == CHAT, request.model, int(time.time()), request.tools,
+                         request.include_usage)
         self.native = request.endpoint == NATIVE_COMPLETION
         self.sends_done = not self.native  # OpenAI's streams end with `data: [DONE]`, llama.cpp's do not
-        self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = request.model
-        self.include_usage = request.include_usage
-        self.tools = request.tools
-        # a chat stream with tools holds back what may be a tool call (tools.ToolCallStream)
-        self._calls = ToolCallStream(tool_names(request.tools)) if self.chat and request.tools else None
-        self._finish: Optional[str] = None  # "tool_calls" once a stream sent calls
 
-    def _head(self, object_name: str) -> dict:
-        return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
-
-    def whole(self, text: str, finish_reason: str, usage_: dict, timings_: dict) -> dict:
+    def whole(self, text: str, finish_reason: str, stats: GenerationStats, draft: DraftOptions) -> dict:
         if self.native:
-            return self._native(text, finish_reason, usage_, timings_)
-        if self.chat:
-            message, finish_reason = assistant_message(text, finish_reason, self.tools)
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-            out = self._head("chat.completion")
-        else:
-            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
-            out = self._head("text_completion")
-        out.update({"choices": [choice], "usage": usage_, "timings": timings_})
-        return out
+            return self._native(text, finish_reason, stats, draft)
+        return super().whole(text, finish_reason, stats, draft)
 
-    def last_chunks(self, finish_reason: str, usage_: dict, timings_: dict) -> list[dict]:
-        """What a stream sends after the text: the finish reason and timings (and the usage)."""
+    def last_chunks(self, finish_reason: str, stats: GenerationStats, draft: DraftOptions) -> list[dict]:
         if self.native:
-            return [self._native("", finish_reason, usage_, timings_)]
-        last = self.chunk("", self._finish or finish_reason)
-        last["timings"] = timings_
-        return [last, self.usage_chunk(usage_)] if self.include_usage else [last]
-
-    def _native(self, text: str, finish_reason: str, usage_: dict, timings_: dict) -> dict:
-        """llama-server's /completion body, and its stream's last event (with the text sent before)."""
-        return {"index": 0, "content": text, "id_slot": 0, "stop": True, "model": self.model,
-                "tokens_predicted": usage_["completion_tokens"], "tokens_evaluated": usage_["prompt_tokens"],
-                "tokens_cached": usage_["prompt_tokens_details"]["cached_tokens"], "truncated": False,
-                # no stop_type: the engine does not tell llama.cpp's "eos" from "word" (a stop string)
-                "finish_reason": finish_reason, "timings": timings_}
-
-    def text_chunks(self, text: str, end: bool = False) -> list[dict]:
-        """The chunks a piece of streamed text makes (end: the generation's last piece). With
-        tools, a call's text is held back and the calls come whole in one delta at the end."""
-        if self._calls is None:
-            return [self.chunk(text)] if text else []
-        shown = self._calls.add(text)
-        out = [self.chunk(shown)] if shown else []
-        if end:
-            rest, calls = self._calls.finish()
-            if rest:
-                out.append(self.chunk(rest))
-            if calls:
-                tool_chunk = self.chunk("")
-                tool_chunk["choices"][0]["delta"] = {"tool_calls": tool_call_deltas(calls)}
-                out.append(tool_chunk)
-                self._finish = "tool_calls"
-        return out
+            return [self._native("", finish_reason, stats, draft)]
+        return super().last_chunks(finish_reason, stats, draft)
 
     def chunk(self, text: str, finish_reason: Optional[str] = None, first: bool = False) -> dict:
-        """A streamed piece. The chat stream's first chunk carries the role, as OpenAI's does."""
         if self.native:
             return {"index": 0, "content": text, "id_slot": 0, "stop": False}
-        if self.chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else \
-                ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            out = self._head("chat.completion.chunk")
-        else:
-            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
-            out = self._head("text_completion")
-        out["choices"] = [choice]
-        if self.include_usage:
-            out["usage"] = None  # OpenAI: null on every chunk but the last one
-        return out
+        return super().chunk(text, finish_reason, first)
 
-    def usage_chunk(self, usage_: dict) -> dict:
-        """stream_options.include_usage: the last chunk, with no choices."""
-        out = self._head("chat.completion.chunk" if self.chat else "text_completion")
-        out.update({"choices": [], "usage": usage_})
-        return out
+    def _native(self, text: str, finish_reason: str, stats: GenerationStats, draft: DraftOptions) -> dict:
+        """llama-server's /completion body, and its stream's last event (with the text sent before)."""
+        return {"index": 0, "content": text, "id_slot": 0, "stop": True, "model": self.model,
+                "tokens_predicted": stats.predicted_n, "tokens_evaluated": stats.prompt_tokens,
+                "tokens_cached": stats.cache_n, "truncated": False,
+                # no stop_type: the engine does not tell llama.cpp's "eos" from "word" (a stop string)
+                "finish_reason": finish_reason, "timings": timings(stats, draft)}

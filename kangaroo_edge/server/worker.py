@@ -18,13 +18,13 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import jinja2
 
-from ..decoding import timing_stats
+from ..decoding import DraftOptions
 from ..llm import KangarooLM
-from ..types import GenerationChunk
+from ..types import GenerationChunk, GenerationStats
 from .errors import APIError, context_length_exceeded, internal_error, invalid_value, queue_full, shutting_down
 from .prompt import chat_prompt_ids
 from .validation import CHAT, GenerationRequest
@@ -50,7 +50,8 @@ class Text:
 class Finished:
     text: str  # the last piece of text (all of it when the response is not streamed)
     finish_reason: str
-    stats: dict[str, Any]
+    stats: GenerationStats
+    draft: DraftOptions
 
 
 @dataclass
@@ -227,28 +228,26 @@ class ModelWorker:
             return
         job.post(Started(len(ids)))
         try:
-            self._stream(job, ids, chunks)
+            self._stream(job, chunks)
         finally:
             chunks.close()  # releases the model when the loop was left early
 
-    def _stream(self, job: Job, prompt_ids: list[int], chunks: Iterator[GenerationChunk]) -> None:
+    def _stream(self, job: Job, chunks: Iterator[GenerationChunk]) -> None:
         """Posts the chunks' text; ends the generation at its timeout, or when the job is cancelled."""
         r = job.request
         deadline = time.monotonic() + self.timeout_s
-        t0, t_first = time.perf_counter(), 0.0
-        generated: list[int] = []
+        n_output = 0
         held: list[str] = []  # the text of a response that is not streamed, sent at the end
         for chunk in chunks:
-            t_first = t_first or time.perf_counter()  # the prompt's evaluation ends with the first chunk
-            generated += chunk.token_ids
+            n_output += len(chunk.token_ids)
             if chunk.finish_reason is None and time.monotonic() >= deadline:
-                log.info("%s request timed out after %d tokens (--timeout %g s)", r.endpoint, len(generated),
-                         self.timeout_s)
-                chunk = GenerationChunk(chunk.text, chunk.token_ids, "length",
-                                        self._cut_stats(prompt_ids, generated, t0, t_first))
+                log.info("%s request timed out after %d tokens (--timeout %g s)", r.endpoint, n_output, self.timeout_s)
+                # the record as the decoder has it so far: the stream is closed below
+                chunk = GenerationChunk(chunk.text, chunk.token_ids, "length", self.lm.engine.stats(),
+                                        self.lm.draft_options(r.speculative, r.tau, r.gamma, r.lookup))
             if chunk.finish_reason is not None:
-                job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats or {}))
-                self._log(r, chunk.stats or {})
+                job.post(Finished("".join(held) + chunk.text, chunk.finish_reason, chunk.stats, chunk.draft))
+                self._log(r, chunk.stats)
                 return
             if job.cancelled:
                 break
@@ -260,13 +259,7 @@ class ModelWorker:
                 held.append(chunk.text)
         reason = job.cancel_reason or internal_error("the generation ended without a finish reason")
         job.post(Failed(reason))
-        log.info("%s request stopped after %d tokens: %s", r.endpoint, len(generated), reason.message)
-
-    def _cut_stats(self, prompt_ids: list[int], generated: list[int], t0: float, t_first: float) -> dict:
-        """The stats of a generation the timeout cut, as the library's but for the speculation
-        counters, which the library reports only at a generation's own end."""
-        n_cached = self.lm.engine.stats()["n_cached"]
-        return {"speculative": False, **timing_stats(prompt_ids, n_cached, generated, t0, t_first, time.perf_counter())}
+        log.info("%s request stopped after %d tokens: %s", r.endpoint, n_output, reason.message)
 
     def _prompt_ids(self, r: GenerationRequest) -> list[int]:
         """The prompt as token ids; APIError 400 when it does not fit the context."""
@@ -283,13 +276,10 @@ class ModelWorker:
             raise context_length_exceeded(param, len(ids), lm.n_ctx)
         return ids
 
-    def _log(self, r: GenerationRequest, stats: dict) -> None:
-        seconds = stats.get("prompt_seconds", 0.0) + stats.get("generation_seconds", 0.0)
+    def _log(self, r: GenerationRequest, stats: GenerationStats) -> None:
+        seconds = (stats.prompt_ms + stats.predicted_ms) * 1e-3
         self._mean_service_s += SERVICE_TIME_SMOOTHING * (seconds - self._mean_service_s)
-        spec = ""
-        if stats.get("speculative"):
-            spec = f", {stats['mean_accepted']:.2f} tokens/verification" if stats.get("cycles") else ", speculation off"
+        spec = f", {stats.mean_accepted:.2f} tokens/verification" if stats.cycles else ""
         log.info("%s: %d prompt tokens (%d cached) + %d generated in %.2f s, %.1f tokens/s%s; %d waiting",
-                 r.endpoint, stats.get("n_prompt_tokens", 0), stats.get("n_cached_tokens", 0), stats.get("n_tokens", 0),
-                 seconds,
-                 stats.get("tokens_per_second", 0.0), spec, self.waiting())
+                 r.endpoint, stats.prompt_tokens, stats.cache_n, stats.predicted_n, seconds,
+                 stats.predicted_per_second, spec, self.waiting())
