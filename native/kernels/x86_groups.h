@@ -369,7 +369,7 @@ bool run_groups_y8(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t 
 inline bool run_groups_z16(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                            const QuantizedRows & a, float * out, int64_t ldo) {
     if (a.k <= 2) return run_groups_any<Z16, 8, 8>(type, w, row_bytes, i0, i1, a, out, ldo);
-    if (a.k <= 4) return run_groups_any<Z16, 4, 4>(type, w, row_bytes, i0, i1, a, out, ldo);
+    if (a.k <= 4) return run_groups_any<Z16, 4, 8>(type, w, row_bytes, i0, i1, a, out, ldo);
     if (a.k <= 8) return run_groups_any<Z16, 2, 4>(type, w, row_bytes, i0, i1, a, out, ldo);
     return run_groups_any<Z16, 1, 2>(type, w, row_bytes, i0, i1, a, out, ldo);
 }
