@@ -22,15 +22,16 @@ namespace ke::kernels {
 namespace {
 
 #include "x86_tiles.h"
-#include "x86_lanes.h"
+#include "x86_groups.h"
 
-// Unsigned types (Q4_1, Q5_1) take the 8-row lane tiles (x86_lanes.h) where the rows fill (or
-// nearly fill) their registers: SmolLM2's Q4_1 layer shapes on a Zen 5 (KE_KERNEL_ISA=avx2), one
-// thread: k = 8 19.2 vs 22.5 ms, k = 16 41.6 vs 49.0; k = 10..12 lose (two 8-row groups cost
-// as 16 rows). Signed types pay the sign trick's extra operations there and stay with the
-// one-row packs (Q8_0: 24.9 vs 25.1 ms at 8 rows, 55 vs 51 at 16).
-bool lanes_pay(ggml_type type, int k) {
-    return (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1) && (k == 8 || k >= 14);
+// Where the 8-row lane groups (x86_groups.h) beat the one-row packs: where the rows fill all or
+// nearly all of their lanes (k = 6 and 12 fill 3/4: they lose). SmolLM2's layer shapes (16 MB of
+// weights streamed, one thread) on a Zen 5 with KE_KERNEL_ISA=avx2, groups / packs ns per block
+// and row: Q4_1 k = 4 0.68 / 0.76, 8 0.58 / 0.62, 16 0.60 / 0.73; Q8_0 k = 8 0.79 / 0.88,
+// 16 0.84 / 1.07; Q8_0 k = 4 1.03 / 0.91 (the sign trick's operations weigh more at two lanes).
+bool groups_pay(ggml_type type, int k) {
+    const bool unsigned_type = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    return k == 7 || k == 8 || k >= 14 || (unsigned_type && k == 4);
 }
 
 struct Avx2Pass {
@@ -45,7 +46,7 @@ struct Avx2Pass {
 
 void matmul_avx2(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                  const QuantizedRows & a, float * out, int64_t ldo) {
-    if (lanes_pay(type, a.k) && run_lanes_any<RowsY, 1>(type, w, row_bytes, i0, i1, a, out, ldo)) return;
+    if (groups_pay(type, a.k) && run_groups_y8<8>(type, w, row_bytes, i0, i1, a, out, ldo)) return;
     run_any(type, w, row_bytes, i0, i1, a, out, ldo, Avx2Pass{});
 }
 

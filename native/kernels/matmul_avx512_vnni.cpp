@@ -24,19 +24,22 @@ namespace {
 #define KE_TILES_AVX512 1
 #define KE_TILES_VNNI 1
 #include "x86_tiles.h"
-#include "x86_lanes.h"
+#include "x86_groups.h"
 
-// From this many rows the 16-row lane tiles (x86_lanes.h) beat the row-pair packs: SmolLM2's
-// layer shapes on a Zen 5, one thread, k = 16: Q4_1 35.6 vs 43.5 ms, Q8_0 39.7 vs 45.3; at 12
-// rows they lose (32.5 vs 30.8 ms), at 13 they tie, and 8-row lanes in 256-bit registers tie the
-// packs at k = 5..8 (18.8 vs 19.8 ms at 8).
-constexpr int LANES_MIN_ROWS = 14;
+// Where the 16-lane groups (x86_groups.h) beat the weight-row pairs: SmolLM2's layer shapes
+// (16 MB of weights streamed, one thread) on a Zen 5, groups / pairs ns per block and row: Q4_1
+// k = 4 0.68 / 0.62, 6 0.63 / 0.71, 8 0.48 / 0.68, 16 0.40 / 0.58; Q8_0 k = 4 0.69-0.79 / 0.64,
+// 8 0.51 / 0.77, 16 0.54 / 0.67; Q4_0, Q5_0 k = 4 0.63-0.73 / 0.77-0.81, k = 3 lose for all.
+// With fewer rows, decoding each block into the buffer costs more than the groups save.
+bool groups_pay(ggml_type type, int k) {
+    return k >= 5 || (k == 4 && (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0));
+}
 
 }  // namespace
 
 void matmul_avx512_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                         const QuantizedRows & a, float * out, int64_t ldo) {
-    if (a.k >= LANES_MIN_ROWS && run_lanes_any<RowsZ, 2>(type, w, row_bytes, i0, i1, a, out, ldo)) return;
+    if (groups_pay(type, a.k) && run_groups_z16(type, w, row_bytes, i0, i1, a, out, ldo)) return;
     run_any(type, w, row_bytes, i0, i1, a, out, ldo, Avx512Pass{});
 }
 
