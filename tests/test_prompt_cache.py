@@ -120,7 +120,7 @@ def test_a_loaded_state_continues_exactly_and_needs_a_start(tiny_pair):
     lm.load_state(saved)
     assert lm.n_tokens == saved.n_tokens
     with pytest.raises(EngineError, match="start"):
-        lm.engine.step(_native.DraftParams(_native.DraftMode.OFF), 1)
+        lm.engine.step(_native.DraftParams(_native.DraftMode.OFF))
     r = lm.generate(prompt + more, 12, speculative=False)
     assert r.stats.cache_n == expected.stats.cache_n >= len(prompt)
     assert r.token_ids == expected.token_ids
