@@ -48,7 +48,9 @@ def teacher_cache(shards: FeatureShards, head: torch.Tensor, path: Path) -> dict
     once (the [P, n_vocab] softmax is most of an epoch's cost) and kept in `path`."""
     if path.exists():
         z = np.load(path)
-        return {int(k[4:]): (z[k], z["prob" + k[4:]]) for k in z.files if k.startswith("ids_")}
+        cached = {int(k[4:]): (z[k], z["prob" + k[4:]]) for k in z.files if k.startswith("ids_")}
+        if len(cached) == len(shards):  # else the features grew since: computed again
+            return cached
     out, arrays = {}, {}
     for i in range(len(shards)):
         seq = shards.sequence(i)
