@@ -125,9 +125,9 @@ void Adapter::load_draft_vocab(const GgufFile & f, Backends & backends) {
     draft_head_ = weights_.create(backends.weight_buffer_type(like, GGML_OP_MUL_MAT), "adapter.draft_head", like);
 }
 
-ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv) {
+ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in) {
     ggml_tensor * cur = b.rms_norm(h, attn_.norm);
-    cur = b.attention(attn_, config_, kv_.layer(0), n_kv, cur, in, model_.rope_freqs);
+    cur = b.attention(attn_, config_, kv_.layer(0), cur, in, model_.rope_freqs);
     cur = ggml_add(b.ctx(), cur, h);  // residual
     return b.rms_norm(cur, output_norm_);
 }

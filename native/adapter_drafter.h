@@ -4,9 +4,9 @@
 #pragma once
 
 #include "adapter.h"
+#include "adapter_graphs.h"
 #include "calibration.h"
 #include "drafter.h"
-#include "runner.h"
 
 namespace ke {
 
@@ -25,16 +25,15 @@ public:
     bool has_state() const override { return true; }
     void prefill(const float * hidden, int n, int pos0) override;
     void record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) override;
-    const void * state() const override { return &adapter_.kv(); }
+    const KvCache * state() const override { return &adapter_.kv(); }
 
     // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0.. (for checks).
     void logits(const float * hidden, int n, int pos0, float * out);
 
 private:
     const Model & model_;
-    Runner & runner_;
-    KvCache & model_kv_;
     Adapter & adapter_;
+    AdapterGraphs graphs_;
     BinnedCalibration calibration_;  // over the adapter's top-1 probability
     std::vector<float> logits_;  // [draft vocab] of the last draft step
 };

@@ -13,6 +13,9 @@ namespace {
 double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// The decoder's graph kind: the whole model over the pending token (or a lookup draft's rows).
+const GraphKind WHOLE_MODEL_STEP{"whole_model_step"};
 }  // namespace
 
 void DraftParams::validate() const {
@@ -74,15 +77,16 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
         const Output out = last ? Output::Logits : Output::Hidden;  // only the K/V matter before the end
         std::vector<float> scratch(last ? 0 : n_embd);
         float * dst = last ? logits_.data() : scratch.data();
+        const int32_t * tokens = prompt.data() + done;
         if (!keeper) {
-            runner_.forward(sequence_.kv(), {0, L, b, 1, out}, prompt.data() + done, nullptr, done, dst);
+            runner_.forward_tokens(sequence_.kv(), ForwardSpec::last_row(0, L, b, out), tokens, done, dst);
         } else {
             // shallow layers for every token (the drafter's cache is filled from them), then the deep layers
             hidden.resize((size_t) b * n_embd);
-            runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done,
-                            hidden.data());
+            runner_.forward_tokens(sequence_.kv(), ForwardSpec::every_row(0, N, b, Output::Hidden), tokens, done,
+                                   hidden.data());
             keeper->prefill(hidden.data(), b, done);
-            runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
+            runner_.forward_hidden(sequence_.kv(), ForwardSpec::last_row(N, L, b, out), hidden.data(), done, dst);
         }
         // each batch is committed as one: a batch of one token took the one-row kernels, as a step does
         const auto rows = b > 1 ? Sequence::Rows::PromptBatch : Sequence::Rows::DecodeStep;
@@ -166,8 +170,9 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
     if (d.exit_layer() > 0) {
         inputs_ = inputs;
         logits_.resize((size_t) rows * model_.hparams().n_vocab);
-        const ForwardSpec deep{d.exit_layer(), model_.hparams().n_layer, rows, rows, Output::Logits, /*per_token=*/true};
-        runner_.forward(sequence_.kv(), deep, nullptr, draft.hidden.data(), sequence_.n_past(), logits_.data());
+        ForwardSpec deep = ForwardSpec::every_row(d.exit_layer(), model_.hparams().n_layer, rows, Output::Logits);
+        deep.per_token_attention = true;
+        runner_.forward_hidden(sequence_.kv(), deep, draft.hidden.data(), sequence_.n_past(), logits_.data());
     } else {
         run_whole_model(inputs);
     }
@@ -205,7 +210,6 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
 
 void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     inputs_ = tokens;
-    const int pos = sequence_.n_past();
     const int L = model_.hparams().n_layer;
     const int rows = (int) tokens.size();
     Drafter * keeper = state_drafter();
@@ -214,22 +218,20 @@ void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     // stateful drafter records the positions (the adapter writes its K/V), so that drafting
     // can resume at any step. Several rows attend per token, each exactly as a one-row step.
     KvCache & kv = sequence_.kv();
-    GraphKey key;
-    key.kind = KIND_WHOLE_MODEL_STEP;
-    key.spec = {0, L, rows, rows, Output::Logits, /*per_token=*/rows > 1};
-    set_attention_span(key, kv, pos);
-    key.cache_a = &kv;
-    key.cache_b = keeper ? keeper->state() : nullptr;
-    const Model & m = model_;
-    const int n_kv = key.n_kv;
-    GraphBody body = [&m, &kv, keeper, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
-        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
-        if (keeper) keeper->record(b, h, in);
-        if (N < L) h = b.layers(m, kv, n_kv, h, N, L, in);
-        return std::vector<ggml_tensor *>{b.head(m, h, true)};
-    };
+    GraphRun g(WHOLE_MODEL_STEP, kv, ForwardSpec::every_row(0, L, rows, Output::Logits));
+    g.spec.per_token_attention = rows > 1;
+    g.also_writes = keeper ? keeper->state() : nullptr;
+    g.tokens = tokens.data();
+    g.pos0 = sequence_.n_past();
     logits_.resize((size_t) rows * model_.hparams().n_vocab);
-    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), tokens.data(), nullptr, pos, {logits_.data()});
+    g.outputs = {logits_.data()};
+    const Model & m = model_;
+    runner_.run(g, [&m, &kv, keeper, N, L](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, b.embed(m, in.tokens), 0, N, in);
+        if (keeper) keeper->record(b, h, in);
+        if (N < L) h = b.layers(m, kv, h, N, L, in);
+        return GraphOutputs{b.head(m, h, true)};
+    });
 }
 
 std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_accepted) {

@@ -16,6 +16,7 @@ struct ggml_tensor;
 namespace ke {
 
 class GraphBuilder;
+class KvCache;
 struct StepInputs;
 
 // Most drafts one cycle may verify (the gamma limit), and the default gamma and tau of the
@@ -108,7 +109,7 @@ public:
     virtual void prefill(const float * /*hidden*/, int /*n*/, int /*pos0*/) {}
     virtual void record(GraphBuilder & /*b*/, ggml_tensor * /*hidden*/, const StepInputs & /*in*/) {}
     // Identifies the state record() writes (part of a cached graph's identity).
-    virtual const void * state() const { return nullptr; }
+    virtual const KvCache * state() const { return nullptr; }
 };
 
 }  // namespace ke

@@ -8,6 +8,7 @@ namespace ke {
 
 StepInputs GraphBuilder::make_inputs(bool from_tokens, int n_tokens, int n_kv, int n_embd_kv, int n_outputs) {
     StepInputs in;
+    in.n_kv = n_kv;
     auto input = [](ggml_tensor * t, const char * name) {
         ggml_set_name(t, name);
         ggml_set_input(t);
@@ -90,7 +91,7 @@ void GraphBuilder::store_kv(const AttentionWeights & w, const AttentionConfig & 
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
 }
 
-ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, int n_kv,
+ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache,
                                       ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs) {
     const int64_t n_tokens = x->ne[1];
     const int64_t hd = hp_.head_dim;
@@ -107,7 +108,7 @@ ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const Attentio
     ggml_tensor * Q = in.per_token ? ggml_reshape_4d(ctx_, q, hd, 1, hp_.n_head, n_tokens)
                                    : ggml_permute(ctx_, q, 0, 2, 1, 3);
     if (in.per_token) mask = ggml_reshape_4d(ctx_, mask, mask->ne[0], 1, 1, n_tokens);
-    ggml_tensor * cur = attend(cache, n_kv, Q, mask, n_tokens, in.seq_block);
+    ggml_tensor * cur = attend(cache, in.n_kv, Q, mask, n_tokens, in.seq_block);
     ggml_build_forward_expand(gf_, cur);
     return weight_mul_mat(w.wo, cur);  // [n_embd, n_tokens]
 }
@@ -146,13 +147,12 @@ ggml_tensor * GraphBuilder::ffn(const LayerWeights & w, ggml_tensor * x) {
     return weight_mul_mat(w.ffn_down, act);              // [n_embd, n_tokens]
 }
 
-ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int a, int b,
+ggml_tensor * GraphBuilder::layers(const Model & m, KvCache & kv, ggml_tensor * x, int a, int b,
                                    const StepInputs & in) {
     const int n_layer = m.hparams().n_layer;
     for (int il = a; il < b; ++il) {
         const bool last = il == n_layer - 1;
-        x = hp_.arch == Arch::Gemma3 ? gemma3_layer(m, kv, n_kv, x, il, last, in)
-                                     : llama_layer(m, kv, n_kv, x, il, last, in);
+        x = hp_.arch == Arch::Gemma3 ? gemma3_layer(m, kv, x, il, last, in) : llama_layer(m, kv, x, il, last, in);
         ggml_format_name(x, "l_out-%d", il);
     }
     return x;

@@ -25,6 +25,7 @@ struct StepInputs {
     ggml_tensor * k_idxs = nullptr;   // I64 [n_tokens]               cache cell per token
     ggml_tensor * v_idxs = nullptr;   // I64 [n_embd_kv * n_tokens]   element index into transposed V
     ggml_tensor * out_ids = nullptr;  // I32 [n_outputs]              rows kept at the last layer (or null: all)
+    int n_kv = 0;                     // cells attention reads (the span of kq_mask)
 
     // Attention layout. Batched (prefill, as llama.cpp): one product over n_kv cells for all
     // tokens. Per token (speculative verification): every token's query is a product of its own
@@ -65,8 +66,8 @@ public:
     ggml_tensor * rms_norm(ggml_tensor * x, ggml_tensor * weight);
     // Self-attention block (no residual): norm'ed input x [n_embd, n_tokens] -> [n_embd, n_tokens].
     // q/k biases and per-head q/k norms are applied where the weights have them.
-    ggml_tensor * attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, int n_kv,
-                            ggml_tensor * x, const StepInputs & in, ggml_tensor * rope_freqs);
+    ggml_tensor * attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache, ggml_tensor * x,
+                            const StepInputs & in, ggml_tensor * rope_freqs);
     // Gated FFN (SwiGLU or GeGLU, as the model's): [n_embd, n_tokens] -> [n_embd, n_tokens]
     ggml_tensor * ffn(const LayerWeights & w, ggml_tensor * x);
     // Writes the K/V of the step's tokens (norm'ed input x [n_embd, n_tokens]) into the cache:
@@ -80,8 +81,7 @@ public:
 
     // Decoder layers [a, b) on x [n_embd, n_tokens]. If b is the model's last layer and
     // in.out_ids is set, only those rows continue through the last FFN (as llama.cpp does).
-    ggml_tensor * layers(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int a, int b,
-                         const StepInputs & in);
+    ggml_tensor * layers(const Model & m, KvCache & kv, ggml_tensor * x, int a, int b, const StepInputs & in);
     // Final norm (+ LM head when `logits`): [n_embd, n] -> [n_embd, n] or [n_vocab, n]
     ggml_tensor * head(const Model & m, ggml_tensor * x, bool logits);
 
@@ -96,9 +96,9 @@ private:
                                ggml_tensor * rope_freqs);
     // One decoder layer of each architecture family on x [n_embd, n_tokens]; `last`: the model's
     // last layer, where only in.out_ids rows continue.
-    ggml_tensor * llama_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+    ggml_tensor * llama_layer(const Model & m, KvCache & kv, ggml_tensor * x, int il, bool last,
                               const StepInputs & in);   // graph_llama.cpp (llama, qwen2, qwen3)
-    ggml_tensor * gemma3_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+    ggml_tensor * gemma3_layer(const Model & m, KvCache & kv, ggml_tensor * x, int il, bool last,
                                const StepInputs & in);  // graph_gemma3.cpp
 
     ggml_context * ctx_;

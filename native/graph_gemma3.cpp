@@ -7,11 +7,11 @@
 
 namespace ke {
 
-ggml_tensor * GraphBuilder::gemma3_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+ggml_tensor * GraphBuilder::gemma3_layer(const Model & m, KvCache & kv, ggml_tensor * x, int il, bool last,
                                          const StepInputs & in) {
     const LayerWeights & L = m.layers[il];
     ggml_tensor * cur = rms_norm(x, L.attn.norm);     // [n_embd, n_tokens]
-    cur = attention(L.attn, hp_.attention_config(il), kv.layer(il), n_kv, cur, in, m.rope_freqs);
+    cur = attention(L.attn, hp_.attention_config(il), kv.layer(il), cur, in, m.rope_freqs);
     if (last && in.out_ids) {
         cur = ggml_get_rows(ctx_, cur, in.out_ids);   // [n_embd, n_outputs]
         x = ggml_get_rows(ctx_, x, in.out_ids);

@@ -5,12 +5,12 @@
 
 namespace ke {
 
-ggml_tensor * GraphBuilder::llama_layer(const Model & m, KvCache & kv, int n_kv, ggml_tensor * x, int il, bool last,
+ggml_tensor * GraphBuilder::llama_layer(const Model & m, KvCache & kv, ggml_tensor * x, int il, bool last,
                                         const StepInputs & in) {
     const LayerWeights & L = m.layers[il];
     ggml_tensor * residual = x;                       // [n_embd, n_tokens]
     ggml_tensor * cur = rms_norm(x, L.attn.norm);
-    cur = attention(L.attn, hp_.attention_config(il), kv.layer(il), n_kv, cur, in, m.rope_freqs);
+    cur = attention(L.attn, hp_.attention_config(il), kv.layer(il), cur, in, m.rope_freqs);
     if (last && in.out_ids) {
         cur = ggml_get_rows(ctx_, cur, in.out_ids);   // [n_embd, n_outputs]
         residual = ggml_get_rows(ctx_, residual, in.out_ids);
