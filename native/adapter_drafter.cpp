@@ -76,16 +76,15 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
     return d;
 }
 
-bool AdapterDrafter::add_bonus_row(const DraftRequest & r, Draft & d) {
+void AdapterDrafter::add_bonus_row(const DraftRequest & r, Draft & d) {
     const int k = (int) d.tokens.size();
-    if (k < 1 || d.bonus) return false;
+    if (k < 1 || d.bonus) return;
     const int n_embd = model_.hparams().n_embd;
     // d_k through layers [0, N) alone: its exit-layer state for verification, and the adapter's
     // K/V at its position (a later draft attends over it); no adapter head, no draft head.
     d.hidden.resize((size_t) (k + 1) * n_embd);
     graphs_.bonus_step(d.tokens.back(), r.pos + k, d.hidden.data() + (size_t) k * n_embd);
     d.bonus = true;
-    return true;
 }
 
 }  // namespace ke

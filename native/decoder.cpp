@@ -30,9 +30,12 @@ Decoder::Decoder(const Model & model, Runner & runner, Sequence & sequence, cons
     : model_(model), runner_(runner), sequence_(sequence), tokenizer_(tokenizer), sampler_(sampler) {}
 
 void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
-    int stateful = 0;
-    for (Drafter * d : drafters) stateful += d->has_state() ? 1 : 0;
-    if (stateful > 1) throw EngineError("at most one drafter may keep a cache of its own");
+    exit_drafter_ = nullptr;
+    for (Drafter * d : drafters) {
+        auto * x = dynamic_cast<ExitLayerDrafter *>(d);
+        if (x && exit_drafter_) throw EngineError("at most one drafter may draft from the exit layer");
+        if (x) exit_drafter_ = x;
+    }
     drafters_ = drafters;
     controller_.clear_drafters();
     for (Drafter * d : drafters_) controller_.add_drafter(*d);
@@ -41,9 +44,8 @@ void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
     pending_ = -1;
 }
 
-Drafter * Decoder::state_drafter() const {
-    for (Drafter * d : drafters_) if (d->has_state()) return d;
-    return nullptr;
+ExitLayerDrafter * Decoder::exit_layer_drafter(int slot) const {
+    return drafters_[slot] == exit_drafter_ ? exit_drafter_ : nullptr;
 }
 
 // ---- prefill -----------------------------------------------------------------------------------
@@ -61,7 +63,7 @@ int32_t Decoder::start(const std::vector<int32_t> & prompt, const SamplingParams
     const int n_embd = model_.hparams().n_embd;
     const int n_vocab = model_.hparams().n_vocab;
     const int L = model_.hparams().n_layer;
-    Drafter * keeper = state_drafter();
+    ExitLayerDrafter * keeper = exit_drafter_;
     const int N = keeper ? keeper->exit_layer() : L;
 
     // Reuse the cached positions as far as every cache (the drafter's too) still holds them.
@@ -129,7 +131,7 @@ std::vector<int32_t> Decoder::step(const DraftParams & params, int max_new) {
         Draft draft = d.draft(r, keep);
         if (draft.tokens.empty()) continue;
         const double t1 = now_seconds();
-        if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) d.add_bonus_row(r, draft);
+        if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) exit_drafter_->add_bonus_row(r, draft);
         return cycle(slot, draft, t1 - t0, now_seconds() - t1);
     }
     return plain_step();
@@ -138,7 +140,7 @@ std::vector<int32_t> Decoder::step(const DraftParams & params, int max_new) {
 bool Decoder::wants_bonus_row(const DraftParams & params, int slot, const Draft & draft, int max_rows) const {
     const Drafter & d = *drafters_[slot];
     const int k = (int) draft.tokens.size();
-    if (d.exit_layer() == 0 || k + 1 > max_rows) return false;
+    if (!exit_layer_drafter(slot) || k + 1 > max_rows) return false;
     if (params.mode == DraftParams::Mode::Auto) return controller_.bonus_row_pays(slot, draft);
     // the fixed rule: drafting ran to gamma and would have gone on
     return k == params.gamma && d.confident(draft.signal.back(), params.tau);
@@ -167,10 +169,10 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
     //    exit-layer states need only the deep layers; attention runs per token so that each
     //    row is computed exactly as plain decoding computes it.
     const double t0 = now_seconds();
-    if (d.exit_layer() > 0) {
+    if (const ExitLayerDrafter * x = exit_layer_drafter(slot)) {
         inputs_ = inputs;
         logits_.resize((size_t) rows * model_.hparams().n_vocab);
-        ForwardSpec deep = ForwardSpec::every_row(d.exit_layer(), model_.hparams().n_layer, rows, Output::Logits);
+        ForwardSpec deep = ForwardSpec::every_row(x->exit_layer(), model_.hparams().n_layer, rows, Output::Logits);
         deep.per_token_attention = true;
         runner_.forward_hidden(sequence_.kv(), deep, draft.hidden.data(), sequence_.n_past(), logits_.data());
     } else {
@@ -212,7 +214,7 @@ void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     inputs_ = tokens;
     const int L = model_.hparams().n_layer;
     const int rows = (int) tokens.size();
-    Drafter * keeper = state_drafter();
+    ExitLayerDrafter * keeper = exit_drafter_;
     const int N = keeper ? keeper->exit_layer() : L;
     // Plain decoding's own graph, layers [0, L), with one branch at the exit layer where the
     // stateful drafter records the positions (the adapter writes its K/V), so that drafting
@@ -220,7 +222,7 @@ void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     KvCache & kv = sequence_.kv();
     GraphRun g(WHOLE_MODEL_STEP, kv, ForwardSpec::every_row(0, L, rows, Output::Logits));
     g.spec.per_token_attention = rows > 1;
-    g.also_writes = keeper ? keeper->state() : nullptr;
+    g.also_writes = keeper ? &keeper->state() : nullptr;
     g.tokens = tokens.data();
     g.pos0 = sequence_.n_past();
     logits_.resize((size_t) rows * model_.hparams().n_vocab);
@@ -290,7 +292,7 @@ void Decoder::commit(const std::vector<int32_t> & inputs, std::vector<int32_t> &
     // and the logits after the last of them become the sequence's.
     const int n = (int) out.size();
     const float * next = logits_.data() + (size_t) (n - 1) * model_.hparams().n_vocab;
-    sequence_.commit(inputs.data(), n, next, state_drafter() != nullptr, Sequence::Rows::DecodeStep);
+    sequence_.commit(inputs.data(), n, next, exit_drafter_ != nullptr, Sequence::Rows::DecodeStep);
     pending_ = out.back();
 }
 
