@@ -40,7 +40,8 @@ void AdapterGraphs::draft_step(int32_t token, int pos, float * hidden, float * d
     runner_.run(g, [this](GraphBuilder & b, const StepInputs & in) {
         ggml_tensor * h = shallow_layers(b, in);     // [n_embd, 1]
         ggml_tensor * z = adapter_.build(b, h, in);  // [n_embd, 1]
-        return GraphOutputs{h, ggml_mul_mat(b.ctx(), adapter_.draft_head(), z)};
+        ggml_tensor * logits = ggml_mul_mat(b.ctx(), adapter_.draft_head(), z);  // [draft vocab, 1]
+        return GraphOutputs{h, b.named(logits, "result_output", ADAPTER_LAYER)};
     });
 }
 
@@ -65,7 +66,8 @@ void AdapterGraphs::adapter_logits(const float * hidden, int n, int pos0, float 
     GraphRun g = adapter_rows(ADAPTER_LOGITS, hidden, n, pos0, Output::Logits);
     g.outputs = {out};
     runner_.run(g, [this](GraphBuilder & b, const StepInputs & in) {
-        return GraphOutputs{ggml_mul_mat(b.ctx(), model_.output, adapter_.build(b, in.hidden, in))};
+        ggml_tensor * logits = ggml_mul_mat(b.ctx(), model_.output, adapter_.build(b, in.hidden, in));  // [n_vocab, n]
+        return GraphOutputs{b.named(logits, "result_output", ADAPTER_LAYER)};
     });
 }
 
