@@ -131,7 +131,8 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     g->sched = ggml_backend_sched_new(backends_.list().data(), backends_.buffer_types().data(),
                                       (int) backends_.list().size(), max_nodes, false, backends_.uses_gpu());
     if (!ggml_backend_sched_alloc_graph(g->sched, g->gf)) {
-        throw EngineError(format("cannot allocate compute memory for a batch of %d tokens", spec.n_tokens));
+        throw EngineError(format("cannot allocate compute memory for a batch of %d tokens (graph %s)", spec.n_tokens,
+                                 key.kind->name));
     }
     cache_.push_front(std::move(g));
     if (cache_.size() > MAX_CACHED_GRAPHS) cache_.pop_back();

@@ -37,7 +37,7 @@ struct ForwardSpec {
 // builds it (the runner's layer range, the decoder's whole-model step, the adapter's draft
 // step...), so each client owns its kinds. Its address identifies the kind in the graph cache.
 struct GraphKind {
-    const char * name;
+    const char * name;  // for messages
 };
 
 using GraphOutputs = std::vector<ggml_tensor *>;
