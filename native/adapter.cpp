@@ -125,15 +125,16 @@ void Adapter::load_draft_vocab(const GgufFile & f, Backends & backends) {
     draft_head_ = weights_.create(backends.weight_buffer_type(like, GGML_OP_MUL_MAT), "adapter.draft_head", like);
 }
 
-ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv) {
-    ggml_tensor * cur = b.rms_norm(h, attn_.norm);
-    cur = b.attention(attn_, config_, kv_.layer(0), n_kv, cur, in, model_.rope_freqs);
-    cur = ggml_add(b.ctx(), cur, h);  // residual
-    return b.rms_norm(cur, output_norm_);
+ggml_tensor * Adapter::build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in) {
+    ggml_tensor * cur = b.rms_norm(h, attn_.norm, "attn_norm", ADAPTER_LAYER);
+    cur = b.attention(attn_, config_, kv_.layer(0), cur, in, model_.rope_freqs, ADAPTER_LAYER);
+    cur = b.named(ggml_add(b.ctx(), cur, h), "sa_out", ADAPTER_LAYER);  // residual
+    return b.rms_norm(cur, output_norm_, "result_norm", ADAPTER_LAYER);
 }
 
 void Adapter::build_kv(GraphBuilder & b, ggml_tensor * h, const StepInputs & in) {
-    b.store_kv(attn_, config_, kv_.layer(0), b.rms_norm(h, attn_.norm), in, model_.rope_freqs);
+    ggml_tensor * x = b.rms_norm(h, attn_.norm, "attn_norm", ADAPTER_LAYER);
+    b.store_kv(attn_, config_, kv_.layer(0), x, in, model_.rope_freqs, ADAPTER_LAYER);
 }
 
 }  // namespace ke

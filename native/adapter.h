@@ -43,7 +43,7 @@ public:
 
     // h: exit-layer hidden states [n_embd, n_tokens] -> adapter output before the LM head
     // (normed, [n_embd, n_tokens]); writes the adapter's K/V at the step's positions.
-    ggml_tensor * build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in, int n_kv);
+    ggml_tensor * build(GraphBuilder & b, ggml_tensor * h, const StepInputs & in);
     // Only the adapter's K/V for exit-layer states h: all that positions the adapter does not
     // draft from (the prompt, plain steps) leave for later drafts.
     void build_kv(GraphBuilder & b, ggml_tensor * h, const StepInputs & in);

@@ -4,37 +4,36 @@
 #pragma once
 
 #include "adapter.h"
+#include "adapter_graphs.h"
 #include "calibration.h"
-#include "drafter.h"
-#include "runner.h"
+#include "exit_layer_drafter.h"
 
 namespace ke {
 
-class AdapterDrafter : public Drafter {
+class AdapterDrafter : public ExitLayerDrafter {
 public:
     AdapterDrafter(const Model & model, Runner & runner, KvCache & model_kv, Adapter & adapter);
     const char * name() const override { return "adapter"; }
-    int exit_layer() const override { return adapter_.params().exit_layer; }
     Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) override;
-    bool add_bonus_row(const DraftRequest & r, Draft & d) override;
     double acceptance(float confidence) const override { return calibration_.predict(confidence); }
     void record_outcome(float confidence, bool accepted) override { calibration_.record(confidence, accepted); }
     bool confident(float confidence, float tau) const override { return confidence >= tau; }
     CalibrationTable calibration_table() const override { return calibration_.table(); }
 
-    bool has_state() const override { return true; }
+    // the exit-layer hooks
+    int exit_layer() const override { return adapter_.params().exit_layer; }
+    void add_bonus_row(const DraftRequest & r, Draft & d) override;
     void prefill(const float * hidden, int n, int pos0) override;
     void record(GraphBuilder & b, ggml_tensor * hidden, const StepInputs & in) override;
-    const void * state() const override { return &adapter_.kv(); }
+    const KvCache & state() const override { return adapter_.kv(); }
 
     // The adapter's logits [n, n_vocab] for exit-layer states [n, n_embd] at pos0.. (for checks).
     void logits(const float * hidden, int n, int pos0, float * out);
 
 private:
     const Model & model_;
-    Runner & runner_;
-    KvCache & model_kv_;
     Adapter & adapter_;
+    AdapterGraphs graphs_;
     BinnedCalibration calibration_;  // over the adapter's top-1 probability
     std::vector<float> logits_;  // [draft vocab] of the last draft step
 };

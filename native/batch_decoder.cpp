@@ -13,6 +13,9 @@ namespace {
 // elements), so a row keeps a one-sequence step's bits (tests) while sequences shorter than
 // KV_PAD cells cost up to 4x less attention.
 constexpr int ATTENTION_STEP = 64;
+
+// The batch's graph kind: the whole model over one token per sequence.
+const GraphKind SEQUENCE_ROWS{"sequence_rows"};
 }  // namespace
 
 BatchDecoder::BatchDecoder(const Model & model, Runner & runner, const Tokenizer & tokenizer,
@@ -69,8 +72,8 @@ BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const Sampling
     for (int done = 0; done < n; done += PREFILL_BATCH) {
         const int b = std::min(PREFILL_BATCH, n - done);
         const bool last = done + b == n;
-        runner_.forward(scratch_, {0, L, b, 1, last ? Output::Logits : Output::Hidden}, prompt.data() + done, nullptr,
-                        done, last ? logits_.data() : hidden.data());
+        runner_.forward_tokens(scratch_, ForwardSpec::last_row(0, L, b, last ? Output::Logits : Output::Hidden),
+                               prompt.data() + done, done, last ? logits_.data() : hidden.data());
     }
     const int block = n_active();
     copy_cells(scratch_, 0, kv_, block * block_, n);
@@ -88,28 +91,11 @@ std::vector<BatchEvent> BatchDecoder::step() {
     if (rows == 0) return {};
     const Hparams & hp = model_.hparams();
     std::vector<int32_t> tokens(rows), pos(rows);
-    int longest = 0;
     for (int r = 0; r < rows; ++r) {
         tokens[r] = active_[r].pending;
         pos[r] = active_[r].n_past;
-        longest = std::max(longest, pos[r] + 1);
     }
-    GraphKey key;
-    key.kind = KIND_SEQUENCE_ROWS;
-    key.spec = {0, hp.n_layer, rows, rows, Output::Logits, /*per_token=*/true};
-    key.n_kv = std::min(block_, (int) GGML_PAD(longest, ATTENTION_STEP));
-    key.cache_a = &kv_;
-    key.seq_block = block_;
-    const Model & m = model_;
-    KvCache & kv = kv_;
-    const int n_kv = key.n_kv;
-    GraphBody body = [&m, &kv, n_kv](GraphBuilder & b, const StepInputs & in) {
-        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, m.hparams().n_layer, in);
-        return std::vector<ggml_tensor *>{b.head(m, h, true)};
-    };
-    logits_.resize((size_t) rows * hp.n_vocab);
-    runner_.run_sequence_rows(key, body, kv_.n_embd_kv(), kv_.n_cells(), block_, tokens.data(), pos.data(),
-                              {logits_.data()});
+    run_sequence_rows(tokens, pos);
 
     std::vector<BatchEvent> events(rows);
     std::vector<size_t> done;
@@ -124,6 +110,25 @@ std::vector<BatchEvent> BatchDecoder::step() {
     // from the back, so that the blocks still to leave keep their indices
     for (auto it = done.rbegin(); it != done.rend(); ++it) leave(*it);
     return events;
+}
+
+void BatchDecoder::run_sequence_rows(const std::vector<int32_t> & tokens, const std::vector<int32_t> & pos) {
+    const int rows = (int) tokens.size();
+    const int longest = *std::max_element(pos.begin(), pos.end()) + 1;  // cells the longest row attends over
+    GraphRun g(SEQUENCE_ROWS, kv_, ForwardSpec::every_row(0, model_.hparams().n_layer, rows, Output::Logits));
+    g.spec.per_token_attention = true;
+    g.n_kv = std::min(block_, (int) GGML_PAD(longest, ATTENTION_STEP));
+    g.tokens = tokens.data();
+    g.row_pos = pos.data();
+    g.seq_block = block_;
+    logits_.resize((size_t) rows * model_.hparams().n_vocab);
+    g.outputs = {logits_.data()};
+    const Model & m = model_;
+    KvCache & kv = kv_;
+    runner_.run(g, [&m, &kv](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, b.embed(m, in.tokens), 0, m.hparams().n_layer, in);
+        return GraphOutputs{b.head(m, h, true)};
+    });
 }
 
 void BatchDecoder::remove(int64_t id) {

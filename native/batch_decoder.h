@@ -73,6 +73,9 @@ private:
     };
     // The next token from logits [n_vocab] (penalized in place), entered into a's window.
     int32_t choose(Active & a, float * logits);
+    // The whole model over one token per active sequence: row r is tokens[r] at position pos[r]
+    // of block r -> logits_ [rows, n_vocab].
+    void run_sequence_rows(const std::vector<int32_t> & tokens, const std::vector<int32_t> & pos);
     // Whether a sequence that just added `token` is done.
     FinishReason finish(const Active & a, int32_t token) const;
     void leave(size_t index);  // the sequence in block `index` leaves; the last moves in

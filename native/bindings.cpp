@@ -353,6 +353,13 @@ PYBIND11_MODULE(_native, m) {
                  return py::make_tuple(e.op_profile().graphs(), by_kind);
              },
              "(graphs run, {node kind: (nodes, seconds)}) since the last clear_op_profile()")
+        .def("op_profile_by_name", [](Engine & e) {
+                 std::map<std::string, std::pair<int64_t, double>> by_name;
+                 for (const auto & [name, t] : e.op_profile().by_name()) by_name[name] = {t.count, t.seconds};
+                 return by_name;
+             },
+             "{node name: (nodes, seconds)} since the last clear_op_profile(): every intermediate is named "
+             "as llama.cpp names it (\"attn_norm-3\", \"ffn_out-29\", \"result_output\")")
         .def("clear_op_profile", [](Engine & e) { e.op_profile().clear(); })
         // the sequence
         .def_property_readonly("n_ctx", &Engine::n_ctx)

@@ -14,6 +14,9 @@ namespace {
 double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// The decoder's graph kind: the whole model over the pending token (or a lookup draft's rows).
+const GraphKind WHOLE_MODEL_STEP{"whole_model_step"};
 }  // namespace
 
 void DraftParams::validate() const {
@@ -28,9 +31,12 @@ Decoder::Decoder(const Model & model, Runner & runner, Sequence & sequence, cons
     : model_(model), runner_(runner), sequence_(sequence), tokenizer_(tokenizer), sampler_(sampler) {}
 
 void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
-    int stateful = 0;
-    for (Drafter * d : drafters) stateful += d->has_state() ? 1 : 0;
-    if (stateful > 1) throw EngineError("at most one drafter may keep a cache of its own");
+    exit_drafter_ = nullptr;
+    for (Drafter * d : drafters) {
+        auto * x = dynamic_cast<ExitLayerDrafter *>(d);
+        if (x && exit_drafter_) throw EngineError("at most one drafter may draft from the exit layer");
+        if (x) exit_drafter_ = x;
+    }
     drafters_ = drafters;
     controller_.clear_drafters();
     for (Drafter * d : drafters_) controller_.add_drafter(*d);
@@ -39,9 +45,8 @@ void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
     pending_ = -1;
 }
 
-Drafter * Decoder::state_drafter() const {
-    for (Drafter * d : drafters_) if (d->has_state()) return d;
-    return nullptr;
+ExitLayerDrafter * Decoder::exit_layer_drafter(int slot) const {
+    return drafters_[slot] == exit_drafter_ ? exit_drafter_ : nullptr;
 }
 
 // ---- a generation: its limits, its end and its record ----------------------------------------------
@@ -114,7 +119,7 @@ int32_t Decoder::prefill(const std::vector<int32_t> & prompt, const SamplingPara
     const int n_embd = model_.hparams().n_embd;
     const int n_vocab = model_.hparams().n_vocab;
     const int L = model_.hparams().n_layer;
-    Drafter * keeper = state_drafter();
+    ExitLayerDrafter * keeper = exit_drafter_;
     const int N = keeper ? keeper->exit_layer() : L;
 
     // Reuse the cached positions as far as every cache (the drafter's too) still holds them.
@@ -131,15 +136,16 @@ int32_t Decoder::prefill(const std::vector<int32_t> & prompt, const SamplingPara
         const Output out = last ? Output::Logits : Output::Hidden;  // only the K/V matter before the end
         std::vector<float> scratch(last ? 0 : n_embd);
         float * dst = last ? logits_.data() : scratch.data();
+        const int32_t * tokens = prompt.data() + done;
         if (!keeper) {
-            runner_.forward(sequence_.kv(), {0, L, b, 1, out}, prompt.data() + done, nullptr, done, dst);
+            runner_.forward_tokens(sequence_.kv(), ForwardSpec::last_row(0, L, b, out), tokens, done, dst);
         } else {
             // shallow layers for every token (the drafter's cache is filled from them), then the deep layers
             hidden.resize((size_t) b * n_embd);
-            runner_.forward(sequence_.kv(), {0, N, b, b, Output::Hidden}, prompt.data() + done, nullptr, done,
-                            hidden.data());
+            runner_.forward_tokens(sequence_.kv(), ForwardSpec::every_row(0, N, b, Output::Hidden), tokens, done,
+                                   hidden.data());
             keeper->prefill(hidden.data(), b, done);
-            runner_.forward(sequence_.kv(), {N, L, b, 1, out}, nullptr, hidden.data(), done, dst);
+            runner_.forward_hidden(sequence_.kv(), ForwardSpec::last_row(N, L, b, out), hidden.data(), done, dst);
         }
         // each batch is committed as one: a batch of one token took the one-row kernels, as a step does
         const auto rows = b > 1 ? Sequence::Rows::PromptBatch : Sequence::Rows::DecodeStep;
@@ -178,7 +184,7 @@ std::vector<int32_t> Decoder::advance(const DraftParams & params, int max_new) {
         Draft draft = d.draft(r, keep);
         if (draft.tokens.empty()) continue;
         const double t1 = now_seconds();
-        if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) d.add_bonus_row(r, draft);
+        if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) exit_drafter_->add_bonus_row(r, draft);
         return cycle(slot, draft, t1 - t0, now_seconds() - t1);
     }
     return plain_step();
@@ -187,7 +193,7 @@ std::vector<int32_t> Decoder::advance(const DraftParams & params, int max_new) {
 bool Decoder::wants_bonus_row(const DraftParams & params, int slot, const Draft & draft, int max_rows) const {
     const Drafter & d = *drafters_[slot];
     const int k = (int) draft.tokens.size();
-    if (d.exit_layer() == 0 || k + 1 > max_rows) return false;
+    if (!exit_layer_drafter(slot) || k + 1 > max_rows) return false;
     if (params.mode == DraftParams::Mode::Auto) return controller_.bonus_row_pays(slot, draft);
     // the fixed rule: drafting ran to gamma and would have gone on
     return k == params.gamma && d.confident(draft.signal.back(), params.tau);
@@ -216,11 +222,12 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
     //    exit-layer states need only the deep layers; attention runs per token so that each
     //    row is computed exactly as plain decoding computes it.
     const double t0 = now_seconds();
-    if (d.exit_layer() > 0) {
+    if (const ExitLayerDrafter * x = exit_layer_drafter(slot)) {
         inputs_ = inputs;
         logits_.resize((size_t) rows * model_.hparams().n_vocab);
-        const ForwardSpec deep{d.exit_layer(), model_.hparams().n_layer, rows, rows, Output::Logits, /*per_token=*/true};
-        runner_.forward(sequence_.kv(), deep, nullptr, draft.hidden.data(), sequence_.n_past(), logits_.data());
+        ForwardSpec deep = ForwardSpec::every_row(x->exit_layer(), model_.hparams().n_layer, rows, Output::Logits);
+        deep.per_token_attention = true;
+        runner_.forward_hidden(sequence_.kv(), deep, draft.hidden.data(), sequence_.n_past(), logits_.data());
     } else {
         run_whole_model(inputs);
     }
@@ -258,31 +265,28 @@ std::vector<int32_t> Decoder::cycle(int slot, const Draft & draft, double draft_
 
 void Decoder::run_whole_model(const std::vector<int32_t> & tokens) {
     inputs_ = tokens;
-    const int pos = sequence_.n_past();
     const int L = model_.hparams().n_layer;
     const int rows = (int) tokens.size();
-    Drafter * keeper = state_drafter();
+    ExitLayerDrafter * keeper = exit_drafter_;
     const int N = keeper ? keeper->exit_layer() : L;
     // Plain decoding's own graph, layers [0, L), with one branch at the exit layer where the
     // stateful drafter records the positions (the adapter writes its K/V), so that drafting
     // can resume at any step. Several rows attend per token, each exactly as a one-row step.
     KvCache & kv = sequence_.kv();
-    GraphKey key;
-    key.kind = KIND_WHOLE_MODEL_STEP;
-    key.spec = {0, L, rows, rows, Output::Logits, /*per_token=*/rows > 1};
-    set_attention_span(key, kv, pos);
-    key.cache_a = &kv;
-    key.cache_b = keeper ? keeper->state() : nullptr;
-    const Model & m = model_;
-    const int n_kv = key.n_kv;
-    GraphBody body = [&m, &kv, keeper, N, L, n_kv](GraphBuilder & b, const StepInputs & in) {
-        ggml_tensor * h = b.layers(m, kv, n_kv, b.embed(m, in.tokens), 0, N, in);
-        if (keeper) keeper->record(b, h, in);
-        if (N < L) h = b.layers(m, kv, n_kv, h, N, L, in);
-        return std::vector<ggml_tensor *>{b.head(m, h, true)};
-    };
+    GraphRun g(WHOLE_MODEL_STEP, kv, ForwardSpec::every_row(0, L, rows, Output::Logits));
+    g.spec.per_token_attention = rows > 1;
+    g.also_writes = keeper ? &keeper->state() : nullptr;
+    g.tokens = tokens.data();
+    g.pos0 = sequence_.n_past();
     logits_.resize((size_t) rows * model_.hparams().n_vocab);
-    runner_.run(key, body, kv.n_embd_kv(), kv.n_cells(), tokens.data(), nullptr, pos, {logits_.data()});
+    g.outputs = {logits_.data()};
+    const Model & m = model_;
+    runner_.run(g, [&m, &kv, keeper, N, L](GraphBuilder & b, const StepInputs & in) {
+        ggml_tensor * h = b.layers(m, kv, b.embed(m, in.tokens), 0, N, in);
+        if (keeper) keeper->record(b, h, in);
+        if (N < L) h = b.layers(m, kv, h, N, L, in);
+        return GraphOutputs{b.head(m, h, true)};
+    });
 }
 
 std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_accepted) {
@@ -341,7 +345,7 @@ void Decoder::commit(const std::vector<int32_t> & inputs, std::vector<int32_t> &
     // and the logits after the last of them become the sequence's.
     const int n = (int) out.size();
     const float * next = logits_.data() + (size_t) (n - 1) * model_.hparams().n_vocab;
-    sequence_.commit(inputs.data(), n, next, state_drafter() != nullptr, Sequence::Rows::DecodeStep);
+    sequence_.commit(inputs.data(), n, next, exit_drafter_ != nullptr, Sequence::Rows::DecodeStep);
     pending_ = out.back();
 }
 

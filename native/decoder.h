@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "drafter.h"
+#include "exit_layer_drafter.h"
 #include "finish_reason.h"
 #include "logits_mask.h"
 #include "penalties.h"
@@ -42,7 +43,7 @@ struct GenerationStats : ControllerStats {
     int64_t predicted_n = 0;    // tokens generated; an end-of-generation token is not one of them
     double predicted_ms = 0.0;  // from the end of start() to the end of the last step
     int64_t cycles = 0;         // verifications (speculative cycles)
-    int64_t bonus_rows = 0;     // of them, with a bonus row (Drafter::add_bonus_row)
+    int64_t bonus_rows = 0;     // of them, with a bonus row (ExitLayerDrafter::add_bonus_row)
     int64_t draft_n = 0;        // draft tokens proposed
     int64_t draft_n_accepted = 0;  // draft tokens the model agreed with
     int64_t cycle_tokens = 0;   // tokens cycles added: the accepted drafts plus the model's own
@@ -82,7 +83,8 @@ public:
     Decoder(const Model & model, Runner & runner, Sequence & sequence, const Tokenizer & tokenizer, Sampler & sampler);
 
     // The drafters a step may use, tried in this order (none: plain decoding only). The decoder
-    // does not own them; at most one may keep a cache of its own (Drafter::has_state()).
+    // does not own them; at most one may draft from the exit layer (ExitLayerDrafter: it keeps a
+    // cache of its own in step with the sequence).
     void set_drafters(const std::vector<Drafter *> & drafters);
     const std::vector<Drafter *> & drafters() const { return drafters_; }
 
@@ -138,7 +140,8 @@ private:
     // Ends `out` at its first end-of-generation token, commits the inputs whose K/V are now
     // final (pending and the accepted drafts that were run) and makes out.back() pending.
     void commit(const std::vector<int32_t> & inputs, std::vector<int32_t> & out);
-    Drafter * state_drafter() const;
+    // Drafter `slot` as an ExitLayerDrafter, or null (it drafts with the core interface alone).
+    ExitLayerDrafter * exit_layer_drafter(int slot) const;
     // Row `row` of logits_ under the generation's penalties and constraint (none: unchanged),
     // and both told that `token` is output. Rows are judged in order and row j only after the
     // drafts before it were accepted, so row j sees the output up to d_(j-1), as a plain step would.
@@ -151,6 +154,7 @@ private:
     const Tokenizer & tokenizer_;
     Sampler & sampler_;
     std::vector<Drafter *> drafters_;
+    ExitLayerDrafter * exit_drafter_ = nullptr;  // the one of drafters_ that drafts from the exit layer, or null
     SamplingParams sampling_;
     std::shared_ptr<LogitsMask> mask_;  // this generation's constraint, or null
     MaskedRow masked_row_;

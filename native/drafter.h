@@ -1,7 +1,8 @@
 // A drafter proposes the tokens that a speculative cycle asks the full model to verify. The
 // decoder (decoder.h) knows drafters only through this interface: the Kangaroo adapter
 // (adapter_drafter.h) and prompt lookup (lookup_drafter.h) are two implementations, and a new
-// drafter is one new file plus one registration in Engine.
+// drafter is one new file plus one registration in Engine. A drafter that drafts from the exit
+// layer also implements the side interface ExitLayerDrafter (exit_layer_drafter.h).
 #pragma once
 
 #include <cstdint>
@@ -11,12 +12,7 @@
 
 #include "sampling.h"
 
-struct ggml_tensor;
-
 namespace ke {
-
-class GraphBuilder;
-struct StepInputs;
 
 // Most drafts one cycle may verify (the gamma limit), and the default gamma and tau of the
 // paper's rule: the one owner of these numbers, exported to Python by the bindings.
@@ -48,10 +44,10 @@ struct Draft {
     std::vector<int32_t> tokens;    // d_1 .. d_k
     std::vector<float> signal;      // the evidence each draft was made on (what outcomes are learned by)
     std::vector<float> hidden;      // [k, n_embd] exit-layer states of the inputs pending, d_1 .. d_{k-1}
-                                    // (drafters with exit_layer() > 0 only)
+                                    // (ExitLayerDrafter only)
     std::vector<Distribution> q;    // draft distributions of d_1 .. d_k (sampling only)
     bool bonus = false;             // hidden also holds d_k's state: verification runs one more
-                                    // row, whose token follows d_k (Drafter::add_bonus_row)
+                                    // row, whose token follows d_k (ExitLayerDrafter::add_bonus_row)
 };
 
 // What a drafter has learned about its signal: P(accepted) and how many drafts were judged,
@@ -78,21 +74,13 @@ public:
     // Whether a generation with these options drafts with this drafter.
     virtual bool enabled_by(const DraftParams & /*params*/) const { return true; }
 
-    // > 0: drafts carry the exit-layer states of their inputs, so verification runs only layers
-    // [exit_layer(), L) over k rows (pending, d_1 .. d_{k-1}). 0: the whole model verifies
-    // pending, d_1 .. d_k, and the last row gives a bonus token when every draft is accepted.
-    virtual int exit_layer() const = 0;
-    int verify_rows(int k) const { return exit_layer() > 0 ? k : k + 1; }
+    // Rows verification runs for k drafts: here the whole model over pending, d_1 .. d_k, whose
+    // last row gives a bonus token when every draft is accepted (ExitLayerDrafter: k rows).
+    virtual int verify_rows(int k) const { return k + 1; }
     int verify_rows(const Draft & d) const { return verify_rows((int) d.tokens.size()) + (d.bonus ? 1 : 0); }
 
     // Drafts up to r.max_drafts tokens following r.pending while keep_drafting agrees.
     virtual Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) = 0;
-
-    // The bonus row (drafters with exit_layer() > 0): runs the last draft d_k at r.pos + k through
-    // the exit layers too, so that verification judges all k drafts and gives the model's own
-    // token after d_k: a fully accepted cycle adds k + 1 tokens for less than a draft step.
-    // Returns false when the drafter has no such row (lookup's rows already end with one).
-    virtual bool add_bonus_row(const DraftRequest & /*r*/, Draft & /*d*/) { return false; }
 
     // P(draft accepted | its signal), learned from verifications (each drafter its own table).
     virtual double acceptance(float signal) const = 0;
@@ -100,15 +88,6 @@ public:
     virtual CalibrationTable calibration_table() const = 0;
     // The fixed rule: is a draft with this signal worth making at threshold tau?
     virtual bool confident(float signal, float tau) const = 0;
-
-    // Drafters with a cache of their own (the adapter's K/V) keep it in step with the sequence:
-    // prefill sees prompt positions pos0 .. pos0+n-1 through their exit-layer states
-    // [n, n_embd]; record does the same inside a graph that runs the whole model.
-    virtual bool has_state() const { return false; }
-    virtual void prefill(const float * /*hidden*/, int /*n*/, int /*pos0*/) {}
-    virtual void record(GraphBuilder & /*b*/, ggml_tensor * /*hidden*/, const StepInputs & /*in*/) {}
-    // Identifies the state record() writes (part of a cached graph's identity).
-    virtual const void * state() const { return nullptr; }
 };
 
 }  // namespace ke

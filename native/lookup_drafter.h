@@ -15,7 +15,6 @@ public:
     LookupDrafter();
     const char * name() const override { return "lookup"; }
     bool enabled_by(const DraftParams & params) const override { return params.lookup; }
-    int exit_layer() const override { return 0; }
     // signal: the length of the match a draft continues
     Draft draft(const DraftRequest & r, const KeepDrafting & keep_drafting) override;
     double acceptance(float ngram) const override { return calibration_.predict(ngram); }

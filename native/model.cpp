@@ -162,8 +162,8 @@ Model::Model(const std::string & path, Backends & backends) : path_(path) {
 
 namespace {
 
-// What differs between the supported architectures, as far as loading goes; the graph of each is
-// built in graph_<arch>.cpp.
+// What differs between the supported architectures, as far as loading goes; the layer builder of
+// each is picked in graph_layers.cpp.
 struct ArchTraits {
     const char * name;
     Arch arch;

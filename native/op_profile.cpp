@@ -37,9 +37,10 @@ bool OpProfile::observe(ggml_tensor * t, bool ask, void * self) {
         p.node_start_ = now;
         return true;
     }
-    OpTime & o = p.by_kind_[kind_of(t)];
-    o.count += 1;
-    o.seconds += now - p.node_start_;
+    for (OpTime * o : {&p.by_kind_[kind_of(t)], &p.by_name_[t->name]}) {
+        o->count += 1;
+        o->seconds += now - p.node_start_;
+    }
     return true;
 }
 

@@ -11,6 +11,9 @@ namespace ke {
 namespace {
 constexpr size_t MAX_CACHED_GRAPHS = 32;
 
+// The runner's own kind: layers [a, b) of the base model (forward()).
+const GraphKind LAYER_RANGE{"layer_range"};
+
 // Uploads an input's values; an input the graph never reads (a graph that only writes K/V has no
 // use for the mask) was not allocated, and is skipped.
 void set_input(ggml_tensor * t, const void * data) {
@@ -18,12 +21,37 @@ void set_input(ggml_tensor * t, const void * data) {
 }
 }  // namespace
 
-bool GraphKey::operator==(const GraphKey & o) const {
-    return kind == o.kind && n_kv == o.n_kv && seq_block == o.seq_block &&
-           cache_a == o.cache_a && cache_b == o.cache_b && spec.per_token_attention == o.spec.per_token_attention &&
-           spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
-           spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
+ForwardSpec ForwardSpec::every_row(int a, int b, int n_tokens, Output output) {
+    ForwardSpec s;
+    s.layer_begin = a;
+    s.layer_end = b;
+    s.n_tokens = s.n_outputs = n_tokens;
+    s.output = output;
+    return s;
 }
+
+ForwardSpec ForwardSpec::last_row(int a, int b, int n_tokens, Output output) {
+    ForwardSpec s = every_row(a, b, n_tokens, output);
+    s.n_outputs = 1;
+    return s;
+}
+
+// Identity of a cached graph: everything that changes its shape or the tensors it touches.
+struct Runner::GraphKey {
+    const GraphKind * kind = nullptr;
+    ForwardSpec spec;
+    int n_kv = 0;
+    const KvCache * kv = nullptr;           // the caches the graph writes
+    const KvCache * also_writes = nullptr;
+    int seq_block = 0;
+
+    bool operator==(const GraphKey & o) const {
+        return kind == o.kind && n_kv == o.n_kv && seq_block == o.seq_block && kv == o.kv &&
+               also_writes == o.also_writes && spec.per_token_attention == o.spec.per_token_attention &&
+               spec.layer_begin == o.spec.layer_begin && spec.layer_end == o.spec.layer_end &&
+               spec.n_tokens == o.spec.n_tokens && spec.n_outputs == o.spec.n_outputs && spec.output == o.spec.output;
+    }
+};
 
 struct Runner::CachedGraph {
     GraphKey key;
@@ -45,9 +73,9 @@ Runner::~Runner() = default;
 
 void Runner::clear() { cache_.clear(); }
 
-void Runner::forget(const void * cache) {
+void Runner::forget(const KvCache * cache) {
     cache_.remove_if([cache](const std::unique_ptr<CachedGraph> & g) {
-        return g->key.cache_a == cache || g->key.cache_b == cache;
+        return g->key.kv == cache || g->key.also_writes == cache;
     });
 }
 
@@ -103,7 +131,8 @@ Runner::CachedGraph & Runner::graph_for(const GraphKey & key, const GraphBody & 
     g->sched = ggml_backend_sched_new(backends_.list().data(), backends_.buffer_types().data(),
                                       (int) backends_.list().size(), max_nodes, false, backends_.uses_gpu());
     if (!ggml_backend_sched_alloc_graph(g->sched, g->gf)) {
-        throw EngineError(format("cannot allocate compute memory for a batch of %d tokens", spec.n_tokens));
+        throw EngineError(format("cannot allocate compute memory for a batch of %d tokens (graph %s)", spec.n_tokens,
+                                 key.kind->name));
     }
     cache_.push_front(std::move(g));
     if (cache_.size() > MAX_CACHED_GRAPHS) cache_.pop_back();
@@ -137,8 +166,9 @@ void fill_positions_and_masks(const StepInputs & in, const std::vector<int32_t> 
     set_input(in.v_idxs, v_idxs.data());
     set_input(in.kq_mask, mask.data());
 }
-}  // namespace
 
+// The per-step inputs for one token per sequence (StepInputs::seq_block): row r at position
+// pos[r] of its block.
 void fill_sequence_row_inputs(const StepInputs & in, const int32_t * pos, int n_rows, int n_kv, int n_embd_kv,
                               int n_cells) {
     std::vector<int32_t> p(pos, pos + n_rows);
@@ -147,6 +177,7 @@ void fill_sequence_row_inputs(const StepInputs & in, const int32_t * pos, int n_
     fill_positions_and_masks(in, p, cell, n_kv, n_embd_kv, n_cells);
 }
 
+// The per-step inputs for a contiguous run of tokens at pos0 .. pos0+n_tokens-1 over n_kv cells.
 void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, int n_embd_kv, int n_cells) {
     std::vector<int32_t> pos(n_tokens);
     std::vector<int64_t> cell(n_tokens);
@@ -160,56 +191,59 @@ void fill_step_inputs(const StepInputs & in, int pos0, int n_tokens, int n_kv, i
     }
 }
 
-void set_attention_span(GraphKey & key, const KvCache & kv, int pos0) {
-    key.n_kv = kv.n_kv_for(pos0 + key.spec.n_tokens);
-}
+}  // namespace
 
-void Runner::validate(const ForwardSpec & spec, int n_cells, const int32_t * tokens, int pos0) const {
+void Runner::validate(const GraphRun & r, int n_kv) const {
     const Hparams & hp = model_.hparams();
+    const ForwardSpec & spec = r.spec;
+    const int n_cells = r.kv->n_cells();
     if (spec.n_tokens < 1 || spec.n_outputs < 1 || spec.n_outputs > spec.n_tokens) {
         throw InvalidArgument(format("bad batch: %d tokens, %d outputs", spec.n_tokens, spec.n_outputs));
     }
-    if (pos0 < 0 || pos0 + spec.n_tokens > n_cells) {
-        throw InvalidArgument(format("positions %d..%d do not fit the context of %d", pos0,
-                                     pos0 + spec.n_tokens - 1, n_cells));
+    if (r.pos0 < 0 || r.pos0 + spec.n_tokens > n_cells) {
+        throw InvalidArgument(format("positions %d..%d do not fit the context of %d", r.pos0,
+                                     r.pos0 + spec.n_tokens - 1, n_cells));
     }
-    if (tokens) {
+    if (spec.layer_begin == 0) {
         for (int i = 0; i < spec.n_tokens; ++i) {
-            if (tokens[i] < 0 || tokens[i] >= hp.n_vocab) {
-                throw InvalidArgument(format("token id %d is outside the vocabulary (0..%d)", tokens[i], hp.n_vocab - 1));
+            if (r.tokens[i] < 0 || r.tokens[i] >= hp.n_vocab) {
+                throw InvalidArgument(format("token id %d is outside the vocabulary (0..%d)", r.tokens[i], hp.n_vocab - 1));
             }
         }
     }
-}
-
-void Runner::run(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells, const int32_t * tokens,
-                 const float * hidden, int pos0, const std::vector<float *> & outs) {
-    validate(key.spec, n_cells, key.spec.layer_begin == 0 ? tokens : nullptr, pos0);
-    CachedGraph & g = graph_for(key, body, n_embd_kv);
-    set_input(g.in.tokens, tokens);
-    set_input(g.in.hidden, hidden);
-    fill_step_inputs(g.in, pos0, key.spec.n_tokens, key.n_kv, n_embd_kv, n_cells);
-    compute(g, outs);
-}
-
-void Runner::run_sequence_rows(const GraphKey & key, const GraphBody & body, int n_embd_kv, int n_cells,
-                               int seq_block, const int32_t * tokens, const int32_t * pos,
-                               const std::vector<float *> & outs) {
-    const int n_rows = key.spec.n_tokens;
-    if (key.seq_block != seq_block || !key.spec.per_token_attention || key.spec.layer_begin != 0 ||
-        key.spec.n_outputs != n_rows || (int64_t) n_rows * seq_block > n_cells || key.n_kv > seq_block) {
-        throw EngineError("run_sequence_rows: a graph key that does not describe one token per sequence");
+    if (!r.row_pos) return;
+    const int n_rows = spec.n_tokens;
+    if (!spec.per_token_attention || spec.layer_begin != 0 || spec.n_outputs != n_rows || r.seq_block < 1 ||
+        (int64_t) n_rows * r.seq_block > n_cells || n_kv > r.seq_block) {
+        throw EngineError("a graph run that does not describe one token per sequence");
     }
-    validate(key.spec, n_cells, tokens, 0);
-    for (int r = 0; r < n_rows; ++r) {
-        if (pos[r] < 0 || pos[r] >= key.n_kv) {
-            throw InvalidArgument(format("sequence %d: position %d is outside its %d attended cells", r, pos[r], key.n_kv));
+    for (int row = 0; row < n_rows; ++row) {
+        if (r.row_pos[row] < 0 || r.row_pos[row] >= n_kv) {
+            throw InvalidArgument(format("sequence %d: position %d is outside its %d attended cells", row,
+                                         r.row_pos[row], n_kv));
         }
     }
-    CachedGraph & g = graph_for(key, body, n_embd_kv);
-    set_input(g.in.tokens, tokens);
-    fill_sequence_row_inputs(g.in, pos, n_rows, key.n_kv, n_embd_kv, n_cells);
-    compute(g, outs);
+}
+
+void Runner::run(const GraphRun & r, const GraphBody & body) {
+    const KvCache & kv = *r.kv;
+    GraphKey key;
+    key.kind = r.kind;
+    key.spec = r.spec;
+    key.n_kv = r.n_kv > 0 ? r.n_kv : kv.n_kv_for(r.pos0 + r.spec.n_tokens);
+    key.kv = r.kv;
+    key.also_writes = r.also_writes;
+    key.seq_block = r.seq_block;
+    validate(r, key.n_kv);
+    CachedGraph & g = graph_for(key, body, kv.n_embd_kv());
+    set_input(g.in.tokens, r.tokens);
+    set_input(g.in.hidden, r.hidden);
+    if (r.row_pos) {
+        fill_sequence_row_inputs(g.in, r.row_pos, r.spec.n_tokens, key.n_kv, kv.n_embd_kv(), kv.n_cells());
+    } else {
+        fill_step_inputs(g.in, r.pos0, r.spec.n_tokens, key.n_kv, kv.n_embd_kv(), kv.n_cells());
+    }
+    compute(g, r.outputs);
 }
 
 void Runner::compute(CachedGraph & g, const std::vector<float *> & outs) {
@@ -223,30 +257,30 @@ void Runner::compute(CachedGraph & g, const std::vector<float *> & outs) {
     }
 }
 
-void Runner::forward(KvCache & kv, const ForwardSpec & spec, const int32_t * tokens, const float * hidden, int pos0,
+void Runner::forward(KvCache & kv, const ForwardSpec & s, const int32_t * tokens, const float * hidden, int pos0,
                      float * out) {
     const int n_layer = model_.hparams().n_layer;
-    if (spec.layer_begin < 0 || spec.layer_end > n_layer || spec.layer_begin >= spec.layer_end) {
-        throw InvalidArgument(format("layer range [%d, %d) is not within [0, %d)", spec.layer_begin,
-                                     spec.layer_end, n_layer));
+    if (s.layer_begin < 0 || s.layer_end > n_layer || s.layer_begin >= s.layer_end) {
+        throw InvalidArgument(format("layer range [%d, %d) is not within [0, %d)", s.layer_begin, s.layer_end, n_layer));
     }
-    GraphKey key;
-    key.kind = KIND_LAYER_RANGE;
-    key.spec = spec;
-    set_attention_span(key, kv, pos0);
-    key.cache_a = &kv;
+    if ((s.layer_begin == 0 ? (const void *) tokens : (const void *) hidden) == nullptr) {
+        throw InvalidArgument("a forward pass from layer 0 reads tokens, one from a later layer hidden states");
+    }
+    GraphRun graph(LAYER_RANGE, kv, s);
+    graph.tokens = tokens;
+    graph.hidden = hidden;
+    graph.pos0 = pos0;
+    graph.outputs = {out};
     const Model & m = model_;
-    GraphBody body = [&m, &kv, &key](GraphBuilder & b, const StepInputs & in) {
-        const ForwardSpec & s = key.spec;
+    run(graph, [&m, &kv, s](GraphBuilder & b, const StepInputs & in) {
         ggml_tensor * x = in.tokens ? b.embed(m, in.tokens) : in.hidden;
-        x = b.layers(m, kv, key.n_kv, x, s.layer_begin, s.layer_end, in);
+        x = b.layers(m, kv, x, s.layer_begin, s.layer_end, in);
         if (s.layer_end < m.hparams().n_layer && in.out_ids) {
             x = ggml_get_rows(b.ctx(), x, in.out_ids);  // the model's last layer did not select rows
         }
         if (s.output != Output::Hidden) x = b.head(m, x, s.output == Output::Logits);
-        return std::vector<ggml_tensor *>{x};
-    };
-    run(key, body, kv.n_embd_kv(), kv.n_cells(), tokens, hidden, pos0, {out});
+        return GraphOutputs{x};
+    });
 }
 
 }  // namespace ke

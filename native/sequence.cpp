@@ -39,7 +39,8 @@ int Sequence::reuse_prefix(const std::vector<int32_t> & prompt, int max_reuse) {
 void Sequence::append(int32_t token) {
     if (n_past() >= n_ctx_) throw InvalidArgument(format("the context is full (n_ctx=%d)", n_ctx_));
     has_logits_ = false;
-    runner_.forward(kv_, {0, model_.hparams().n_layer, 1, 1, Output::Logits}, &token, nullptr, n_past(), logits_.data());
+    runner_.forward_tokens(kv_, ForwardSpec::every_row(0, model_.hparams().n_layer, 1, Output::Logits), &token,
+                           n_past(), logits_.data());
     tokens_.push_back(token);
     batch_start_.push_back(n_past() - 1);
     has_logits_ = true;

@@ -76,3 +76,30 @@ def test_forced_drafting_equals_plain(tiny):
         spec = lm.generate(prompt, 40, speculative=True, tau=0.0, gamma=gamma)
         assert spec.token_ids == plain.token_ids, gamma
         assert spec.stats.cycles > 0
+
+
+def test_graph_nodes_carry_llama_cpp_names(tiny):
+    """Every intermediate of a layer is named as llama.cpp names it ("attn_norm-0"), so a graph can
+    be read node by node (Engine.op_profile_by_name); the adapter's block is "<name>-adapter"."""
+    arch, _, lm, _ = tiny
+    e = lm.engine
+    lm.reset()
+    e.clear_op_profile()
+    e.set_profiling(True)
+    try:
+        lm.generate(list(range(3, 15)), 8, speculative=True, tau=0.0, gamma=2)
+    finally:
+        e.set_profiling(False)
+    names = set(e.op_profile_by_name())
+    per_layer = ["attn_norm", "Qcur", "Kcur", "Vcur", "kq", "kq_soft_max", "kqv", "kqv_out", "attn_out",
+                 "ffn_norm", "ffn_up", "ffn_gate", "ffn_out", "l_out"]
+    if arch == "gemma3":
+        per_layer += ["Qcur_normed", "Kcur_normed", "Qcur_scaled", "attn_post_norm", "sa_out", "ffn_geglu",
+                      "ffn_post_norm"]
+    else:
+        per_layer += ["ffn_inp", "ffn_swiglu"] + (["Qcur_normed", "Kcur_normed"] if arch == "qwen3" else [])
+    expected = {f"{n}-{il}" for n in per_layer for il in range(lm.hparams.n_layer)}
+    expected |= {"inp_embd", "result_norm", "result_output"}
+    expected |= {f"{n}-adapter" for n in ("attn_norm", "Qcur", "Kcur", "Vcur", "kq_soft_max", "attn_out", "sa_out",
+                                          "result_norm")}
+    assert expected <= names, sorted(expected - names)
