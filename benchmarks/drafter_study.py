@@ -32,8 +32,9 @@ from kangaroo_edge.train.base_model import load_lm_head, load_rope_freq_factors,
 from kangaroo_edge.train.draft_vocab import frequent_tokens
 from kangaroo_edge.train.drafter_models import DeepContextAdapter, EagleConfig, EagleHead
 from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset, collate_sequences
-from kangaroo_edge.train.fit import (FitConfig, RestrictedHead, answer_token_counts, build_adapter, lr_lambda,
-                                     make_optimizer)
+from kangaroo_edge.train.export import checkpoint_to_gguf
+from kangaroo_edge.train.fit import (CHECKPOINT_FORMAT, FitConfig, RestrictedHead, answer_token_counts, build_adapter,
+                                     lr_lambda, make_optimizer, save_checkpoint)
 from kangaroo_edge.train.jsonl import append_jsonl
 
 DEPTHS = 4          # measured draft depths
@@ -239,6 +240,8 @@ def main(argv=None) -> int:
                     help="also measure on every sequence of another feature directory (e.g. answers to "
                          "Spec-Bench questions, never trained on); repeatable")
     ap.add_argument("--save", help="directory for each trained drafter's state dict")
+    ap.add_argument("--export", metavar="GGUF",
+                    help="write the trained adapter kind as an adapter GGUF (its checkpoint, in fit.py's format, beside it)")
     ap.add_argument("--baseline", action="append", default=[], metavar="GGUF",
                     help="also measure this adapter GGUF (e.g. the shipped one) on the same sets; repeatable")
     a = ap.parse_args(argv)
@@ -268,7 +271,9 @@ def main(argv=None) -> int:
         windows = SequenceDataset(other, range(len(other)), a.max_len)
         evals[name] = DataLoader(TeacherWindows(windows, teacher_cache(other, head, Path(directory) / f"teacher_top{TEACHER_K}.npz")),
                                  batch_size=a.batch_size, collate_fn=collate)
-    vocab, coverage = frequent_tokens(answer_token_counts(shards, train_ds), a.draft_vocab)
+    eos = reader.fields.get("tokenizer.ggml.eos_token_id")  # answers end with it; responses do not store it
+    vocab, coverage = frequent_tokens(answer_token_counts(shards, train_ds), a.draft_vocab,
+                                      [int(eos.parts[-1][0])] if eos else [])
     rh = RestrictedHead.build(head, vocab)
     row_of = torch.full((head.shape[0],), len(rh.vocab), dtype=torch.int64)  # token -> draft-head row
     row_of[rh.vocab] = torch.arange(len(rh.vocab))
@@ -295,6 +300,12 @@ def main(argv=None) -> int:
             Path(a.save).mkdir(parents=True, exist_ok=True)
             torch.save({"kind": name, "state_dict": kind.model.state_dict(), "draft_vocab": vocab, "history": history},
                        Path(a.save) / f"{name}-{a.train_fraction:g}.pt")
+        if a.export and name == "adapter":
+            ckpt = Path(a.export).with_suffix(".pt")
+            save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "config": acfg.to_dict(), "exit_layer": shards.exit_layer,
+                                   "fingerprint": shards.fingerprint, "base_arch": info.arch, "history": history,
+                                   "state_dict": kind.model.state_dict()})
+            checkpoint_to_gguf(ckpt, a.model, a.export, draft_vocab=[int(t) for t in vocab])
         if a.out:
             append_jsonl(a.out, {"kind": name, "parameters": n_params, "train_fraction": a.train_fraction,
                                  "epochs": a.epochs, "lr": kind.lr, "draft_vocab": len(vocab),

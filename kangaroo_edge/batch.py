@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
-from .decoding import generation_seed, native_sampling
+from .decoding import generation_seed
 from .types import SamplingParams
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class BatchedGenerator:
                 while queue and batch.n_active < batch.capacity:  # fill free slots
                     job = queue.popleft()
                     slot = _Slot(job, time.perf_counter())
-                    event = batch.add(list(job.prompt_ids), native_sampling(job.sampling),
+                    event = batch.add(list(job.prompt_ids), job.sampling.native(),
                                       generation_seed(job.sampling), job.max_new_tokens)
                     finish = self._accept(slot, event)
                     if finish is None:

@@ -55,12 +55,6 @@ def generation_seed(sampling: SamplingParams) -> int:
     return sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
 
 
-def native_sampling(sampling: SamplingParams) -> "_native.SamplingParams":
-    return _native.SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p,
-                                  sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty,
-                                  sampling.repeat_last_n)
-
-
 def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: SamplingParams,
                  draft: DraftOptions, max_tokens: int, mask: Any = None) -> Iterator[list[int]]:
     """The output of one generation, a step at a time: the first token comes from the prompt's
@@ -71,7 +65,7 @@ def decode_steps(engine: "_native.Engine", prompt_ids: list[int], sampling: Samp
     string, engine.stop()) never costs a wasted forward pass. mask: a constraint on every token
     (constraints.GrammarMask), or None."""
     engine.seed(generation_seed(sampling))
-    yield engine.start(prompt_ids, native_sampling(sampling), max_tokens, mask)
+    yield engine.start(prompt_ids, sampling.native(), max_tokens, mask)
     params = draft.native()
     while engine.finish_reason is None:
         yield engine.step(params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -12,7 +11,7 @@ if TYPE_CHECKING:
     from .decoding import DraftOptions
 
 DEFAULT_REPEAT_LAST_N: int = _native.DEFAULT_REPEAT_LAST_N  # llama.cpp's penalty window
-MAX_FLOAT32 = 3.4028234663852886e38  # the engine's floats: a larger penalty would become inf there
+MAX_FLOAT32 = 3.4028234663852886e38  # the engine's floats: a larger value becomes inf there
 
 
 @dataclass(frozen=True)
@@ -38,24 +37,23 @@ class SamplingParams:
     repeat_last_n: int = DEFAULT_REPEAT_LAST_N  # 0: off; -1: the whole output
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p <= 1):
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
-        if not (_finite(self.repeat_penalty) and self.repeat_penalty > 0):
-            raise ValueError(f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if not _finite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if not isinstance(self.repeat_last_n, int) or isinstance(self.repeat_last_n, bool) or self.repeat_last_n < -1:
-            raise ValueError(f"repeat_last_n must be an integer >= -1 (-1: the whole output), got {self.repeat_last_n!r}")
+        # Types here (a bool is not a number, counts are C ints); the ranges are the engine's own
+        # (SamplingParams::validate in native/sampling.cpp), checked by building its record.
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty"):
+            if not _real(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
+        for name in ("top_k", "repeat_last_n"):
+            if not _c_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed < 2**64):
+            raise ValueError(f"seed must be a non-negative 64-bit integer or None, got {self.seed!r}")
+        self.native()
+
+    def native(self) -> "_native.SamplingParams":
+        """The engine's record of these options (its constructor checks every range)."""
+        return _native.SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty,
+                                      self.frequency_penalty, self.presence_penalty, self.repeat_last_n)
 
     @property
     def greedy(self) -> bool:
@@ -68,9 +66,12 @@ class SamplingParams:
                                             or self.presence_penalty != 0)
 
 
-def _finite(v: Any) -> bool:
-    """A number the engine's float holds."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_FLOAT32
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _c_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import NoReturn, Optional
 
@@ -86,21 +85,21 @@ def add_model_args(p: argparse.ArgumentParser, default_threads: Optional[int] = 
 def add_sampling_args(p: argparse.ArgumentParser, defaults: SamplingParams = SamplingParams()) -> None:
     """Sampling flags; `defaults` (greedy unless given) are the values when a flag is left out."""
     d = defaults
-    g = p.add_argument_group("sampling")
-    g.add_argument("--temp", type=float_in(0.0, 100.0), default=d.temperature,
+    g = p.add_argument_group("sampling")  # their ranges are the engine's: sampling_from_args reports them
+    g.add_argument("--temp", type=float, default=d.temperature,
                    help=f"temperature; 0 = greedy (default {d.temperature})")
-    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help=f"top-k filter, 0 = off (default {d.top_k})")
-    g.add_argument("--top-p", type=float_in(0.0, 1.0, lo_open=True), default=d.top_p,
+    g.add_argument("--top-k", type=int, default=d.top_k, help=f"top-k filter, 0 = off (default {d.top_k})")
+    g.add_argument("--top-p", type=float, default=d.top_p,
                    help=f"top-p (nucleus) filter, 1 = off (default {d.top_p})")
-    g.add_argument("--min-p", type=float_in(0.0, 1.0), default=d.min_p, help=f"min-p filter, 0 = off (default {d.min_p})")
+    g.add_argument("--min-p", type=float, default=d.min_p, help=f"min-p filter, 0 = off (default {d.min_p})")
     g.add_argument("-s", "--seed", type=non_negative_int, default=d.seed, help="random seed (default: random)")
-    g.add_argument("--repeat-penalty", type=float_in(0.0, math.inf, lo_open=True), default=d.repeat_penalty,
+    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty,
                    help=f"penalize repeats of the last --repeat-last-n output tokens, 1 = off (default {d.repeat_penalty})")
-    g.add_argument("--repeat-last-n", type=int_at_least(-1, "an integer >= -1"), default=d.repeat_last_n,
+    g.add_argument("--repeat-last-n", type=int, default=d.repeat_last_n,
                    help=f"output tokens the penalties look back on, 0 = off, -1 = all (default {d.repeat_last_n})")
-    g.add_argument("--presence-penalty", type=float_in(-math.inf, math.inf), default=d.presence_penalty,
+    g.add_argument("--presence-penalty", type=float, default=d.presence_penalty,
                    help=f"subtracted from a repeated token's logit once, 0 = off (default {d.presence_penalty})")
-    g.add_argument("--frequency-penalty", type=float_in(-math.inf, math.inf), default=d.frequency_penalty,
+    g.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty,
                    help=f"subtracted per repetition, 0 = off (default {d.frequency_penalty})")
 
 
