@@ -7,7 +7,9 @@ compiles the grammar lazily, computes the allowed-token bitmask for SmolLM2's 49
 reads JSON schemas, Lark, GBNF and regexes, and needs neither torch nor a compile step.
 The decoder asks for the mask at every position it samples from (plain steps and every verified
 row of a speculative cycle, in order, after the accepted prefix) and reports each output token,
-so greedy constrained output equals constrained plain decoding token for token.
+so greedy constrained output equals constrained plain decoding token for token. Drafting asks
+ahead: the drafter's tokens are accepted tentatively, each after the mask that allowed it, and
+rolled back before verification, so drafts obey the grammar too.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def grammar_tokenizer(engine: Any) -> "llguidance.LLTokenizer":
 class GrammarMask:
     """One generation's constraint, as the native decoder calls it (LogitsMask): allowed() writes
     the bitmask of tokens the grammar allows next, accept() advances the grammar by the token that
-    became output. When the grammar is complete, only end-of-generation tokens are allowed."""
+    became output (or was drafted), rollback(n) undoes the last n accepts (the drafts). When the
+    grammar is complete, only end-of-generation tokens are allowed."""
 
     def __init__(self, tokenizer: "llguidance.LLTokenizer", grammar: Grammar):
         self.matcher = llguidance.LLMatcher(tokenizer, grammar.definition, log_level=0)
@@ -146,6 +149,10 @@ class GrammarMask:
 
     def accept(self, token: int) -> None:
         if not self.matcher.consume_token(token):
+            self._raise_on_error()
+
+    def rollback(self, n: int) -> None:
+        if not self.matcher.rollback(n):
             self._raise_on_error()
 
     def _raise_on_error(self) -> None:

@@ -54,6 +54,11 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
     int32_t x = r.pending;
     for (int i = 0; i < r.max_drafts; ++i) {
         graphs_.draft_step(x, r.pos + i, d.hidden.data() + (size_t) i * n_embd, logits_.data());
+        // under a constraint the draft distribution is the adapter's restricted to what the
+        // grammar allows next: its argmax, its sample and q are all of the masked distribution
+        if (r.constraint && !r.constraint->apply(logits_.data(), n_rows, vocab.empty() ? nullptr : vocab.data())) {
+            break;  // the grammar allows none of the draft vocabulary's tokens here
+        }
 
         int32_t top;
         const float confidence = top1_probability(logits_.data(), n_rows, &top);
@@ -68,8 +73,9 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
         }
         d.tokens.push_back(t);
         d.signal.push_back(confidence);
-        // second early exit: the draft is unsure; verify what we have
-        if (!keep_drafting((int) d.tokens.size(), confidence)) break;
+        if (r.constraint) r.constraint->push(t);
+        // second early exit: the draft is unsure (or ended the output); verify what we have
+        if ((r.constraint && r.constraint->ended()) || !keep_drafting((int) d.tokens.size(), confidence)) break;
         x = t;
     }
     d.hidden.resize(d.tokens.size() * (size_t) n_embd);

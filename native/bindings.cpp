@@ -65,11 +65,12 @@ py::array_t<float> forward(Engine & e, py::object input, int layer_begin, int la
 }
 
 // A Python constraint as the decoder's LogitsMask: any object with allowed(address, n_bytes),
-// which writes the bitmask of allowed tokens at that address, and accept(token). The engine
+// which writes the bitmask of allowed tokens at that address, accept(token) and, optionally,
+// rollback(n) (undo the last n accepts; without it drafts are not masked). The engine
 // runs without the GIL; each callback takes it for its own duration only.
 class PyLogitsMask : public LogitsMask {
 public:
-    explicit PyLogitsMask(py::object obj) : obj_(std::move(obj)) {}
+    explicit PyLogitsMask(py::object obj) : can_rollback_(py::hasattr(obj, "rollback")), obj_(std::move(obj)) {}
     ~PyLogitsMask() override {
         py::gil_scoped_acquire gil;
         obj_ = py::object();
@@ -82,8 +83,14 @@ public:
         py::gil_scoped_acquire gil;
         obj_.attr("accept")(token);
     }
+    bool can_rollback() const override { return can_rollback_; }
+    void rollback(int n) override {
+        py::gil_scoped_acquire gil;
+        obj_.attr("rollback")(n);
+    }
 
 private:
+    bool can_rollback_;  // the object has rollback(n): drafts are masked too
     py::object obj_;
 };
 
@@ -403,7 +410,7 @@ PYBIND11_MODULE(_native, m) {
              "Starts a generation of at most max_tokens tokens (0: until the context is full): evaluates the "
              "prompt and returns the first output token (none when it ends the generation). mask: a constraint on "
              "every token of the generation (allowed(address, n_bytes) writes the bitmask of allowed tokens, "
-             "accept(token)).")
+             "accept(token), and rollback(n), which undoes the last n accepts: with it drafts obey the mask too).")
         .def("step", [](Engine & e, const DraftParams & params) {
                  py::gil_scoped_release release;
                  return e.step(params);

@@ -181,7 +181,12 @@ std::vector<int32_t> Decoder::advance(const DraftParams & params, int max_new) {
                                       ? controller_.keep_drafting(slot)
                                       : KeepDrafting([&d, tau](int, float s) { return std::isnan(s) || d.confident(s, tau); });
         const double t0 = now_seconds();
+        // Drafts obey the constraint too (a forbidden draft would only be rejected): the
+        // constraint follows the draft and is back at the output before verification.
+        std::optional<DraftMask> along;
+        if (mask_ && mask_->can_rollback()) r.constraint = &along.emplace(*mask_, tokenizer_, model_.hparams().n_vocab);
         Draft draft = d.draft(r, keep);
+        if (along) along->rollback();
         if (draft.tokens.empty()) continue;
         const double t1 = now_seconds();
         if (wants_bonus_row(params, slot, draft, std::min(room, max_new))) exit_drafter_->add_bonus_row(r, draft);

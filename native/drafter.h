@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "logits_mask.h"
 #include "sampling.h"
 
 namespace ke {
@@ -65,6 +66,9 @@ struct DraftRequest {
     const std::vector<int32_t> & history;  // the committed tokens before pending
     const SamplingParams & sampling;
     Sampler & sampler;
+    // The generation's constraint along the draft (null: none). A drafter drafts only tokens it
+    // allows, push()es each, and stops once it allows none of its candidates or ended().
+    DraftMask * constraint = nullptr;
 };
 
 class Drafter {

@@ -35,10 +35,14 @@ Draft LookupDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dra
     for (size_t j = 0; j < match.tokens.size(); ++j) {
         const float signal = (float) (match.ngram + j);  // the match this draft continues
         if (!keep_drafting((int) j, signal)) break;
+        // the match goes on only inside the constraint
+        if (r.constraint && !r.constraint->allows(match.tokens[j])) break;
+        if (r.constraint) r.constraint->push(match.tokens[j]);
         d.tokens.push_back(match.tokens[j]);
         d.signal.push_back(signal);
         // a lookup draft is certain: q is all on the drafted token
         if (!r.sampling.greedy()) d.q.push_back(Distribution{{match.tokens[j]}, {1.0f}});
+        if (r.constraint && r.constraint->ended()) break;
     }
     return d;
 }

@@ -14,6 +14,8 @@ from adapters import make_adapter
 from conftest import load_questions
 from kangaroo_edge import KangarooLM
 from kangaroo_edge.constraints import Grammar
+from kangaroo_edge.decoding import DraftOptions, decode_steps
+from kangaroo_edge.types import SamplingParams
 from kangaroo_edge.models import shipped_adapter_path
 
 N_PROMPTS = 20
@@ -71,6 +73,59 @@ def test_constrained_greedy_kangaroo_equals_constrained_plain_and_validates(smol
         if before is not None:
             smollm.load_adapter(before)
     assert multi_token_cycles > 0  # drafts inside the grammar were accepted, not only rejected
+
+
+class OutputOnly:
+    """A grammar mask without rollback(): the decoder masks the output with it, not the drafts
+    (as before drafts were masked)."""
+
+    def __init__(self, mask):
+        self._mask = mask
+
+    def allowed(self, address: int, n_bytes: int) -> None:
+        self._mask.allowed(address, n_bytes)
+
+    def accept(self, token: int) -> None:
+        self._mask.accept(token)
+
+
+def forced_drafting(smollm, prompt: str, mask) -> tuple[list[int], list[tuple[int, list[int]]], object]:
+    """Greedy, the adapter drafting 4 tokens every cycle: the output, each step's verified drafts
+    (the inputs after the pending token) with the length of the output they follow, the record."""
+    output, drafts = [], []
+    draft = DraftOptions(tau=0.0, gamma=4, lookup=False)
+    for i, step in enumerate(decode_steps(smollm.engine, smollm.tokenize(prompt), SamplingParams(), draft, N_NEW, mask)):
+        if i > 0:
+            drafts.append((len(output), smollm.engine.last_step()[0][1:]))
+        output += step
+    return output, drafts, smollm.engine.stats()
+
+
+def test_drafts_obey_the_grammar_and_more_are_accepted(smollm):
+    """Under a JSON schema every draft the adapter proposes is one the grammar allows after the
+    output before it, and tokens per verification is higher than with the drafts unmasked (the
+    output is the same: the constraint is lossless either way)."""
+    grammar = Grammar.json_schema(SCHEMA)
+    masked, unmasked = [0, 0], [0, 0]  # [cycle tokens, cycles]
+    checked = 0
+    smollm.load_adapter(shipped_adapter_path(None))  # the default model's own (as the first test restores it)
+    for q in load_questions(4):
+        prompt = json_prompt(smollm, q)
+        output, drafts, stats = forced_drafting(smollm, prompt, smollm.grammar_mask(grammar))
+        replay = smollm.grammar_mask(grammar).matcher
+        consumed = 0
+        for n, verified in drafts:
+            assert replay.consume_tokens(output[consumed:n])
+            consumed = n
+            verified = [t for t in verified if not smollm.engine.is_eog(t)]  # the grammar's end
+            assert replay.validate_tokens(verified) == len(verified), (q["question_id"], n, verified)
+            checked += len(verified)
+        masked = [masked[0] + stats.cycle_tokens, masked[1] + stats.cycles]
+        same, _, before = forced_drafting(smollm, prompt, OutputOnly(smollm.grammar_mask(grammar)))
+        assert same == output
+        unmasked = [unmasked[0] + before.cycle_tokens, unmasked[1] + before.cycles]
+    assert checked > 100
+    assert masked[0] / masked[1] > unmasked[0] / unmasked[1], (masked, unmasked)
 
 
 def test_constrained_sampling_with_speculation_validates(smollm):

@@ -10,12 +10,16 @@ wrong acceptance rule shifts t2 towards q; the same statistic on draws from q mu
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from adapters import make_adapter
 from kangaroo_edge import KangarooLM
+from kangaroo_edge.decoding import DraftOptions, decode_steps
+from kangaroo_edge.types import SamplingParams
 from tiny_models import make_tiny_gguf
 
 pytestmark = pytest.mark.fast  # in the fast tier (pyproject.toml)
@@ -207,3 +211,78 @@ def test_bonus_row_token_keeps_the_distribution(tiny):
         rejected += not first_kept
     assert 0 < bonus_kept < N_SAMPLES and rejected > 0  # both branches ran
     assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
+
+
+class EvenTokens:
+    """A constraint (the decoder's LogitsMask) that allows the even token ids at every position,
+    with rollback(), so drafts are masked too; it keeps the drafts it was given and rolled back."""
+
+    def __init__(self):
+        self.given: list[int] = []
+        self.drafts: list[int] = []
+
+    def allowed(self, address: int, n_bytes: int) -> None:
+        ctypes.memset(address, 0x55, n_bytes)  # bits 0, 2, 4, ... of every byte
+
+    def accept(self, token: int) -> None:
+        self.given.append(token)
+
+    def rollback(self, n: int) -> None:
+        self.drafts += self.given[-n:]
+        del self.given[-n:]
+
+
+def even(logits: np.ndarray) -> np.ndarray:
+    out = logits.copy()
+    out[1::2] = -np.inf
+    return out
+
+
+def wrong_rule_unmasked_q(p: dict, q_masked: dict, q_unmasked: dict) -> dict:
+    """A plausible bug: the draft is drawn from the masked q but judged with the unmasked one."""
+    def ratio(x):
+        return 1.0 if q_unmasked.get(x, 0.0) == 0.0 else min(1.0, p.get(x, 0.0) / q_unmasked[x])
+    kept = {x: qx * ratio(x) for x, qx in q_masked.items()}
+    residual = {x: max(0.0, px - q_unmasked.get(x, 0.0)) for x, px in p.items()}
+    z = sum(residual.values())
+    return {x: kept.get(x, 0.0) + (1 - sum(kept.values())) * residual.get(x, 0.0) / z for x in set(p) | set(kept)}
+
+
+def test_masked_drafts_keep_the_masked_distribution(tiny):
+    """Under a constraint the adapter drafts from its distribution restricted to the allowed
+    tokens, and speculative sampling judges the draft with that masked q: t1 and t2 must follow
+    the model's masked joint. Draws from the rule that judges with the unmasked q fail the test."""
+    prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
+    e = tiny.engine
+    p1 = transform(even(e.forward(prompt, 0, e.n_layer, 0, "logits", True)[-1]))
+    p2, q2, q2_unmasked = {}, {}, {}
+    for t1 in p1:
+        p2[t1] = transform(even(e.forward(prompt + [t1], 0, e.n_layer, 0, "logits", True)[-1]))
+        adapter = e.adapter_logits(e.forward(prompt + [t1], 0, 1, 0, "hidden", True), 0)[-1]
+        q2[t1], q2_unmasked[t1] = transform(even(adapter)), transform(adapter)
+    exact = joint(p1, p2)
+
+    draft = DraftOptions(tau=0.0, gamma=1, lookup=False)
+    counts: dict[tuple[int, int], int] = {}
+    rejected = 0
+    drafts: list[int] = []
+    for seed in range(N_SAMPLES):
+        mask = EvenTokens()
+        tiny.reset()
+        sampling = SamplingParams(temperature=TEMPERATURE, top_k=TOP_K, seed=seed)
+        out = [t for step in decode_steps(e, prompt, sampling, draft, 2, mask) for t in step]
+        counts[tuple(out)] = counts.get(tuple(out), 0) + 1
+        rejected += e.stats().draft_n_accepted == 0
+        drafts += mask.drafts
+    assert len(drafts) == N_SAMPLES and all(t % 2 == 0 for t in drafts)  # every draft was masked
+    assert 0 < rejected < N_SAMPLES  # both branches ran
+    assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
+
+    wrong = joint(p1, {t: wrong_rule_unmasked_q(p2[t], q2[t], q2_unmasked[t]) for t in p1})
+    keys = sorted(wrong)
+    rng = np.random.default_rng(0)
+    draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
+    wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
+    # it keeps drafts the masked model gives p = 0 (outside its top k), which chi_square_pvalue refuses
+    with pytest.raises(AssertionError, match="outside the model's support"):
+        chi_square_pvalue(wrong_counts, exact, N_SAMPLES)
