@@ -38,10 +38,10 @@ bool groups_pay(ggml_type type, int k) {
 }
 
 // Where the few-row tiles (x86_few.h, 256-bit vpdpbusd) beat the weight-row pairs and the groups:
-// SmolLM2's layer shapes on the Zen 5, few / before ns per block and row: Q4_1 k = 2 0.79 / 0.79,
-// 3 0.70 / 0.69, 4 0.60 / 0.67, 5 0.59 / 0.78, 6 0.54 / 0.65; Q8_0 k = 2 0.75 / 0.85,
+// SmolLM2's layer shapes on the Zen 5, few / before ns per block and row: Q4_1 k = 2 0.66 / 0.75,
+// 3 0.70 / 0.69, 4 0.60 / 0.67, 5 0.59 / 0.78, 6 0.54 / 0.65; Q8_0 k = 2 0.69 / 0.79,
 // 3 0.66 / 0.76, 4 0.66 / 0.70, 5 0.66 / 0.77, 6 0.63 / 0.66.
-bool few_pay(ggml_type type, int k) { return type == GGML_TYPE_Q8_0 || k >= 4; }
+bool few_pay(ggml_type type, int k) { return type == GGML_TYPE_Q8_0 || k != 3; }
 
 }  // namespace
 

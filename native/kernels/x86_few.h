@@ -85,17 +85,69 @@ void tile_few(const uint8_t * w, size_t w_step, const QuantizedRows & a, int r0,
     }
 }
 
+// Two weight rows x two activation rows: the four scales dx*dy in one multiply and the two rows'
+// min terms in one FMA (lane 2 wi + r: weight row wi, activation row r), from one widening of
+// both blocks' (d, m): per block the two rows share what tile_few does per weight row.
+template <class T>
+void tile_few_2x2(const uint8_t * w, size_t w_step, const QuantizedRows & a, float * out, int64_t o_step,
+                  int64_t ldo) {
+    using B = typename T::Block;
+    const B * x[2] = {(const B *) w, (const B *) (w + w_step)};
+    const int k = a.k;
+    __m256 acc[2][2];
+    __m128 summ = _mm_setzero_ps();
+    for (int wi = 0; wi < 2; ++wi) acc[wi][0] = acc[wi][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < a.n_blocks; ++b) {
+        int dm0, dm1;
+        std::memcpy(&dm0, &x[0][b], 4);
+        std::memcpy(&dm1, &x[1][b], 4);
+        const __m128 dm = _mm_cvtph_ps(_mm_unpacklo_epi32(_mm_cvtsi32_si128(dm0), _mm_cvtsi32_si128(dm1)));  // d0 m0 d1 m1
+        const __m128 dy = _mm_castpd_ps(_mm_loaddup_pd((const double *) &a.d[b * k]));  // dy0 dy1 dy0 dy1
+        const __m128 s4 = _mm_mul_ps(_mm_permute_ps(dm, 0xA0), dy);  // d0dy0 d0dy1 d1dy0 d1dy1
+        const __m256 s = _mm256_set_m128(s4, s4);
+        if constexpr (T::HAS_MIN) {
+            const __m128 sy = _mm_castpd_ps(_mm_loaddup_pd((const double *) &a.s[b * k]));
+            summ = _mm_fmadd_ps(_mm_permute_ps(dm, 0xF5), sy, summ);
+        }
+        __m256i wu[2], wsign[2];
+        for (int wi = 0; wi < 2; ++wi) {
+            const __m256i q = T::quants(x[wi][b]);
+            wu[wi] = T::SIGNED ? _mm256_sign_epi8(q, q) : q;
+            wsign[wi] = q;
+        }
+        acc[0][0] = _mm256_fmadd_ps(lane_of<0>(s), _mm256_cvtepi32_ps(few_dot<T>(wu[0], wsign[0], a.chunk(b, 0))), acc[0][0]);
+        acc[0][1] = _mm256_fmadd_ps(lane_of<1>(s), _mm256_cvtepi32_ps(few_dot<T>(wu[0], wsign[0], a.chunk(b, 1))), acc[0][1]);
+        acc[1][0] = _mm256_fmadd_ps(lane_of<2>(s), _mm256_cvtepi32_ps(few_dot<T>(wu[1], wsign[1], a.chunk(b, 0))), acc[1][0]);
+        acc[1][1] = _mm256_fmadd_ps(lane_of<3>(s), _mm256_cvtepi32_ps(few_dot<T>(wu[1], wsign[1], a.chunk(b, 1))), acc[1][1]);
+    }
+    alignas(16) float mins[4];
+    _mm_store_ps(mins, summ);
+    for (int wi = 0; wi < 2; ++wi) {
+        for (int r = 0; r < 2; ++r) {
+            const float v = hsum8(acc[wi][r]);
+            out[r * ldo + wi * o_step] = T::HAS_MIN ? v + mins[2 * wi + r] : v;
+        }
+    }
+}
+
 // Weight rows [i0, i1) against all a.k rows (2..8), in tiles of NW rows q apart: NW long
 // sequential streams of weights (neighbouring rows interleave theirs, which the prefetchers lose)
 template <class T, int NW, int NR>
 void run_few(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, float * out,
              int64_t ldo) {
     const int64_t q = (i1 - i0) / NW;
-    for (int64_t i = i0; i < i0 + q; ++i) tile_few<T, NW, NR>(w + i * row_bytes, q * row_bytes, a, 0, out + i, q, ldo);
+    for (int64_t i = i0; i < i0 + q; ++i) {
+        if constexpr (NW == 2 && NR == 2) {
+            tile_few_2x2<T>(w + i * row_bytes, q * row_bytes, a, out + i, q, ldo);
+        } else {
+            tile_few<T, NW, NR>(w + i * row_bytes, q * row_bytes, a, 0, out + i, q, ldo);
+        }
+    }
     for (int64_t i = i0 + NW * q; i < i1; ++i) tile_few<T, 1, NR>(w + i * row_bytes, 0, a, 0, out + i, 0, ldo);
 }
 
-// Two weight rows per tile up to 3 rows (more FMA chains in flight), one from 4 (two spill).
+// Two weight rows per tile up to 3 rows (more FMA chains in flight; at 2 rows they share the
+// scales' multiply and the mins' FMA), one from 4 (two spill).
 template <class T>
 bool run_few_rows(int k, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a,
                   float * out, int64_t ldo) {
