@@ -161,11 +161,14 @@ bool run_few_rows(int k, const uint8_t * w, size_t row_bytes, int64_t i0, int64_
     }
 }
 
-// The default model's types (Q4_1 layers, Q8_0 head) at 2-6 rows; false for the rest
+// The 32-element types at 2-6 rows; false for the rest
 inline bool run_few_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                         const QuantizedRows & a, float * out, int64_t ldo) {
     switch (type) {
+        case GGML_TYPE_Q4_0: return run_few_rows<Q4_0>(a.k, w, row_bytes, i0, i1, a, out, ldo);
         case GGML_TYPE_Q4_1: return run_few_rows<Q4_1>(a.k, w, row_bytes, i0, i1, a, out, ldo);
+        case GGML_TYPE_Q5_0: return run_few_rows<Q5_0>(a.k, w, row_bytes, i0, i1, a, out, ldo);
+        case GGML_TYPE_Q5_1: return run_few_rows<Q5_1>(a.k, w, row_bytes, i0, i1, a, out, ldo);
         case GGML_TYPE_Q8_0: return run_few_rows<Q8_0>(a.k, w, row_bytes, i0, i1, a, out, ldo);
         default: return false;
     }
