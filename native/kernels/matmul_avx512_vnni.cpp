@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 #include <type_traits>
+#include <utility>
 
 #include <immintrin.h>
 
@@ -25,6 +26,7 @@ namespace {
 #define KE_TILES_VNNI 1
 #include "x86_tiles.h"
 #include "x86_groups.h"
+#include "x86_few.h"
 
 // Where the 16-lane groups (x86_groups.h) beat the weight-row pairs: SmolLM2's layer shapes
 // (16 MB of weights streamed, one thread) on a Zen 5, groups / pairs ns per block and row: Q4_1
@@ -35,10 +37,18 @@ bool groups_pay(ggml_type type, int k) {
     return k >= 5 || (k == 4 && (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q5_0));
 }
 
+// Where the few-row tiles (x86_few.h, 256-bit vpdpbusd) beat the weight-row pairs and the groups:
+// SmolLM2's layer shapes on the Zen 5, few / before ns per block and row: Q4_1 k = 2 0.66 / 0.75,
+// 3 0.70 / 0.69, 4 0.60 / 0.67, 5 0.59 / 0.78, 6 0.54 / 0.65; Q8_0 k = 2 0.69 / 0.79,
+// 3 0.66 / 0.76, 4 0.66 / 0.70, 5 0.66 / 0.77, 6 0.63 / 0.66.
+// Q4_0, Q5_0, Q5_1: not measured here (the weight-row pairs and the groups keep them).
+bool few_pay(ggml_type type, int k) { return type == GGML_TYPE_Q8_0 || (type == GGML_TYPE_Q4_1 && k != 3); }
+
 }  // namespace
 
 void matmul_avx512_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                         const QuantizedRows & a, float * out, int64_t ldo) {
+    if (few_pay(type, a.k) && run_few_any(type, w, row_bytes, i0, i1, a, out, ldo)) return;
     if (groups_pay(type, a.k) && run_groups_z16(type, w, row_bytes, i0, i1, a, out, ldo)) return;
     run_any(type, w, row_bytes, i0, i1, a, out, ldo, Avx512Pass{});
 }

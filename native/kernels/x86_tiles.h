@@ -178,6 +178,21 @@ struct Q8_0 {
 
 inline float f16(half h) { return _cvtsh_ss(h); }
 
+// d (and m): a block's first fp16 fields, widened together (lanes 0 and 1)
+inline __m128 block_dm(const void * blk) {
+    int dm_bits;
+    std::memcpy(&dm_bits, blk, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
+}
+
+// ggml's min term m * s of block b for 8 rows from r0 (lane p: row r0 + p), one FMA per block in
+// block order (a per-lane FMA is ggml's scalar one); dm: the block's (d, m). Lanes past the rows
+// read the next slots (padding): never stored.
+inline __m256 add_min_term(__m128 dm, const QuantizedRows & a, int64_t b, int r0, __m256 summ) {
+    const __m256 mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+    return _mm256_fmadd_ps(mx, _mm256_loadu_ps(&a.s[b * a.k + r0]), summ);
+}
+
 // ---- 32-element types: NW weight rows x NS packs of V::P activation rows --------------------------
 // Per block and row: acc = fma(dx*dy, lanes, acc); with a min, summ = fma(mx, sy, summ) in block
 // order. Several weight rows at once keep independent FMA chains in flight when k is small.
@@ -200,10 +215,7 @@ void tile_32(const uint8_t * w, size_t w_step, const QuantizedRows & a, int r0, 
         for (int s = 0; s < NS; ++s) dy[s] = V::bcast_f(&a.d[b * k + r0 + s * P]);
         for (int wi = 0; wi < NW; ++wi) {
             const B & blk = ((const B *) (w + wi * w_step))[b];
-            // d (and m): the block's first fp16 fields, widened together
-            int dm_bits;
-            std::memcpy(&dm_bits, &blk, 4);
-            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));
+            const __m128 dm = block_dm(&blk);
             const __m256 dx = _mm256_broadcastss_ps(dm);
             const __m256i q = T::quants(blk);
             typename V::Signed ws;  // the decoded chunk, in the form the row products need
@@ -224,11 +236,7 @@ void tile_32(const uint8_t * w, size_t w_step, const QuantizedRows & a, int r0, 
                 }
                 acc[wi][s] = V::fma(V::mul(dx, dy[s]), V::cvt(p), acc[wi][s]);
             }
-            if constexpr (T::HAS_MIN) {
-                // lanes past the group's rows read the next slots (padding): never stored
-                const __m256 mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                summ[wi] = _mm256_fmadd_ps(mx, _mm256_loadu_ps(&a.s[b * k + r0]), summ[wi]);
-            }
+            if constexpr (T::HAS_MIN) summ[wi] = add_min_term(dm, a, b, r0, summ[wi]);
         }
     }
     for (int wi = 0; wi < NW; ++wi) {
