@@ -1,0 +1,129 @@
+"""Task prompts over real text (kangaroo_edge/train/text_prompts.py): each source format is read as
+prose (headings kept, code, directives and markup dropped), and the prompts are deterministic,
+in the task mix asked for, and readable by the prompts stage."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from kangaroo_edge.train.text_prompts import (TASK_WEIGHTS, Sources, build, fortunes, handbook_sections, main,
+                                              rst_sections, sentences)
+from kangaroo_edge.train.user_prompts import read_user_prompts
+
+pytestmark = pytest.mark.fast
+
+HANDBOOK_PAGE = """<html><body><nav><p>Prev Next</p></nav>
+<h2 class="title">6.2.1. Installing a Package</h2>
+<p>APT keeps a list of the packages it can install. <code class="command">apt install</code> fetches
+a package and the packages it depends on.</p>
+<pre class="screen"><p>not prose</p></pre>
+<div class="sidebar"><h4>CULTURE Mojibake and interpretation errors</h4>
+<p>A text in one encoding read as another shows wrong characters &amp; nothing else.</p></div>
+</body></html>"""
+
+HANDBOOK_PAGE_DE = """<html><body><h2>6.2.1. Ein Paket installieren</h2>
+<p>APT führt eine Liste der Pakete, die es installieren kann. Der Befehl holt das Paket und alle Pakete, von denen es abhängt.</p>
+</body></html>"""
+
+RST = """:mod:`getopt` --- C-style parser for command line options
+===========================================================
+
+.. module:: getopt
+
+This module helps scripts to parse the command line arguments in :data:`sys.argv`.
+It supports the same conventions as the Unix :c:func:`getopt` function.
+
+.. function:: getopt(args, shortopts)
+
+   Parses command line options and parameter list.
+
+An example using only Unix style options::
+
+   >>> import getopt
+
+Exceptions
+----------
+
+The exception :exc:`GetoptError` is raised when an unrecognized option is found in the
+argument list or when an option requiring an argument is given none.
+"""
+
+FORTUNES_EN = ("Nothing ever becomes real till it is experienced -- even a proverb is no proverb to you "
+               "till your life has illustrated it.\n\t\t-- John Keats\n%\n"
+               "W\bWh\bhe\ben\bn in doubt, tell the truth; it will confound your enemies.\n%\n")
+FORTUNES_DE = ("Man sieht es ihr immer noch an, daß sie einmal jung war. Und das ist gut so.\n%\n"
+               "Für die Zeit, in der er weg ist, überträgt er seinem Knecht das Kommando.\n%\n")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for lang, page in (("en-US", HANDBOOK_PAGE), ("de-DE", HANDBOOK_PAGE_DE)):
+        (tmp_path / "handbook" / lang).mkdir(parents=True)
+        (tmp_path / "handbook" / lang / "apt.html").write_text(page, encoding="utf-8")
+    (tmp_path / "py" / "library").mkdir(parents=True)
+    (tmp_path / "py" / "library" / "getopt.rst.txt").write_text(RST, encoding="utf-8")
+    (tmp_path / "fortunes" / "de").mkdir(parents=True)
+    (tmp_path / "fortunes" / "people").write_text(FORTUNES_EN, encoding="utf-8")
+    (tmp_path / "fortunes" / "people.dat").write_bytes(b"\x00\x02")  # strfile's index: not text, skipped
+    (tmp_path / "fortunes" / "de" / "zitate").write_text(FORTUNES_DE, encoding="utf-8")
+    return tmp_path
+
+
+def test_html_pages_give_headed_paragraphs_without_code_or_navigation(tree):
+    sections = handbook_sections(tree / "handbook" / "en-US")
+    assert [h for h, _ in sections] == ["Installing a Package", "Mojibake and interpretation errors"]
+    assert sections[0][1] == ["APT keeps a list of the packages it can install. apt install fetches a package and "
+                              "the packages it depends on."]
+    assert sections[1][1][0].endswith("wrong characters & nothing else.")
+
+
+def test_rst_sources_give_prose_only(tree):
+    sections = dict(rst_sections(tree / "py"))
+    assert list(sections) == ["getopt --- C-style parser for command line options", "Exceptions"]
+    assert sections["getopt --- C-style parser for command line options"] == [
+        "This module helps scripts to parse the command line arguments in sys.argv. It supports the same "
+        "conventions as the Unix getopt function."]
+    assert sections["Exceptions"][0].startswith("The exception GetoptError is raised")
+
+
+def test_fortunes_lose_their_overstriking_and_split_into_sentences(tree):
+    entries = fortunes(tree / "fortunes" / "people")
+    assert entries[1] == "When in doubt, tell the truth; it will confound your enemies."
+    assert entries[0].endswith("-- John Keats")
+    assert sentences("Man sieht es. Und das ist gut so.") == ["Man sieht es.", "Und das ist gut so."]
+
+
+def test_prompts_follow_the_task_mix_and_the_seed(tree):
+    src = Sources(tree / "handbook", tree / "py", tree / "fortunes")
+    assert src.german_sentences and src.sayings and src.glossary
+    rows = list(build(300, seed=1, src=src))
+    assert rows == list(build(300, seed=1, src=src))
+    counts = Counter(r["category"] for r in rows)
+    assert set(counts) <= set(TASK_WEIGHTS) and {"translation", "math_reasoning", "humanities"} <= set(counts)
+    for r in rows:
+        text = r["prompt"]
+        if r["category"] == "translation":
+            assert any(s in text for s in src.german_sentences)
+        if r["category"] == "rag":
+            assert text.rsplit("\n", 1)[-1].endswith("?") or text.rsplit("\n", 1)[-1].startswith("Explain")
+    assert "What is the Python module getopt used for?" in {r["prompt"] for r in build(400, seed=2, src=src)} | \
+        {r["prompt"] for r in build(400, seed=3, src=src)}
+
+
+def test_a_missing_package_names_what_to_install(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install debian-handbook"):
+        Sources(tmp_path / "none", tmp_path / "none", tmp_path / "none")
+
+
+def test_the_prompt_file_is_what_the_prompts_stage_reads(tree, tmp_path, monkeypatch):
+    import kangaroo_edge.train.text_prompts as tp
+    monkeypatch.setattr(tp, "HANDBOOK", tree / "handbook")
+    monkeypatch.setattr(tp, "FORTUNES", tree / "fortunes")
+    monkeypatch.setattr(tp, "PYTHON_DOC_SOURCES", [tree / "py"])
+    out = tmp_path / "p.jsonl"
+    assert main(["-o", str(out), "--n", "20"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert read_user_prompts(out) == [r["prompt"] for r in rows] and len(rows) == 20
