@@ -20,102 +20,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from gguf import GGUFReader
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf, tensors_to_adapter_state
 from kangaroo_edge.train.adapter_model import AdapterConfig
 from kangaroo_edge.train.base_model import load_lm_head, load_rope_freq_factors, read_base_model_info
-from kangaroo_edge.train.draft_vocab import frequent_tokens
 from kangaroo_edge.train.drafter_models import DeepContextAdapter, EagleConfig, EagleHead
-from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset, collate_sequences
+from kangaroo_edge.train.draft_vocab import DEFAULT_SIZE as DEFAULT_DRAFT_VOCAB
+from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset
 from kangaroo_edge.train.export import checkpoint_to_gguf
-from kangaroo_edge.train.fit import (CHECKPOINT_FORMAT, FitConfig, RestrictedHead, answer_token_counts, build_adapter,
-                                     lr_lambda, make_optimizer, save_checkpoint)
+from kangaroo_edge.train.fit import (CHECKPOINT_FORMAT, FitConfig, RestrictedHead, build_adapter, draft_vocabulary,
+                                     lr_lambda, make_optimizer, restricted_agreement_stats,
+                                     restricted_soft_cross_entropy, save_checkpoint)
+from kangaroo_edge.train.teacher import TeacherTopK, TeacherWindows, collate_with_teacher
 from kangaroo_edge.train.jsonl import append_jsonl
 
 DEPTHS = 4          # measured draft depths
 TRAIN_DEPTHS = 3    # depths (b) and (c) train on (training-time test)
-CHUNK = 2048        # positions per teacher-softmax chunk
-TEACHER_K = 32      # the teacher's top tokens kept per position (the rest of its mass is "other")
-
-
-def teacher_cache(shards: FeatureShards, head: torch.Tensor, path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The full model's top-TEACHER_K next-token probabilities at every trained position of every
-    sequence, {sequence: (ids int32 [n, K], probs float32 [n, K])} from response_start on, computed
-    once (the [P, n_vocab] softmax is most of an epoch's cost) and kept in `path`."""
-    if path.exists():
-        z = np.load(path)
-        cached = {int(k[4:]): (z[k], z["prob" + k[4:]]) for k in z.files if k.startswith("ids_")}
-        if len(cached) == len(shards):  # else the features grew since: computed again
-            return cached
-    out, arrays = {}, {}
-    for i in range(len(shards)):
-        seq = shards.sequence(i)
-        f = torch.from_numpy(np.asarray(seq.final_normed[seq.response_start:], dtype=np.float32))
-        ids, probs = [], []
-        for s in range(0, f.shape[0], CHUNK):
-            top = torch.topk(F.softmax(f[s:s + CHUNK] @ head.T, dim=-1), TEACHER_K, dim=-1)
-            ids.append(top.indices.int())
-            probs.append(top.values)
-        out[i] = (torch.cat(ids).numpy(), torch.cat(probs).numpy())
-        arrays[f"ids_{i}"], arrays[f"prob{i}"] = out[i]
-    np.savez(path, **arrays)
-    return out
-
-
-class TeacherWindows(torch.utils.data.Dataset):
-    """SequenceDataset's windows with the cached teacher's top-K at their trained positions."""
-
-    def __init__(self, base: SequenceDataset, cache: dict):
-        self.base, self.cache = base, cache
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, k: int) -> dict:
-        item = self.base[k]
-        i, begin = self.base.windows[k]
-        resp = self.base.shards.index_row(i)[2]
-        ids, probs = self.cache[i]
-        n = len(item["tokens"])
-        t_ids = np.zeros((n, TEACHER_K), np.int64)
-        t_probs = np.zeros((n, TEACHER_K), np.float32)
-        rows = np.arange(begin, begin + n) - resp            # index into the cached arrays
-        ok = rows >= 0
-        t_ids[ok], t_probs[ok] = ids[rows[ok]], probs[rows[ok]]
-        item["t_ids"], item["t_probs"] = t_ids, t_probs
-        return item
-
-
-def collate(items: list[dict]) -> dict:
-    batch = collate_sequences(items)
-    B, T = batch["tokens"].shape
-    batch["t_ids"] = torch.zeros(B, T, TEACHER_K, dtype=torch.int64)
-    batch["t_probs"] = torch.zeros(B, T, TEACHER_K)
-    for b, it in enumerate(items):
-        n = len(it["tokens"])
-        batch["t_ids"][b, :n] = torch.from_numpy(it["t_ids"])
-        batch["t_probs"][b, :n] = torch.from_numpy(it["t_probs"])
-    return batch
-
-
-def pooled_teacher(batch: dict, mask: torch.Tensor, rh: RestrictedHead, row_of: torch.Tensor) -> torch.Tensor:
-    """The teacher's top-K mass on the draft vocabulary's rows, the rest in "other": [P, K_draft + 1]."""
-    ids, probs = batch["t_ids"][mask], batch["t_probs"][mask]       # [P, TEACHER_K]
-    rows = row_of[ids]                                               # draft-head row, or K_draft: other
-    p = torch.zeros(ids.shape[0], len(rh.vocab) + 1)
-    p.scatter_add_(1, rows, probs)
-    p[:, -1] += (1 - probs.sum(-1)).clamp_min(0)
-    return p
-
-
-def draft_logits(out: torch.Tensor, rh: RestrictedHead) -> torch.Tensor:
-    """[P, K + 1]: the draft tokens' logits and the pooled "other" bucket (fit.py's loss)."""
-    return torch.cat([out @ rh.rows.T, (out @ rh.other_row + rh.log_n_other)[:, None]], -1)
 
 
 class Kind:
@@ -158,41 +81,38 @@ def make_kind(name: str, a, model_path: str, reader, acfg: AdapterConfig, exit_l
 
 
 @torch.no_grad()
-def evaluate(kind: Kind, loader, head, rh, row_of) -> dict:
+def evaluate(kind: Kind, loader, head, rh: RestrictedHead) -> dict:
     kind.model.eval()
     sums = torch.zeros(DEPTHS, 2, dtype=torch.float64)
     n = 0
     for batch in loader:
         mask = batch["loss_mask"]
-        p = pooled_teacher(batch, mask, rh, row_of)
-        greedy = batch["t_ids"][mask][:, 0]
+        p, greedy = rh.pool_top_k(batch["t_ids"][mask], batch["t_probs"][mask]), batch["t_ids"][mask][:, 0]
         outs = kind.outputs(batch, head, list(range(1, DEPTHS + 1)))
         for d, out in outs.items():
-            q = F.softmax(out[mask] @ rh.rows.T, -1)          # a draft head of the K tokens
-            sums[d - 1, 0] += (rh.vocab[q.argmax(-1)] == greedy).sum()
-            sums[d - 1, 1] += torch.minimum(p[:, :-1], q).sum()
+            sums[d - 1] += restricted_agreement_stats(out[mask], p, greedy, rh)[2:].double()
         n += int(mask.sum())
     kind.model.train()
     return {"positions": n, **{f"top1_d{d + 1}": sums[d, 0].item() / n for d in range(DEPTHS)},
             **{f"accept_d{d + 1}": sums[d, 1].item() / n for d in range(DEPTHS)}}
 
 
-def evaluate_all(kind: Kind, evals: dict, head, rh, row_of) -> dict:
+def evaluate_all(kind: Kind, evals: dict, head, rh) -> dict:
     """Metrics on each evaluation set, prefixed by its name past the first (the held-out split)."""
     out = {}
     for i, (name, loader) in enumerate(evals.items()):
-        m = evaluate(kind, loader, head, rh, row_of)
+        m = evaluate(kind, loader, head, rh)
         out.update(m if i == 0 else {f"{name}_{k}": v for k, v in m.items()})
     return out
 
 
-def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, row_of, a, log) -> list[dict]:
+def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, a, log) -> list[dict]:
     fc = FitConfig(features="", model="", out="", lr=kind.lr)
     opt = make_optimizer(kind.model, fc)
     steps = a.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, fc.warmup_ratio, fc.min_lr_ratio))
     rng = random.Random(a.seed)
-    history = [{"epoch": 0, **evaluate_all(kind, evals, head, rh, row_of)}]
+    history = [{"epoch": 0, **evaluate_all(kind, evals, head, rh)}]
     log(kind.name, history[-1])
     for epoch in range(1, a.epochs + 1):
         sampler.set_epoch(epoch)
@@ -201,11 +121,11 @@ def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, row_of, a, l
             mask = batch["loss_mask"]
             if not mask.any():
                 continue
-            p = pooled_teacher(batch, mask, rh, row_of)
+            p = rh.pool_top_k(batch["t_ids"][mask], batch["t_probs"][mask])
             depths = [1] if kind.name == "adapter" else \
                 list(range(1, TRAIN_DEPTHS + 1)) if kind.name.startswith("eagle") else [1, rng.randint(2, TRAIN_DEPTHS)]
             outs = kind.outputs(batch, head, depths)
-            loss = sum(-(p * F.log_softmax(draft_logits(o[mask], rh), -1)).sum(-1).mean() for o in outs.values())
+            loss = sum(restricted_soft_cross_entropy(o[mask], p, rh).mean() for o in outs.values())
             loss = loss / len(outs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(kind.model.parameters(), fc.grad_clip)
@@ -214,7 +134,7 @@ def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, row_of, a, l
             opt.zero_grad(set_to_none=True)
             loss_sum += loss.item()
         history.append({"epoch": epoch, "train_loss": loss_sum / len(train_loader),
-                        "epoch_seconds": time.perf_counter() - t0, **evaluate_all(kind, evals, head, rh, row_of)})
+                        "epoch_seconds": time.perf_counter() - t0, **evaluate_all(kind, evals, head, rh)})
         log(kind.name, history[-1])
     return history
 
@@ -229,10 +149,12 @@ def main(argv=None) -> int:
     ap.add_argument("--eagle-lr", type=float, default=3e-3)
     ap.add_argument("--eagle-ff", type=int, default=1536)
     ap.add_argument("--train-fraction", type=float, default=1.0)
+    ap.add_argument("--prompt-positions", action="store_true",
+                    help="also train on the prompts' positions (teacher-forced text); evaluation stays on answers")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--heldout-frac", type=float, default=0.05)
-    ap.add_argument("--draft-vocab", type=int, default=8192)
+    ap.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="append one JSON line per kind (its history) here")
@@ -256,12 +178,13 @@ def main(argv=None) -> int:
     acfg = AdapterConfig.from_base(info)
     train_ids, held_ids = shards.split(a.heldout_frac, a.seed)   # fit.py's split
     train_ids = train_ids[:max(1, round(len(train_ids) * a.train_fraction))]
-    cache = teacher_cache(shards, head, Path(a.features) / f"teacher_top{TEACHER_K}.npz")
-    train_ds = SequenceDataset(shards, train_ids, a.max_len)
-    sampler = DistributedSampler(TeacherWindows(train_ds, cache), num_replicas=1, rank=0, shuffle=True, seed=a.seed)
-    train_loader = DataLoader(sampler.dataset, batch_size=a.batch_size, sampler=sampler, collate_fn=collate)
-    held_loader = DataLoader(TeacherWindows(SequenceDataset(shards, held_ids, a.max_len), cache),
-                             batch_size=a.batch_size, collate_fn=collate)
+    log_teacher = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    teacher = TeacherTopK(shards, head, log=log_teacher)
+    train_ds = SequenceDataset(shards, train_ids, a.max_len, prompt_positions=a.prompt_positions)
+    sampler = DistributedSampler(TeacherWindows(train_ds, teacher), num_replicas=1, rank=0, shuffle=True, seed=a.seed)
+    train_loader = DataLoader(sampler.dataset, batch_size=a.batch_size, sampler=sampler, collate_fn=collate_with_teacher)
+    held_loader = DataLoader(TeacherWindows(SequenceDataset(shards, held_ids, a.max_len), teacher),
+                             batch_size=a.batch_size, collate_fn=collate_with_teacher)
     evals = {"heldout": held_loader}
     for spec in a.eval_features:
         name, _, directory = spec.partition("=")
@@ -269,16 +192,13 @@ def main(argv=None) -> int:
         if other.fingerprint != shards.fingerprint or other.exit_layer != shards.exit_layer:
             raise SystemExit(f"{directory}: features of another model or exit layer")
         windows = SequenceDataset(other, range(len(other)), a.max_len)
-        evals[name] = DataLoader(TeacherWindows(windows, teacher_cache(other, head, Path(directory) / f"teacher_top{TEACHER_K}.npz")),
-                                 batch_size=a.batch_size, collate_fn=collate)
-    eos = reader.fields.get("tokenizer.ggml.eos_token_id")  # answers end with it; responses do not store it
-    vocab, coverage = frequent_tokens(answer_token_counts(shards, train_ds), a.draft_vocab,
-                                      [int(eos.parts[-1][0])] if eos else [])
+        evals[name] = DataLoader(TeacherWindows(windows, TeacherTopK(other, head, log=log_teacher)),
+                                 batch_size=a.batch_size, collate_fn=collate_with_teacher)
+    vocab, coverage = draft_vocabulary(teacher, train_ds, a.draft_vocab)
     rh = RestrictedHead.build(head, vocab)
-    row_of = torch.full((head.shape[0],), len(rh.vocab), dtype=torch.int64)  # token -> draft-head row
-    row_of[rh.vocab] = torch.arange(len(rh.vocab))
     print(f"{len(train_loader.dataset)} training windows ({a.train_fraction:g} of the data), "
-          f"{len(held_loader.dataset)} held-out; draft vocabulary {len(vocab)} ({100 * coverage:.1f}% of answer tokens)",
+          f"{len(held_loader.dataset)} held-out; draft vocabulary {len(vocab)} (the greedy token at {100 * coverage:.1f}% "
+          "of the training positions)",
           file=sys.stderr, flush=True)
 
     def log(name, m):
@@ -290,12 +210,12 @@ def main(argv=None) -> int:
                                              shards.exit_layer), 0.0)
         kind.model.load_state_dict({k: torch.from_numpy(v) for k, v in
                                     tensors_to_adapter_state(read_adapter_gguf(path)[1]).items()})
-        log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, rh, row_of)})
+        log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, rh)})
     for name in filter(None, a.kind.split(",")):
         kind = make_kind(name, a, a.model, reader, acfg, shards.exit_layer, info)
         n_params = sum(p.numel() for p in kind.model.parameters())
         print(f"{name}: {n_params:,} parameters", file=sys.stderr, flush=True)
-        history = train(kind, train_loader, sampler, evals, head, rh, row_of, a, log)
+        history = train(kind, train_loader, sampler, evals, head, rh, a, log)
         if a.save:
             Path(a.save).mkdir(parents=True, exist_ok=True)
             torch.save({"kind": name, "state_dict": kind.model.state_dict(), "draft_vocab": vocab, "history": history},

@@ -222,6 +222,10 @@ def test_sequence_dataset_windows_and_collate(tmp_path):
     assert batch["loss_mask"].tolist() == [[False, False, True, True], [True, True, False, False],
                                            [False, True, True, False]]
     assert batch["valid"].sum().item() == 4 + 2 + 3
+    # with the prompts' positions (teacher-forced text) every window and every position is trained
+    every = SequenceDataset(FeatureShards(tmp_path), [0, 1], max_len=4, prompt_positions=True)
+    assert every.windows == [(0, 0), (0, 4), (0, 8), (1, 0)]
+    assert all(every[k]["loss_mask"].all() for k in range(len(every)))
 
 
 # ---------------------------------------------------------------- (d) adapter GGUF

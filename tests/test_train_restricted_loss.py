@@ -1,16 +1,20 @@
 """The fit's cheaper loss (fit.restricted_soft_cross_entropy): the LM-head soft cross-entropy over
-a draft vocabulary plus one pooled "other" bucket."""
+a draft vocabulary plus one pooled "other" bucket, against the teacher's cached top-K
+(teacher.TeacherTopK)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kangaroo_edge.train.fit import (FitConfig, RestrictedHead, agreement_stats, fit, restricted_soft_cross_entropy,
-                                    soft_cross_entropy)
+from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset
+from kangaroo_edge.train.fit import (FitConfig, RestrictedHead, agreement_stats, fit, restricted_agreement_stats,
+                                    restricted_soft_cross_entropy, soft_cross_entropy)
+from kangaroo_edge.train.teacher import TeacherTopK
 
 from test_train_fit import EXIT, tiny  # noqa: F401  (the synthetic base model and its features)
 
@@ -25,19 +29,42 @@ def _tensors(seed: int = 0):
     return head, torch.randn(P, E, generator=g, requires_grad=True), torch.randn(P, E, generator=g)
 
 
+def _top_k(p: torch.Tensor, k: int):
+    top = torch.topk(p, k, dim=-1)
+    return top.indices, top.values
+
+
 def test_equals_the_full_loss_when_the_restriction_is_the_whole_vocabulary():
     head, h, target = _tensors()
     full = soft_cross_entropy(h, target, head)
     (g_full,) = torch.autograd.grad(full.sum(), h)
     rh = RestrictedHead.build(head, torch.randperm(V).tolist())  # every token, in any order
     assert rh.other_row is None
-    restricted = restricted_soft_cross_entropy(h, target, head, rh)
-    (g_restricted,) = torch.autograd.grad(restricted.sum(), h)
-    torch.testing.assert_close(restricted, full, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(g_restricted, g_full, rtol=1e-5, atol=1e-6)
-    # and so do the held-out metrics
-    torch.testing.assert_close(agreement_stats(h, target, head, rh), agreement_stats(h, target, head),
-                               rtol=1e-4, atol=1e-4)
+    p_full = F.softmax(target @ head.T, -1)
+    # the teacher pooled from its full distribution, or from a top-K cache holding every token
+    for p in (rh.pool(p_full), rh.pool_top_k(*_top_k(p_full, V))):
+        restricted = restricted_soft_cross_entropy(h, p, rh)
+        (g_restricted,) = torch.autograd.grad(restricted.sum(), h)
+        torch.testing.assert_close(restricted, full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g_restricted, g_full, rtol=1e-5, atol=1e-6)
+        # and so do the held-out metrics
+        torch.testing.assert_close(restricted_agreement_stats(h, p, p_full.argmax(-1), rh),
+                                   agreement_stats(h, target, head), rtol=1e-4, atol=1e-4)
+
+
+def test_a_top_k_cache_pools_the_rest_into_other():
+    head, h, target = _tensors(1)
+    p_full = F.softmax(3 * target @ head.T, -1)
+    vocab = list(range(0, V, 3))
+    rh = RestrictedHead.build(head, vocab)
+    exact, cached = rh.pool(p_full), rh.pool_top_k(*_top_k(p_full, 8))
+    assert cached.shape == exact.shape == (P, len(vocab) + 1)
+    torch.testing.assert_close(cached.sum(-1), torch.ones(P))
+    # each cached token's mass is exact; what the cache lacks lands in "other", never elsewhere
+    ids, _ = _top_k(p_full, 8)
+    in_cache = torch.zeros(P, V, dtype=torch.bool).scatter_(1, ids, True)[:, vocab]
+    torch.testing.assert_close(cached[:, :-1][in_cache], exact[:, :-1][in_cache])
+    assert (cached[:, :-1][~in_cache] == 0).all() and (cached[:, -1] >= exact[:, -1] - 1e-6).all()
 
 
 def test_agreement_within_a_draft_vocabulary_is_a_draft_heads():
@@ -47,20 +74,47 @@ def test_agreement_within_a_draft_vocabulary_is_a_draft_heads():
     head, h, target = _tensors(2)
     h = h.detach()
     vocab = list(range(0, V, 2))
-    got = agreement_stats(h, target, head, RestrictedHead.build(head, vocab))
+    rh = RestrictedHead.build(head, vocab)
     p = F.softmax(target @ head.T, -1)
+    got = restricted_agreement_stats(h, rh.pool(p), p.argmax(-1), rh)
     q = F.softmax(h @ head[vocab].T, -1)
     assert got[2] == (torch.tensor(vocab)[q.argmax(-1)] == p.argmax(-1)).sum()
     torch.testing.assert_close(got[3], torch.minimum(p[:, vocab], q).sum())
-    torch.testing.assert_close(got[0], restricted_soft_cross_entropy(h, target, head, RestrictedHead.build(head, vocab)).sum())
+    torch.testing.assert_close(got[0], restricted_soft_cross_entropy(h, rh.pool(p), rh).sum())
+
+
+def test_the_teacher_cache_is_the_full_models_top_k(tiny):  # noqa: F811
+    from kangaroo_edge.train.base_model import load_lm_head
+
+    shards = FeatureShards(tiny / "features")
+    head = load_lm_head(str(tiny / "base.gguf"))
+    teacher = TeacherTopK(shards, head, k=5)
+    files = sorted(p.name for p in (tiny / "features").glob("*.teacher5.*"))
+    assert len(files) == 2 * len(shards.shard_names)
+    for i in (0, len(shards) - 1):
+        seq = shards.sequence(i)
+        p = F.softmax(torch.from_numpy(np.asarray(seq.final_normed, np.float32)) @ head.T, -1)
+        ids, probs = teacher.window(i, 0, len(seq.tokens))
+        want_ids, want_probs = _top_k(p, 5)
+        assert np.array_equal(np.asarray(ids), want_ids.numpy())
+        np.testing.assert_allclose(np.asarray(probs, np.float32), want_probs.numpy(), rtol=2e-3, atol=1e-4)
+    # opened again, it reads the files instead of computing (a changed file is what it returns)
+    mtimes = [p.stat().st_mtime_ns for p in sorted((tiny / "features").glob("*.teacher5.*"))]
+    TeacherTopK(shards, head, k=5)
+    assert mtimes == [p.stat().st_mtime_ns for p in sorted((tiny / "features").glob("*.teacher5.*"))]
+    # the draft vocabulary's counts: the teacher's greedy token at each trained position
+    ds = SequenceDataset(shards, range(len(shards)), max_len=64)
+    n_trained = sum(int(ds.trained_mask(i, b).sum()) for i, b in ds.windows)
+    assert sum(teacher.greedy_counts(ds).values()) == n_trained
 
 
 def test_fit_with_a_restricted_vocabulary_learns(tiny, tmp_path):  # noqa: F811
     cfg = FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out=str(tmp_path / "r.pt"),
                     exit_layer=EXIT, lr=3e-2, epochs=4, batch_size=8, max_len=64, heldout_frac=0.2, chunk=50,
-                    init="random", warmup_ratio=0.1, restricted_vocab=32, progress=False)
+                    init="random", warmup_ratio=0.1, draft_vocab=32, progress=False)
     history = fit(cfg)
     assert history[-1]["heldout_loss"] < 0.7 * history[0]["heldout_loss"]  # the restricted loss, held out
     assert history[-1]["top1_agreement"] > history[0]["top1_agreement"] + 0.1
-    with pytest.raises(ValueError, match="size must be >= 1"):
-        fit(FitConfig(**{**cfg.__dict__, "restricted_vocab": -1, "out": str(tmp_path / "x.pt")}))
+    assert len(torch.load(cfg.out, weights_only=True)["draft_vocab"]) == 32  # the exported draft head
+    with pytest.raises(ValueError, match="draft_vocab must be >= 0"):
+        fit(FitConfig(**{**cfg.__dict__, "draft_vocab": -1, "out": str(tmp_path / "x.pt")}))

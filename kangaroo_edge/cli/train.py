@@ -62,11 +62,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"adapter's default confidence threshold (default {DEFAULT_TAU})")
     g.add_argument("--gamma", type=int, default=DEFAULT_GAMMA, help=f"adapter's default maximum drafts (default {DEFAULT_GAMMA})")
     g.add_argument("--draft-vocab", type=int, default=DRAFT_VOCAB_SIZE,
-                   help="draft head size: the N tokens most frequent in the training answers (FR-Spec); "
-                        f"0 drafts over the whole vocabulary (default {DRAFT_VOCAB_SIZE})")
-    g.add_argument("--restricted-vocab", type=int, default=0, metavar="N",
-                   help="train the LM head's loss over the N tokens most frequent in the training answers plus one "
-                        "pooled 'other' bucket (much faster for large vocabularies); 0: the full vocabulary (default)")
+                   help="draft head size: the N tokens the model most often predicts in the training data (FR-Spec); "
+                        "the fit's loss is over them plus one pooled 'other' bucket, against the model's cached top "
+                        f"tokens; 0 drafts and trains over the whole vocabulary (default {DRAFT_VOCAB_SIZE})")
     g = p.add_argument_group("engine")
     g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX,
                    help=f"context size; prompt + response are cut to it (default {DEFAULT_N_CTX})")
@@ -93,8 +91,6 @@ def config_from_args(args: argparse.Namespace):
         raise UserError(f"--tau must be in [0, 1], got {args.tau}")
     if args.draft_vocab < 0:
         raise UserError(f"--draft-vocab must be >= 0, got {args.draft_vocab}")
-    if args.restricted_vocab < 0:
-        raise UserError(f"--restricted-vocab must be >= 0, got {args.restricted_vocab}")
     if args.lr is not None and args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     return TrainConfig(exit_layer=args.exit_layer, model=args.model, out=args.out, workdir=args.workdir,
@@ -103,7 +99,7 @@ def config_from_args(args: argparse.Namespace):
                        max_new_tokens=args.max_new_tokens, sampled_fraction=args.sampled_fraction,
                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
                        heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,
-                       draft_vocab=args.draft_vocab, restricted_vocab=args.restricted_vocab, seed=args.seed,
+                       draft_vocab=args.draft_vocab, seed=args.seed,
                        n_ctx=args.ctx_size, n_seq=args.parallel, exclude=args.exclude, n_threads=args.threads,
                        device=args.device,
                        fit_device=args.fit_device, progress=not args.no_progress)

@@ -168,6 +168,20 @@ class FeatureShards:
     def __len__(self) -> int:
         return len(self._seq_shard)
 
+    @property
+    def shard_names(self) -> list[str]:
+        return [s["name"] for s in self.meta["shards"]]
+
+    def shard_array(self, shard: str, array: str) -> np.ndarray:
+        """One array ("tokens", "exit", "final", "index") of a whole shard, memory-mapped."""
+        return self._shards[self.shard_names.index(shard)][array]
+
+    def location(self, i: int) -> tuple[int, int, int]:
+        """(shard number, start within it, length) of sequence i: where its rows are in any
+        per-shard array (the teacher's cache too)."""
+        start, length, _ = self.index_row(i)
+        return int(self._seq_shard[i]), start, length
+
     def index_row(self, i: int) -> tuple[int, int, int]:
         """(start within its shard, length, response_start) of sequence i."""
         start, length, resp = self._shards[self._seq_shard[i]]["index"][self._seq_row[i]]
@@ -202,28 +216,35 @@ class SequenceDataset:
     """Map-style dataset (DataLoader-compatible) of training windows.
 
     A sequence longer than `max_len` is cut into consecutive windows of `max_len` positions;
-    windows with no trained position are dropped. Positions stay absolute, as in the engine."""
+    windows with no trained position are dropped. Positions stay absolute, as in the engine.
+    The trained positions are the response's, or with `prompt_positions` every position: the
+    prompt's text teacher-forced too (the paper's recipe trains on fixed text)."""
 
-    def __init__(self, shards: FeatureShards, seq_ids, max_len: int):
-        self.shards, self.max_len = shards, max_len
+    def __init__(self, shards: FeatureShards, seq_ids, max_len: int, prompt_positions: bool = False):
+        self.shards, self.max_len, self.prompt_positions = shards, max_len, prompt_positions
         self.windows: list[tuple[int, int]] = []  # (sequence, first position)
         for i in seq_ids:
             _, length, resp = shards.index_row(int(i))
             for begin in range(0, length, max_len):
-                if begin + max_len > resp:
+                if prompt_positions or begin + max_len > resp:
                     self.windows.append((int(i), begin))
 
     def __len__(self) -> int:
         return len(self.windows)
 
+    def trained_mask(self, i: int, begin: int) -> np.ndarray:
+        """Which positions of sequence i's window at `begin` are trained: bool [window length]."""
+        _, length, resp = self.shards.index_row(i)
+        positions = np.arange(begin, min(begin + self.max_len, length))
+        return positions >= (0 if self.prompt_positions else resp)
+
     def __getitem__(self, k: int) -> dict:
         i, begin = self.windows[k]
         seq = self.shards.sequence(i, begin, begin + self.max_len)
         n = len(seq.tokens)
-        positions = np.arange(begin, begin + n, dtype=np.int64)
         return {"tokens": np.array(seq.tokens), "exit": np.array(seq.exit_hidden),
-                "final": np.array(seq.final_normed), "positions": positions,
-                "loss_mask": positions >= seq.response_start}
+                "final": np.array(seq.final_normed), "positions": np.arange(begin, begin + n, dtype=np.int64),
+                "loss_mask": self.trained_mask(i, begin)}
 
 
 def collate_sequences(items: list[dict]) -> dict:

@@ -4,6 +4,12 @@ Loss: soft-label cross-entropy between the full model's next-token distribution 
 normed @ head^T) and the adapter's q = softmax(adapter(exit) @ head^T), at the same position, on
 response positions only; no ground-truth term. Only the adapter trains; the LM head is frozen.
 
+With a draft vocabulary (`draft_vocab`, the default: the N tokens the teacher most often predicts
+at the training positions), the loss is over those N tokens plus one pooled "other" bucket
+(RestrictedHead), and p comes from the teacher's top-K cache (teacher.py) instead of the full head:
+both cut what dominates a step, the [positions, n_vocab] matmuls. The draft vocabulary is saved in
+the checkpoint and becomes the exported adapter's draft head.
+
 One process by default; under `torchrun --nproc_per_node=K -m kangaroo_edge.train.fit ...` it runs
 DDP (gloo on CPU, NCCL on CUDA), detected from WORLD_SIZE/RANK. Only rank 0 writes files.
 
@@ -18,11 +24,9 @@ import math
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -34,8 +38,10 @@ from tqdm import tqdm
 from .adapter_model import AdapterConfig, KangarooAdapter
 from .base_model import (load_layer_attention, load_lm_head, load_rope_freq_factors, model_fingerprint,
                          read_base_model_info)
+from .draft_vocab import DEFAULT_SIZE as DEFAULT_DRAFT_VOCAB
 from .draft_vocab import frequent_tokens
 from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
+from .teacher import TeacherTopK, TeacherWindows, collate_with_teacher, pooled_targets
 
 DEFAULT_LR = 1e-2               # measured best for small adapters (docs/training.md: lr sweep)
 DEFAULT_EPOCHS = 10
@@ -70,10 +76,13 @@ class FitConfig:
     # learning curves against data size
     train_fraction: float = 1.0
     chunk: int = DEFAULT_CHUNK
-    # train the head's loss over the N tokens most frequent in the training answers + a pooled
-    # "other" bucket (RestrictedHead); 0: the full vocabulary. Held-out agreement is then measured
-    # within those tokens, as a draft head of them drafts (agreement_stats).
-    restricted_vocab: int = 0
+    # the draft head: the N tokens the teacher most often predicts at the training positions; the
+    # loss is over them + a pooled "other" bucket, against the teacher's cached top-K (RestrictedHead,
+    # teacher.py), and held-out agreement is a draft head's over them (restricted_agreement_stats).
+    # 0, or N >= n_vocab: the full vocabulary, the teacher computed at every step.
+    draft_vocab: int = DEFAULT_DRAFT_VOCAB
+    # also train on the prompts' positions (teacher-forced text); held-out metrics stay on answers
+    prompt_positions: bool = False
     init: str = "layer"             # "layer": copy a base layer's attention; "random"
     init_layer: int | None = None   # default: the exit layer (the block the adapter stands in for)
     seed: int = 0
@@ -134,10 +143,11 @@ class RestrictedHead:
     The adapter's logits are computed for the K draft tokens only; the bucket's logit stands for
     the adapter's mass on the other V - K tokens with Jensen's lower bound of their log-sum-exp,
     log(V - K) + h . mean(head rows of the others): one extra row instead of V - K."""
-    vocab: torch.Tensor            # [K] int64 token ids
+    vocab: torch.Tensor            # [K] int64 token ids, ascending
     rows: torch.Tensor             # [K, n_embd] head rows of the draft tokens
     other_row: torch.Tensor | None  # [n_embd] mean head row of the other tokens (None: K == V)
     log_n_other: float
+    row_of: torch.Tensor           # [V] int64: each token's row, K ("other") for tokens outside
 
     @classmethod
     def build(cls, head: torch.Tensor, vocab) -> RestrictedHead:
@@ -146,53 +156,66 @@ class RestrictedHead:
         rest[vocab] = False
         n_rest = int(rest.sum())
         other = head[rest].mean(0) if n_rest else None
-        return cls(vocab, head[vocab], other, math.log(n_rest) if n_rest else 0.0)
+        row_of = torch.full((head.shape[0],), len(vocab), dtype=torch.int64, device=head.device)
+        row_of[vocab] = torch.arange(len(vocab), device=head.device)
+        return cls(vocab, head[vocab], other, math.log(n_rest) if n_rest else 0.0, row_of)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[P, K (+ 1)]: the draft tokens' logits and, unless K == V, the "other" bucket's."""
+        logits = h @ self.rows.T
+        if self.other_row is None:
+            return logits
+        return torch.cat([logits, (h @ self.other_row + self.log_n_other)[:, None]], dim=-1)
+
+    def pool(self, p: torch.Tensor) -> torch.Tensor:
+        """A full distribution [P, V] on the draft rows + "other": [P, K (+ 1)]."""
+        p_k = p[:, self.vocab]
+        if self.other_row is None:
+            return p_k
+        return torch.cat([p_k, (1.0 - p_k.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)
+
+    def pool_top_k(self, t_ids: torch.Tensor, t_probs: torch.Tensor) -> torch.Tensor:
+        """The teacher's cached top-K [P, K_teacher] on the draft rows + "other" (the mass beyond the
+        top K goes there too): [P, K (+ 1)]."""
+        p = pooled_targets(t_ids, t_probs, self.row_of, len(self.vocab))
+        return p if self.other_row is not None else p[:, :-1]
 
 
-def restricted_soft_cross_entropy(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor,
-                                  rh: RestrictedHead) -> torch.Tensor:
-    """soft_cross_entropy over the draft vocabulary + "other": the full model's p pooled onto
-    the K draft tokens and one bucket (1 - their sum), against the adapter's softmax over the K
-    draft logits and the bucket's logit. Equals soft_cross_entropy when the draft vocabulary is
-    the whole vocabulary. h, target: [P, n_embd]; returns [P]."""
-    with torch.no_grad():
-        p_full = F.softmax(target @ head.T, dim=-1)                       # [P, V] full model
-        p = p_full[:, rh.vocab]                                           # [P, K]
-        if rh.other_row is not None:
-            p = torch.cat([p, (1.0 - p.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)  # [P, K + 1]
-    logits = h @ rh.rows.T                                                # [P, K] adapter
-    if rh.other_row is not None:
-        logits = torch.cat([logits, (h @ rh.other_row + rh.log_n_other)[:, None]], dim=-1)
-    return -(p * F.log_softmax(logits, dim=-1)).sum(-1)
+def restricted_soft_cross_entropy(h: torch.Tensor, p: torch.Tensor, rh: RestrictedHead) -> torch.Tensor:
+    """soft_cross_entropy over the draft vocabulary + "other": the full model's distribution pooled
+    onto the K draft tokens and one bucket (p [P, K + 1]: RestrictedHead.pool or pool_top_k),
+    against the adapter's softmax over the K draft logits and the bucket's logit. Equals
+    soft_cross_entropy when the draft vocabulary is the whole vocabulary. h: [P, n_embd]; returns [P]."""
+    return -(p * F.log_softmax(rh.logits(h), dim=-1)).sum(-1)
 
 
 @torch.no_grad()
-def agreement_stats(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor,
-                    restricted: RestrictedHead | None = None) -> torch.Tensor:
+def agreement_stats(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """Sums over positions of [cross-entropy, KL(p||q), top-1 agreement, expected acceptance].
-    Expected acceptance of a draft from q checked against p is sum_v min(p_v, q_v).
-
-    With `restricted`, q is what a draft head of those tokens scores (softmax over them: the
-    restricted loss never trains the other tokens' logits, so a full-vocabulary argmax would
-    measure untrained rows), and the cross-entropy and KL are the training loss's, over the
-    tokens plus the pooled bucket."""
+    Expected acceptance of a draft from q checked against p is sum_v min(p_v, q_v)."""
     log_p = F.log_softmax(target @ head.T, dim=-1)      # [P, n_vocab]
     p = log_p.exp()
-    if restricted is None:
-        log_q = F.log_softmax(h @ head.T, dim=-1)
-        q = log_q.exp()
-        ce = -(p * log_q).sum(-1)
-        kl = (p * (log_p - log_q)).sum(-1)
-        top1 = (log_p.argmax(-1) == log_q.argmax(-1)).float()
-        accept = torch.minimum(p, q).sum(-1)
-    else:
-        q = F.softmax(h @ restricted.rows.T, dim=-1)     # [P, K]
-        p_k = p[:, restricted.vocab]
-        ce = restricted_soft_cross_entropy(h, target, head, restricted)
-        pooled = torch.cat([p_k, (1.0 - p_k.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)
-        kl = ce + (pooled * pooled.clamp_min(1e-30).log()).sum(-1)   # ce - H(pooled p)
-        top1 = (restricted.vocab[q.argmax(-1)] == log_p.argmax(-1)).float()
-        accept = torch.minimum(p_k, q).sum(-1)
+    log_q = F.log_softmax(h @ head.T, dim=-1)
+    q = log_q.exp()
+    ce = -(p * log_q).sum(-1)
+    kl = (p * (log_p - log_q)).sum(-1)
+    top1 = (log_p.argmax(-1) == log_q.argmax(-1)).float()
+    accept = torch.minimum(p, q).sum(-1)
+    return torch.stack([ce.sum(), kl.sum(), top1.sum(), accept.sum()])
+
+
+@torch.no_grad()
+def restricted_agreement_stats(h: torch.Tensor, p: torch.Tensor, greedy: torch.Tensor,
+                               rh: RestrictedHead) -> torch.Tensor:
+    """agreement_stats as a draft head of the restricted tokens drafts (the restricted loss never
+    trains the other tokens' logits, so a full-vocabulary argmax would measure untrained rows):
+    q is its softmax over them, p the teacher pooled as in restricted_soft_cross_entropy, greedy
+    [P] the teacher's most likely token; the cross-entropy and KL are the training loss's."""
+    q = F.softmax(h @ rh.rows.T, dim=-1)                 # [P, K]
+    ce = restricted_soft_cross_entropy(h, p, rh)
+    kl = ce + (p * p.clamp_min(1e-30).log()).sum(-1)     # ce - H(pooled p)
+    top1 = (rh.vocab[q.argmax(-1)] == greedy).float()
+    accept = torch.minimum(p[:, :len(rh.vocab)], q).sum(-1)
     return torch.stack([ce.sum(), kl.sum(), top1.sum(), accept.sum()])
 
 
@@ -204,13 +227,22 @@ def _selected(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
     return h[mask], batch["final"].to(device)[mask].float()
 
 
+def _cached_teacher(batch: dict, rh: RestrictedHead, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher at the trained positions, from its top-K cache: (pooled p [P, K + 1], greedy [P])."""
+    mask = batch["loss_mask"]
+    t_ids, t_probs = batch["t_ids"][mask].to(device), batch["t_probs"][mask].to(device)
+    return rh.pool_top_k(t_ids, t_probs), t_ids[:, 0]
+
+
 # ---------------------------------------------------------------- train and evaluate
 
 def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfig, d: Dist,
                restricted: RestrictedHead | None = None) -> float:
     """One optimizer step; returns the mean loss over the batch's trained positions (over the
-    draft vocabulary + "other" when `restricted` is given)."""
+    draft vocabulary + "other", against the cached teacher, when `restricted` is given)."""
     h, target = _selected(model, batch, d.device)           # [P, n_embd] each
+    if restricted is not None:
+        target = _cached_teacher(batch, restricted, d.device)[0]   # [P, K + 1]
     n = h.shape[0]
     # The logits of all positions at once would not fit ([P, n_vocab]): run the head chunk by chunk
     # against a detached copy of h, collect dL/dh, then backpropagate through the adapter once.
@@ -219,7 +251,7 @@ def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfi
     for s in range(0, n, cfg.chunk):
         hs, ts = h_leaf[s:s + cfg.chunk], target[s:s + cfg.chunk]
         per_pos = soft_cross_entropy(hs, ts, head) if restricted is None else \
-            restricted_soft_cross_entropy(hs, ts, head, restricted)
+            restricted_soft_cross_entropy(hs, ts, restricted)
         loss = per_pos.sum() / n
         loss.backward()
         total += loss.item()
@@ -239,8 +271,13 @@ def evaluate(model: KangarooAdapter, loader, head: torch.Tensor, cfg: FitConfig,
     sums = torch.zeros(5, dtype=torch.float64, device=d.device)  # ce, kl, top1, accept, positions
     for batch in loader:
         h, target = _selected(model, batch, d.device)
+        if restricted is not None:
+            p, greedy = _cached_teacher(batch, restricted, d.device)
         for s in range(0, h.shape[0], cfg.chunk):
-            sums[:4] += agreement_stats(h[s:s + cfg.chunk], target[s:s + cfg.chunk], head, restricted).double()
+            c = slice(s, s + cfg.chunk)
+            stats = agreement_stats(h[c], target[c], head) if restricted is None else \
+                restricted_agreement_stats(h[c], p[c], greedy[c], restricted)
+            sums[:4] += stats.double()
         sums[4] += h.shape[0]
     model.train()
     ce, kl, top1, accept, n = all_reduce_sum(sums, d).tolist()
@@ -282,32 +319,33 @@ def build_adapter(cfg: FitConfig, reader: GGUFReader, acfg: AdapterConfig, exit_
     return model
 
 
-def make_loaders(shards: FeatureShards, cfg: FitConfig, d: Dist):
+def make_loaders(shards: FeatureShards, cfg: FitConfig, d: Dist, teacher: TeacherTopK | None = None):
+    """Training and held-out loaders (their windows with the teacher's cached top-K when given)."""
     train_ids, held_ids = shards.split(cfg.heldout_frac, cfg.seed)
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
     train_ids = train_ids[:max(1, round(len(train_ids) * cfg.train_fraction))]
-    train_ds = SequenceDataset(shards, train_ids, cfg.max_len)
+    train_ds = SequenceDataset(shards, train_ids, cfg.max_len, prompt_positions=cfg.prompt_positions)
     held_ds = SequenceDataset(shards, held_ids, cfg.max_len)
     if len(train_ds) == 0 or len(held_ds) == 0:
         raise ValueError(f"{shards.directory}: {len(shards)} sequences give {len(train_ds)} training and "
                          f"{len(held_ds)} held-out windows (heldout_frac={cfg.heldout_frac}); need both")
+    collate = collate_sequences
+    if teacher is not None:
+        train_ds, held_ds, collate = TeacherWindows(train_ds, teacher), TeacherWindows(held_ds, teacher), collate_with_teacher
     # DistributedSampler in one process too: the shuffle is then a function of (seed, epoch) only
     sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
-    train = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_sequences,
+    train = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                        num_workers=cfg.num_workers)
     held = DataLoader(held_ds, batch_size=cfg.batch_size, sampler=list(range(d.rank, len(held_ds), d.world)),
-                      collate_fn=collate_sequences, num_workers=cfg.num_workers)
+                      collate_fn=collate, num_workers=cfg.num_workers)
     return train, held, sampler
 
 
-def answer_token_counts(shards: FeatureShards, dataset: SequenceDataset) -> Counter:
-    """How often each token is a trained target (a response token) in the dataset's sequences."""
-    counts: Counter = Counter()
-    for i in sorted({i for i, _ in dataset.windows}):
-        seq = shards.sequence(i)
-        counts.update(np.asarray(seq.tokens[seq.response_start + 1:]).tolist())
-    return counts
+def draft_vocabulary(teacher: TeacherTopK, dataset: SequenceDataset, size: int) -> tuple[list[int], float]:
+    """The `size` tokens the teacher most often predicts at the dataset's trained positions, and the
+    share of those positions whose prediction they hold."""
+    return frequent_tokens(teacher.greedy_counts(dataset), size)
 
 
 def metrics_path(out: str | Path) -> Path:
@@ -359,13 +397,16 @@ def fit(cfg: FitConfig) -> list[dict]:
     head = load_lm_head(cfg.model, reader).to(d.device)     # [n_vocab, n_embd], frozen
 
     model = build_adapter(cfg, reader, acfg, exit_layer).to(d.device)
-    train_loader, held_loader, sampler = make_loaders(shards, cfg, d)
-    restricted = None
-    if cfg.restricted_vocab:
-        vocab, coverage = frequent_tokens(answer_token_counts(shards, sampler.dataset), cfg.restricted_vocab)
+    if cfg.draft_vocab < 0:
+        raise ValueError(f"draft_vocab must be >= 0 (0: the full vocabulary), got {cfg.draft_vocab}")
+    teacher = TeacherTopK(shards, head, log=log) if 0 < cfg.draft_vocab < info.n_vocab else None
+    train_loader, held_loader, sampler = make_loaders(shards, cfg, d, teacher)
+    restricted, vocab = None, None
+    if teacher is not None:
+        vocab, coverage = draft_vocabulary(teacher, sampler.dataset.base, cfg.draft_vocab)
         restricted = RestrictedHead.build(head, vocab)
-        log(f"loss over {len(restricted.vocab)} draft tokens + other (they are {100 * coverage:.1f}% of the "
-            "training answers' tokens)")
+        log(f"draft vocabulary: {len(vocab)} tokens, the teacher's greedy token at {100 * coverage:.1f}% of the "
+            "training positions; the loss over them + other")
     opt = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio))
@@ -411,7 +452,7 @@ def fit(cfg: FitConfig) -> list[dict]:
                 "format": CHECKPOINT_FORMAT, "config": acfg.to_dict(), "exit_layer": exit_layer,
                 "fingerprint": fingerprint, "base_arch": info.arch, "epoch": epoch, "history": history,
                 "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "fit_config": asdict(cfg)})
+                "scheduler": sched.state_dict(), "fit_config": asdict(cfg), "draft_vocab": vocab})
     bar.close()
     return history
 
@@ -442,8 +483,11 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on this fraction of the training sequences, same held-out set (learning curves)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="positions per LM-head chunk")
-    p.add_argument("--restricted-vocab", type=int, default=0, metavar="N",
-                   help="loss over the N most frequent answer tokens + a pooled 'other' bucket (0: full vocabulary)")
+    p.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB, metavar="N",
+                   help="the draft head: the N tokens the model most often predicts in the training data; the loss "
+                        "over them + a pooled 'other' bucket, against the teacher's cached top-K (0: full vocabulary)")
+    p.add_argument("--prompt-positions", action="store_true",
+                   help="also train on the prompts' positions (teacher-forced text); held-out metrics stay on answers")
     p.add_argument("--init", choices=("layer", "random"), default="layer",
                    help="start from a base layer's attention weights, or random")
     p.add_argument("--init-layer", type=int, help="base layer for --init layer (default: the exit layer)")
@@ -461,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                     epochs=a.epochs, batch_size=a.batch_size, max_len=a.max_len, warmup_ratio=a.warmup_ratio,
                     min_lr_ratio=a.min_lr_ratio, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
                     heldout_frac=a.heldout_frac, train_fraction=a.train_fraction, chunk=a.chunk,
-                    restricted_vocab=a.restricted_vocab, init=a.init, init_layer=a.init_layer,
+                    draft_vocab=a.draft_vocab, prompt_positions=a.prompt_positions, init=a.init, init_layer=a.init_layer,
                     seed=a.seed, resume=not a.fresh, device=a.device, num_workers=a.num_workers,
                     progress=not a.no_progress)
     try:

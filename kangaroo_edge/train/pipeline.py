@@ -83,8 +83,7 @@ class TrainConfig:
     shard_tokens: Optional[int] = None
     tau: float = DEFAULT_TAU
     gamma: int = DEFAULT_GAMMA
-    draft_vocab: int = DRAFT_VOCAB_SIZE   # FR-Spec draft head rows; 0: the full vocabulary
-    restricted_vocab: int = 0             # the fit's head loss over N frequent tokens + "other" (0: all)
+    draft_vocab: int = DRAFT_VOCAB_SIZE   # FR-Spec draft head rows, the fit's loss over them; 0: the full vocabulary
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
     n_seq: int = DEFAULT_N_SEQ            # sequences generated at once (prompts, responses)
@@ -230,23 +229,9 @@ class Pipeline:
         return report
 
     def run_fit(self):
-        report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma,
-                                self.draft_vocab())
+        report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma)
         self._record("fit", report)
         return report
-
-    def draft_vocab(self) -> Optional[list[int]]:
-        """The draft head's tokens, from the training answers' token counts (None: full head)."""
-        from .draft_vocab import frequent_tokens, token_counts
-
-        size = self.cfg.draft_vocab
-        if not size or size >= self.lm.n_vocab:
-            return None
-        eos = [self.lm.hparams.eos] if self.lm.hparams.eos >= 0 else []
-        vocab, coverage = frequent_tokens(token_counts(self.workdir / "responses.jsonl"), size, eos)
-        logger.info("fit: draft vocabulary of %d tokens covers %.1f%% of the training answers' tokens",
-                    len(vocab), 100 * coverage)
-        return vocab
 
     def fit_config(self):
         from .fit import FitConfig
@@ -255,7 +240,7 @@ class Pipeline:
         return FitConfig(features=str(self.workdir / "features"), model=str(self.model_path), out=str(self.checkpoint),
                          exit_layer=c.exit_layer, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
                          max_len=c.max_len, heldout_frac=c.heldout_frac, seed=c.seed, device=c.fit_device,
-                         restricted_vocab=c.restricted_vocab, progress=c.progress)
+                         draft_vocab=c.draft_vocab, progress=c.progress)
 
 
 @dataclass
@@ -279,10 +264,9 @@ class FitReport:
         return self.epochs_done == 0 and not self.exported
 
 
-def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int,
-                   draft_vocab: Optional[list[int]] = None) -> FitReport:
-    """Trains (or resumes, or skips a finished) checkpoint, then writes the adapter GGUF unless an
-    up-to-date one exists."""
+def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int) -> FitReport:
+    """Trains (or resumes, or skips a finished) checkpoint, then writes the adapter GGUF, with the
+    fit's draft vocabulary as its draft head, unless an up-to-date one exists."""
     import time
 
     from .export import checkpoint_to_gguf
@@ -309,7 +293,7 @@ def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int,
     if not out.exists() or out.stat().st_mtime < ckpt_path.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = checkpoint_to_gguf(ckpt_path, fit_cfg.model, out, fingerprint=fingerprint, tau=tau, gamma=gamma,
-                                  draft_vocab=draft_vocab)
+                                  draft_vocab=ckpt.get("draft_vocab"))
         exported = True
         logger.info("fit: wrote %s (exit layer %d, tau %.2f, gamma %d, base %s)", out, meta.exit_layer, tau, gamma,
                     meta.fingerprint)

@@ -1,0 +1,123 @@
+"""The teacher's side of the loss, computed once: the full model's top-K next-token probabilities at
+every position of a feature directory, kept beside its shards.
+
+The full model's distribution at a position is softmax(final_normed @ head^T) over the whole
+vocabulary: with a 49k-152k-token head that matmul and softmax are most of a training step, and
+they never change. So the fit reads the K most likely tokens and their probabilities from disk
+instead (the rest of the mass pooled into the draft head's "other" bucket, see pooled_targets):
+
+    shard-00000.teacher32.ids.npy     int32   [n_tokens, K]   token ids, most likely first
+    shard-00000.teacher32.probs.npy   float16 [n_tokens, K]   their probabilities
+
+One pair per feature shard (shards never change once written), so features that grow cost only
+their new shards; a file is written whole (temp file + rename). K = 32 holds ~all of a small
+model's mass at most positions (the study in docs/training.md measured K against the full loss).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
+
+TOP_K = 32
+CHUNK = 2048  # positions per softmax: 2048 x 152k f32 logits = 1.2 GB at most
+
+
+class TeacherTopK:
+    """The top-K cache of one feature directory; computes the shards it lacks when opened."""
+
+    def __init__(self, shards: FeatureShards, head: torch.Tensor, k: int = TOP_K, log=None):
+        self.shards, self.k = shards, k
+        self._arrays = []
+        for name in shards.shard_names:
+            ids_path, probs_path = self._files(name)
+            if not (ids_path.exists() and probs_path.exists()):
+                if log:
+                    log(f"teacher: top-{k} of {name}")
+                self._compute(name, head, ids_path, probs_path)
+            self._arrays.append((np.load(ids_path, mmap_mode="r"), np.load(probs_path, mmap_mode="r")))
+
+    def _files(self, shard: str) -> tuple[Path, Path]:
+        d = self.shards.directory
+        return d / f"{shard}.teacher{self.k}.ids.npy", d / f"{shard}.teacher{self.k}.probs.npy"
+
+    def _compute(self, shard: str, head: torch.Tensor, ids_path: Path, probs_path: Path) -> None:
+        final = self.shards.shard_array(shard, "final")
+        ids = np.empty((len(final), self.k), np.int32)
+        probs = np.empty((len(final), self.k), np.float16)
+        with torch.no_grad():
+            for s in range(0, len(final), CHUNK):
+                f = torch.from_numpy(np.asarray(final[s:s + CHUNK], dtype=np.float32)).to(head.device)
+                top = torch.topk(F.softmax(f @ head.T, dim=-1), self.k, dim=-1)
+                ids[s:s + CHUNK] = top.indices.int().cpu().numpy()
+                probs[s:s + CHUNK] = top.values.cpu().numpy()
+        for path, array in ((ids_path, ids), (probs_path, probs)):
+            tmp = path.with_name(path.name + ".tmp.npy")
+            np.save(tmp, array)
+            os.replace(tmp, path)
+
+    def window(self, i: int, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n, K], probs [n, K]) of sequence i's positions [begin, end)."""
+        shard, start, length = self.shards.location(i)
+        ids, probs = self._arrays[shard]
+        rows = slice(start + begin, start + min(end, length))
+        return ids[rows], probs[rows]
+
+    def greedy_counts(self, dataset: SequenceDataset) -> Counter:
+        """How often each token is the teacher's most likely one at the dataset's trained positions:
+        what drafts must predict (end-of-turn included: the answers' last positions predict it)."""
+        counts: Counter = Counter()
+        for k in range(len(dataset)):
+            i, begin = dataset.windows[k]
+            mask = dataset.trained_mask(i, begin)
+            ids, _ = self.window(i, begin, begin + len(mask))
+            counts.update(np.asarray(ids[:, 0])[mask].tolist())
+        return counts
+
+
+class TeacherWindows(torch.utils.data.Dataset):
+    """A SequenceDataset's windows with the teacher's top-K at each position (t_ids, t_probs)."""
+
+    def __init__(self, base: SequenceDataset, teacher: TeacherTopK):
+        self.base, self.teacher = base, teacher
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, k: int) -> dict:
+        item = self.base[k]
+        i, begin = self.base.windows[k]
+        ids, probs = self.teacher.window(i, begin, begin + len(item["tokens"]))
+        item["t_ids"], item["t_probs"] = np.asarray(ids, np.int64), np.asarray(probs, np.float32)
+        return item
+
+
+def collate_with_teacher(items: list[dict]) -> dict:
+    """collate_sequences, plus t_ids [B, T, K] int64 and t_probs [B, T, K] float32 (zeros on padding)."""
+    batch = collate_sequences(items)
+    B, T = batch["tokens"].shape
+    k = items[0]["t_ids"].shape[1]
+    batch["t_ids"] = torch.zeros(B, T, k, dtype=torch.int64)
+    batch["t_probs"] = torch.zeros(B, T, k)
+    for b, it in enumerate(items):
+        n = len(it["tokens"])
+        batch["t_ids"][b, :n] = torch.from_numpy(it["t_ids"])
+        batch["t_probs"][b, :n] = torch.from_numpy(it["t_probs"])
+    return batch
+
+
+def pooled_targets(t_ids: torch.Tensor, t_probs: torch.Tensor, row_of: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The teacher's distribution on a draft head's rows: t_ids, t_probs [P, K] -> [P, n_rows + 1],
+    each cached token's mass on its row, the rest (tokens outside the head, and the mass beyond
+    the top K) in the last column, "other". row_of: token id -> row, n_rows for tokens outside."""
+    p = torch.zeros(t_ids.shape[0], n_rows + 1, device=t_probs.device)
+    p.scatter_add_(1, row_of[t_ids], t_probs)
+    p[:, -1] += (1 - t_probs.sum(-1)).clamp_min(0)
+    return p
