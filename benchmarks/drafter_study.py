@@ -15,6 +15,7 @@ A learning curve is the same run at --train-fraction 1/8, 1/4, 1/2, 1.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -161,6 +162,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-features", action="append", default=[], metavar="NAME=DIR",
                     help="also measure on every sequence of another feature directory (e.g. answers to "
                          "Spec-Bench questions, never trained on); repeatable")
+    ap.add_argument("--eval-categories", action="append", default=[], metavar="NAME=JSONL",
+                    help="also report an --eval-features set per category: sequence i is line i of this JSONL "
+                         "(its \"category\"), as the responses stage writes a Spec-Bench file's answers")
     ap.add_argument("--save", help="directory for each trained drafter's state dict")
     ap.add_argument("--export", metavar="GGUF",
                     help="write the trained adapter kind as an adapter GGUF (its checkpoint, in fit.py's format, beside it)")
@@ -191,9 +195,17 @@ def main(argv=None) -> int:
         other = FeatureShards(directory)
         if other.fingerprint != shards.fingerprint or other.exit_layer != shards.exit_layer:
             raise SystemExit(f"{directory}: features of another model or exit layer")
-        windows = SequenceDataset(other, range(len(other)), a.max_len)
-        evals[name] = DataLoader(TeacherWindows(windows, TeacherTopK(other, head, log=log_teacher)),
-                                 batch_size=a.batch_size, collate_fn=collate_with_teacher)
+        other_teacher = TeacherTopK(other, head, log=log_teacher)
+        groups = {name: range(len(other))}
+        for cat_spec in a.eval_categories:
+            cat_name, _, path = cat_spec.partition("=")
+            if cat_name == name:
+                cats = [json.loads(line)["category"] for line in Path(path).read_text().splitlines() if line.strip()]
+                for c in sorted(set(cats[:len(other)])):
+                    groups[f"{name}.{c}"] = [i for i in range(len(other)) if cats[i] == c]
+        for group, ids in groups.items():
+            evals[group] = DataLoader(TeacherWindows(SequenceDataset(other, ids, a.max_len), other_teacher),
+                                      batch_size=a.batch_size, collate_fn=collate_with_teacher)
     vocab, coverage = draft_vocabulary(teacher, train_ds, a.draft_vocab)
     rh = RestrictedHead.build(head, vocab)
     print(f"{len(train_loader.dataset)} training windows ({a.train_fraction:g} of the data), "
@@ -208,9 +220,10 @@ def main(argv=None) -> int:
     for path in a.baseline:  # an adapter GGUF as it ships: measured, not trained
         kind = Kind("adapter", build_adapter(FitConfig(features=a.features, model=a.model, out=""), reader, acfg,
                                              shards.exit_layer), 0.0)
-        kind.model.load_state_dict({k: torch.from_numpy(v) for k, v in
-                                    tensors_to_adapter_state(read_adapter_gguf(path)[1]).items()})
-        log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, rh)})
+        meta, tensors = read_adapter_gguf(path)
+        kind.model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors_to_adapter_state(tensors).items()})
+        own = RestrictedHead.build(head, meta.draft_vocab) if meta.draft_vocab else RestrictedHead.build(head, range(len(head)))
+        log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, own)})  # with its own draft head
     for name in filter(None, a.kind.split(",")):
         kind = make_kind(name, a, a.model, reader, acfg, shards.exit_layer, info)
         n_params = sum(p.numel() for p in kind.model.parameters())
