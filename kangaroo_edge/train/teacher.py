@@ -59,7 +59,7 @@ class TeacherTopK:
                 ids[s:s + CHUNK] = top.indices.int().cpu().numpy()
                 probs[s:s + CHUNK] = top.values.cpu().numpy()
         for path, array in ((ids_path, ids), (probs_path, probs)):
-            tmp = path.with_name(path.name + ".tmp.npy")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")  # two fits on one directory may race
             np.save(tmp, array)
             os.replace(tmp, path)
 
