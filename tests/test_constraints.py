@@ -152,3 +152,27 @@ def test_bad_grammars_are_refused_with_the_reason(smollm):
         smollm.generate("x", 4, grammar="root ::= undefined_rule")
     with pytest.raises(ValueError, match="response_format"):
         smollm.generate("x", 4, response_format={"type": "yaml"})
+
+
+def test_prompt_lookup_drafts_under_a_grammar_equal_constrained_plain(smollm):
+    """Asked to repeat a JSON object from the prompt under its schema, the output copies it: prompt
+    lookup drafts the copied tokens inside the grammar, they are accepted several at a time, and
+    the output is constrained plain decoding's."""
+    record = {"name": "Red kangaroo", "habitat": "grasslands and deserts of mainland Australia",
+              "height_m": 1.6, "tags": ["marsupial", "herbivore", "nocturnal"]}
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "habitat": {"type": "string"},
+                                               "height_m": {"type": "number"},
+                                               "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 4}},
+              "required": ["name", "habitat", "height_m", "tags"], "additionalProperties": False}
+    grammar = Grammar.json_schema(schema)
+    prompt = smollm.apply_chat_template([{"role": "user", "content": "Repeat this JSON object exactly:\n\n"
+                                          + json.dumps(record)}])
+    smollm.load_adapter(shipped_adapter_path(None))
+    smollm.reset()
+    plain = smollm.generate(prompt, N_NEW, grammar=grammar, speculative=False)
+    smollm.reset()
+    spec = smollm.generate(prompt, N_NEW, grammar=grammar, tau=0.6, gamma=6, lookup=True)
+    assert spec.token_ids == plain.token_ids
+    jsonschema.validate(json.loads(plain.text), schema)
+    lookup = spec.stats.drafter("lookup")
+    assert lookup.cycles > 0 and lookup.draft_n_accepted > lookup.cycles  # copied several tokens per verification
