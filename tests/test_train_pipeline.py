@@ -267,6 +267,10 @@ def test_train_cli_arguments(tmp_path):
     small = train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--draft-vocab", "512",
                                                           "--workdir", str(tmp_path)]))
     assert Pipeline(small).fit_config().draft_vocab == 512
+    assert not Pipeline(small).fit_config().prompt_positions
+    with_prompts = train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--prompt-positions",
+                                                                 "--workdir", str(tmp_path)]))
+    assert Pipeline(with_prompts).fit_config().prompt_positions
     assert Pipeline(cfg).fit_config().draft_vocab == DRAFT_VOCAB_SIZE
     with pytest.raises(UserError, match="--draft-vocab"):
         train_cli.config_from_args(_parse(train_cli, ["--exit-layer", "2", "--draft-vocab", "-1"]))

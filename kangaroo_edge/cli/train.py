@@ -65,6 +65,8 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
                    help="draft head size: the N tokens the model most often predicts in the training data (FR-Spec); "
                         "the fit's loss is over them plus one pooled 'other' bucket, against the model's cached top "
                         f"tokens; 0 drafts and trains over the whole vocabulary (default {DRAFT_VOCAB_SIZE})")
+    g.add_argument("--prompt-positions", action="store_true",
+                   help="also train on the prompts' positions (the prompt text teacher-forced, the paper's recipe)")
     g = p.add_argument_group("engine")
     g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX,
                    help=f"context size; prompt + response are cut to it (default {DEFAULT_N_CTX})")
@@ -99,7 +101,7 @@ def config_from_args(args: argparse.Namespace):
                        max_new_tokens=args.max_new_tokens, sampled_fraction=args.sampled_fraction,
                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
                        heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,
-                       draft_vocab=args.draft_vocab, seed=args.seed,
+                       draft_vocab=args.draft_vocab, prompt_positions=args.prompt_positions, seed=args.seed,
                        n_ctx=args.ctx_size, n_seq=args.parallel, exclude=args.exclude, n_threads=args.threads,
                        device=args.device,
                        fit_device=args.fit_device, progress=not args.no_progress)

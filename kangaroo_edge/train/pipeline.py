@@ -84,6 +84,7 @@ class TrainConfig:
     tau: float = DEFAULT_TAU
     gamma: int = DEFAULT_GAMMA
     draft_vocab: int = DRAFT_VOCAB_SIZE   # FR-Spec draft head rows, the fit's loss over them; 0: the full vocabulary
+    prompt_positions: bool = False        # the fit trains on the prompts' positions too (teacher-forced text)
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
     n_seq: int = DEFAULT_N_SEQ            # sequences generated at once (prompts, responses)
@@ -240,7 +241,7 @@ class Pipeline:
         return FitConfig(features=str(self.workdir / "features"), model=str(self.model_path), out=str(self.checkpoint),
                          exit_layer=c.exit_layer, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
                          max_len=c.max_len, heldout_frac=c.heldout_frac, seed=c.seed, device=c.fit_device,
-                         draft_vocab=c.draft_vocab, progress=c.progress)
+                         draft_vocab=c.draft_vocab, prompt_positions=c.prompt_positions, progress=c.progress)
 
 
 @dataclass
