@@ -34,7 +34,7 @@ class TeacherTopK:
     """The top-K cache of one feature directory; computes the shards it lacks when opened."""
 
     def __init__(self, shards: FeatureShards, head: torch.Tensor, k: int = TOP_K, log=None):
-        self.shards, self.k = shards, k
+        self.shards, self.k = shards, min(k, head.shape[0])  # a vocabulary smaller than K: all of it
         self._arrays = []
         for name in shards.shard_names:
             ids_path, probs_path = self._files(name)
