@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     rh = RestrictedHead.build(head, vocab)
     print(f"{len(train_loader.dataset)} training windows ({a.train_fraction:g} of the data), "
           f"{len(held_loader.dataset)} held-out; draft vocabulary {len(vocab)} (the greedy token at {100 * coverage:.1f}% "
-          "of the training positions)",
+          "of the training answers' positions)",
           file=sys.stderr, flush=True)
 
     def log(name, m):

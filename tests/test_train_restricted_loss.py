@@ -102,10 +102,12 @@ def test_the_teacher_cache_is_the_full_models_top_k(tiny):  # noqa: F811
     mtimes = [p.stat().st_mtime_ns for p in sorted((tiny / "features").glob("*.teacher5.*"))]
     TeacherTopK(shards, head, k=5)
     assert mtimes == [p.stat().st_mtime_ns for p in sorted((tiny / "features").glob("*.teacher5.*"))]
-    # the draft vocabulary's counts: the teacher's greedy token at each trained position
-    ds = SequenceDataset(shards, range(len(shards)), max_len=64)
-    n_trained = sum(int(ds.trained_mask(i, b).sum()) for i, b in ds.windows)
-    assert sum(teacher.greedy_counts(ds).values()) == n_trained
+    # the draft vocabulary's counts: the teacher's greedy token at each answer position, whether
+    # or not the prompts' positions are trained
+    n_answer = sum(length - resp for _, length, resp in map(shards.index_row, range(len(shards))))
+    for prompts in (False, True):
+        ds = SequenceDataset(shards, range(len(shards)), max_len=64, prompt_positions=prompts)
+        assert sum(teacher.greedy_counts(ds).values()) == n_answer
 
 
 def test_fit_with_a_restricted_vocabulary_learns(tiny, tmp_path):  # noqa: F811

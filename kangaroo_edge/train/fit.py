@@ -5,7 +5,7 @@ normed @ head^T) and the adapter's q = softmax(adapter(exit) @ head^T), at the s
 response positions only; no ground-truth term. Only the adapter trains; the LM head is frozen.
 
 With a draft vocabulary (`draft_vocab`, the default: the N tokens the teacher most often predicts
-at the training positions), the loss is over those N tokens plus one pooled "other" bucket
+at the training answers' positions), the loss is over those N tokens plus one pooled "other" bucket
 (RestrictedHead), and p comes from the teacher's top-K cache (teacher.py) instead of the full head:
 both cut what dominates a step, the [positions, n_vocab] matmuls. The draft vocabulary is saved in
 the checkpoint and becomes the exported adapter's draft head.
@@ -76,8 +76,8 @@ class FitConfig:
     # learning curves against data size
     train_fraction: float = 1.0
     chunk: int = DEFAULT_CHUNK
-    # the draft head: the N tokens the teacher most often predicts at the training positions; the
-    # loss is over them + a pooled "other" bucket, against the teacher's cached top-K (RestrictedHead,
+    # the draft head: the N tokens the teacher most often predicts at the training answers' positions;
+    # the loss is over them + a pooled "other" bucket, against the teacher's cached top-K (RestrictedHead,
     # teacher.py), and held-out agreement is a draft head's over them (restricted_agreement_stats).
     # 0, or N >= n_vocab: the full vocabulary, the teacher computed at every step.
     draft_vocab: int = DEFAULT_DRAFT_VOCAB
@@ -406,7 +406,7 @@ def fit(cfg: FitConfig) -> list[dict]:
         vocab, coverage = draft_vocabulary(teacher, sampler.dataset.base, cfg.draft_vocab)
         restricted = RestrictedHead.build(head, vocab)
         log(f"draft vocabulary: {len(vocab)} tokens, the teacher's greedy token at {100 * coverage:.1f}% of the "
-            "training positions; the loss over them + other")
+            "training answers' positions; the loss over them + other")
     opt = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio))

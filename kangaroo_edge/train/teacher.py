@@ -71,14 +71,14 @@ class TeacherTopK:
         return ids[rows], probs[rows]
 
     def greedy_counts(self, dataset: SequenceDataset) -> Counter:
-        """How often each token is the teacher's most likely one at the dataset's trained positions:
-        what drafts must predict (end-of-turn included: the answers' last positions predict it)."""
+        """How often each token is the teacher's most likely one at the answer positions of the
+        dataset's sequences: what drafts must predict (end of turn included: an answer's last
+        position predicts it). Prompt positions never count, trained or not: drafts follow answers."""
         counts: Counter = Counter()
-        for k in range(len(dataset)):
-            i, begin = dataset.windows[k]
-            mask = dataset.trained_mask(i, begin)
-            ids, _ = self.window(i, begin, begin + len(mask))
-            counts.update(np.asarray(ids[:, 0])[mask].tolist())
+        for i in sorted({i for i, _ in dataset.windows}):
+            _, length, resp = self.shards.index_row(i)
+            ids, _ = self.window(i, resp, length)
+            counts.update(np.asarray(ids[:, 0]).tolist())
         return counts
 
 
