@@ -5,22 +5,10 @@ output never changes; only drafts of rare tokens are lost."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Iterable
 
 DEFAULT_SIZE = 8192
-
-
-def token_counts(responses_path: Path) -> Counter:
-    """How often each token appears in the responses stage's answers (responses.jsonl)."""
-    counts: Counter = Counter()
-    with open(responses_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                counts.update(json.loads(line)["response_token_ids"])
-    return counts
 
 
 def frequent_tokens(counts: Counter, size: int, always: Iterable[int] = ()) -> tuple[list[int], float]:
