@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 
@@ -127,3 +128,74 @@ def test_the_prompt_file_is_what_the_prompts_stage_reads(tree, tmp_path, monkeyp
     assert main(["-o", str(out), "--n", "20"]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert read_user_prompts(out) == [r["prompt"] for r in rows] and len(rows) == 20
+
+
+# ---- text-v2: Wikipedia and news from gensim's wheel -------------------------------------------
+
+ALBEDO = """{{Other uses}}
+[[File:Albedo-e hg.svg|thumb|The share of light reflected by surfaces]]
+'''Albedo''' is the measure of the [[diffuse reflection]] of [[sunlight|solar radiation]] out of the total radiation received by an astronomical body.<ref>{{cite web|title=Albedo}}</ref> It is dimensionless and measured on a scale from 0 (a black body absorbing all of it) to 1 (a body reflecting all of it).
+
+== Terrestrial albedo ==
+Albedos of typical materials in visible light range from up to 0.9 for fresh snow to about 0.04 for charcoal, one of the darkest substances.
+{| class="wikitable"
+| Fresh asphalt || 0.04
+|}
+
+== See also ==
+* [[Cool roof]] and a list of other things that are not prose at all.
+
+[[Category:Climate forcing]]
+"""
+WIKI_XML = f"""<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">
+  <page><title>AccessibleComputing</title><ns>0</ns><revision><text>#REDIRECT [[Computer accessibility]]</text></revision></page>
+  <page><title>Albedo</title><ns>0</ns><revision><text>{xml_escape(ALBEDO)}</text></revision></page>
+</mediawiki>"""
+
+NEWS = ("Hundreds of people have been forced to vacate their homes in the Southern Highlands of New South Wales as "
+        "strong winds today pushed a huge bushfire towards the town of Hill Top. A new blaze near Goulburn has "
+        "forced the closure of the Hume Highway.")
+
+
+@pytest.fixture
+def wheel(tmp_path):
+    """A zip with gensim's two data files in their real formats (a bz2 MediaWiki dump, one story a line)."""
+    import bz2
+    import zipfile
+
+    from kangaroo_edge.train import gensim_texts as gt
+
+    path = tmp_path / "gensim-4.4.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(gt.WIKIPEDIA, bz2.compress(WIKI_XML.encode()))
+        z.writestr(gt.NEWS[0], NEWS + "\n" + NEWS.replace("Hill Top", "Mittagong") + "\n")
+        z.writestr(gt.NEWS[1], "too short to be a story\n")
+    return path
+
+
+def test_wikipedia_sections_are_prose_without_references_files_tables_or_lists(wheel):
+    from kangaroo_edge.train.gensim_texts import WikiNews
+
+    src = WikiNews(wheel)
+    assert [(t, h) for t, h, _ in src.sections] == [("Albedo", ""), ("Albedo", "Terrestrial albedo")]
+    lead = src.sections[0][2]
+    assert lead == ["Albedo is the measure of the diffuse reflection of solar radiation out of the total radiation "
+                    "received by an astronomical body. It is dimensionless and measured on a scale from 0 (a black "
+                    "body absorbing all of it) to 1 (a body reflecting all of it)."]
+    assert src.sections[1][2][0].startswith("Albedos of typical materials") and len(src.sections[1][2]) == 1
+    assert src.titles == ["Albedo"] and len(src.news) == 2 and src.news[0] == NEWS
+
+
+def test_v2_prompts_cover_their_tasks_and_drop_what_shares_a_passage_with_excluded_texts(wheel):
+    from kangaroo_edge.train.gensim_texts import WikiNews
+    from kangaroo_edge.train.text_prompts import TASK_WEIGHTS_V2
+
+    src = WikiNews(wheel)
+    rows = list(build(200, seed=1, src=src, task_set="text-v2"))
+    assert rows == list(build(200, seed=1, src=src, task_set="text-v2"))
+    assert {r["category"] for r in rows} == set(TASK_WEIGHTS_V2) and {r["source"] for r in rows} == {"text-v2"}
+    assert any(NEWS in r["prompt"] for r in rows if r["category"] == "summarization")
+    # a question that quotes the first story (8 words in a row) keeps it out of every prompt
+    quoting = ["Why were people forced to vacate their homes in the Southern Highlands of New South Wales?"]
+    kept = list(build(200, seed=1, src=src, task_set="text-v2", exclude=quoting))
+    assert len(kept) == 200 and not any("Hill Top" in r["prompt"] for r in kept)

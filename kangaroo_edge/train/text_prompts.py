@@ -15,10 +15,14 @@ real text instead, in the forms users send (and Spec-Bench uses):
 
 Sources (Debian packages: `apt-get install debian-handbook python3-doc fortunes fortunes-de`):
 the Debian Administrator's Handbook in English and German, the Python documentation's reST
-sources, and the English and German fortune files. The output is a prompt file for
-`kangaroo-edge train --prompts` (its `category` is kept for per-category reports):
+sources, and the English and German fortune files (set text-v1); 106 Wikipedia articles and 348
+news stories (set text-v2, gensim_texts.py: summaries of news, RAG and questions over encyclopedia
+sections, extraction, explanations). The output is a prompt file for `kangaroo-edge train
+--prompts` (its `category` is kept for per-category reports):
 
     python -m kangaroo_edge.train.text_prompts -o runs/text-prompts.jsonl --n 2400
+    python -m kangaroo_edge.train.text_prompts --set text-v2 -o runs/text-v2-prompts.jsonl --n 2000 \
+        --exclude ../shared/specbench/dev.jsonl
     kangaroo-edge train --prompts runs/text-prompts.jsonl --exclude ../shared/specbench/dev.jsonl ...
 """
 
@@ -31,7 +35,11 @@ import random
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
+
+from .cleaning import normalize, shingles
+from .gensim_texts import WikiNews
+from .user_prompts import read_user_prompts
 
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html")
 PYTHON_DOC_SOURCES = sorted(Path("/usr/share/doc").glob("python3.*/html/_sources"))
@@ -40,6 +48,10 @@ PACKAGES = "debian-handbook python3-doc fortunes fortunes-de"
 
 # the share of each task in the output (the five long-context / reasoning categories that are
 # most of Spec-Bench, then two short ones)
+# a run of this many words shared with an excluded text (a benchmark question) drops a prompt: longer
+# than any phrase two unrelated texts share by chance, short enough to catch a copied passage
+LEAK_WORDS = 8
+
 TASK_WEIGHTS = {"translation": 5, "summarization": 5, "rag": 5, "math_reasoning": 4, "qa": 2, "humanities": 1}
 
 
@@ -270,20 +282,111 @@ TASKS: dict[str, Callable[[Sources, random.Random], str]] = {
     "math_reasoning": math_reasoning, "qa": qa, "humanities": humanities}
 
 
-def build(n: int, seed: int = 0, src: Sources | None = None) -> Iterator[dict]:
-    """n prompts, tasks in TASK_WEIGHTS proportions, deterministic for a seed; the prompt file's
-    rows: {"prompt", "category", "source"}."""
-    src = src or Sources()
+# ---- text-v2: encyclopedia sections and news stories (gensim_texts.WikiNews) -------------------
+
+def _wiki_span(src: WikiNews, rng: random.Random, lo: int, hi: int) -> tuple[str, str, str]:
+    """(title, heading, consecutive paragraphs of about lo-hi characters) of a random section."""
+    for _ in range(20):
+        title, heading, paras = rng.choice(src.sections)
+        text = _span(paras, rng, lo, hi)
+        if text:
+            return title, heading, text
+    return "", "", ""
+
+
+def _topic(title: str, heading: str) -> str:
+    """What a section is about: "Albania", or "the geography of Albania"."""
+    return f"the {heading[0].lower() + heading[1:]} of {title}" if heading else title
+
+
+def news_or_wiki_summary(src: WikiNews, rng: random.Random) -> str:
+    if rng.random() < 0.6:
+        text = rng.choice(src.news)
+        forms = ["Summarize this news article.\n\n{}", "Summarize: {}", "{}\n\nSummarize the article above in three sentences.",
+                 "Write a one-sentence summary of the following news story.\n\n{}", "TL;DR:\n{}",
+                 "What are the key points of this news report?\n\n{}", "Write a headline and a short summary for this article.\n\n{}"]
+    else:
+        text = _wiki_span(src, rng, 1000, 4000)[2]
+        forms = ["Summarize the following text.\n\n{}", "Summarize: {}", "{}\n\nSummarize the passage above.",
+                 "Give me the main points of this text as a bulleted list.\n\n{}"]
+    return rng.choice(forms).format(text) if text else ""
+
+
+def wiki_rag(src: WikiNews, rng: random.Random) -> str:
+    title, heading, text = _wiki_span(src, rng, 200, 1200)
+    if not text:
+        return ""
+    passages = [f"{title}{' - ' + heading if heading else ''}: {text}"]
+    for _ in range(rng.randint(1, 3)):
+        t, h, other = _wiki_span(src, rng, 200, 1200)
+        if other:
+            passages.append(f"{t}{' - ' + h if h else ''}: {other}")
+    rng.shuffle(passages)
+    question = rng.choice(["According to the passages, what do we know about {}?", "What do the passages say about {}?",
+                           "Using the information above, describe {}.", "Answer from the passages: what is said about {}?"])
+    return "\n\n".join(passages) + "\n\n" + question.format(_topic(title, heading))
+
+
+def wiki_qa(src: WikiNews, rng: random.Random) -> str:
+    title, heading, _ = rng.choice(src.sections)
+    if heading and rng.random() < 0.5:
+        return rng.choice(["Tell me about {}.", "What can you tell me about {}?", "Briefly describe {}."]).format(
+            _topic(title, heading))
+    return rng.choice(["What is {}?", "What do you know about {}?", "Give a brief overview of {}.",
+                       "Why is {} important?", "What is {} known for?"]).format(title)
+
+
+def extraction(src: WikiNews, rng: random.Random) -> str:
+    text = rng.choice(src.news) if rng.random() < 0.5 else _wiki_span(src, rng, 400, 1500)[2]
+    form = rng.choice([
+        "Extract all the people, organizations and places named in the text below. Answer in JSON with the keys "
+        "\"people\", \"organizations\" and \"places\".\n\n{}",
+        "List every number mentioned in the following text and what it refers to.\n\n{}",
+        "From the text below, extract the dates and the events that happened on them.\n\n{}",
+        "Identify the main topic of this text and give five keywords.\n\n{}",
+        "{}\n\nWho are the people mentioned in the text above, and what role does each play?"])
+    return form.format(text) if text else ""
+
+
+def explain(src: WikiNews, rng: random.Random) -> str:
+    title = rng.choice(src.titles)
+    return rng.choice(["Explain {} to a high school student.", "Write a short essay about {}.",
+                       "What are the most important facts about {}?", "Describe {} in simple terms.",
+                       "Write three paragraphs about the history and significance of {}."]).format(title)
+
+
+def news_writing(src: WikiNews, rng: random.Random) -> str:
+    facts = " ".join(sentences(rng.choice(src.news))[:2])
+    return rng.choice(["Write a short news report based on these facts: {}", "Write a blog post that starts from this news: {}",
+                       "Rewrite the following in plain, simple English: {}", "Write a tweet about this news: {}"]).format(facts)
+
+
+TASKS_V2: dict[str, Callable[[WikiNews, random.Random], str]] = {
+    "summarization": news_or_wiki_summary, "rag": wiki_rag, "qa": wiki_qa, "extraction": extraction,
+    "explain": explain, "writing": news_writing}
+TASK_WEIGHTS_V2 = {"summarization": 5, "rag": 4, "qa": 3, "extraction": 3, "explain": 2, "writing": 1}
+
+# a prompt file's "source" -> (its tasks, their shares, its texts)
+TASK_SETS = {"text-v1": (TASKS, TASK_WEIGHTS, Sources), "text-v2": (TASKS_V2, TASK_WEIGHTS_V2, WikiNews)}
+
+
+def build(n: int, seed: int = 0, src=None, task_set: str = "text-v1", exclude: Iterable[str] = ()) -> Iterator[dict]:
+    """n prompts, tasks in the set's proportions, deterministic for a seed; the prompt file's rows:
+    {"prompt", "category", "source"}. A prompt that shares a run of LEAK_WORDS words with an
+    `exclude`d text (the benchmark's questions) is dropped."""
+    tasks, task_weights, source_class = TASK_SETS[task_set]
+    src = src or source_class()
     rng = random.Random(seed)
-    names = list(TASK_WEIGHTS)
-    weights = [TASK_WEIGHTS[t] for t in names]
+    names = list(task_weights)
+    weights = [task_weights[t] for t in names]
+    excluded = frozenset().union(*(shingles(normalize(t), LEAK_WORDS) for t in exclude))
     made = 0
     while made < n:
         task = rng.choices(names, weights)[0]
-        text = TASKS[task](src, rng)
-        if text:
+        text = html.unescape(tasks[task](src, rng))
+        if text and not (excluded and shingles(normalize(text), LEAK_WORDS) & excluded):
             made += 1
-            yield {"prompt": html.unescape(text), "category": task, "source": "text-v1"}
+            yield {"prompt": text, "category": task, "source": task_set}
 
 
 def main(argv=None) -> int:
@@ -291,9 +394,15 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--n", type=int, default=2400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="task_set", choices=sorted(TASK_SETS), default="text-v1",
+                    help="text-v1: the Debian handbook, Python docs and fortunes; text-v2: Wikipedia articles "
+                         "and news stories (gensim_texts.py)")
+    ap.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                    help="drop prompts sharing a run of %d words with this prompt file's texts (repeatable)" % LEAK_WORDS)
     a = ap.parse_args(argv)
+    exclude = [t for path in a.exclude for t in read_user_prompts(path)]
     with open(a.out, "w", encoding="utf-8") as f:
-        for row in build(a.n, a.seed):
+        for row in build(a.n, a.seed, task_set=a.task_set, exclude=exclude):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return 0
 
