@@ -64,12 +64,11 @@ Draft AdapterDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dr
         const float confidence = top1_probability(logits_.data(), n_rows, &top);
         int32_t t = vocab.empty() ? top : vocab[top];
         if (!r.sampling.greedy()) {
-            // q over the draft vocabulary; tokens outside it have q = 0, which speculative
-            // sampling handles exactly (they can only come from the residual distribution)
+            // q over the draft vocabulary, sampled with the noise verification will use at this
+            // position (sampling.h): the draft is the model's own sample whenever q is close to p
             Distribution q = make_distribution(logits_.data(), n_rows, r.sampling);
             if (!vocab.empty()) for (int32_t & id : q.ids) id = vocab[id];
-            t = r.sampler.sample(q);
-            d.q.push_back(std::move(q));
+            t = r.sampler.sample(q, r.pos + i + 1);
         }
         d.tokens.push_back(t);
         d.signal.push_back(confidence);

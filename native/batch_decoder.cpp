@@ -44,7 +44,7 @@ BatchDecoder::~BatchDecoder() {
 int32_t BatchDecoder::choose(Active & a, float * logits) {
     const int n_vocab = model_.hparams().n_vocab;
     a.penalties.apply(logits, n_vocab);
-    const int32_t token = a.sampler.sample(logits, n_vocab, a.sampling);
+    const int32_t token = a.sampler.sample(logits, n_vocab, a.sampling, a.n_past);  // the token goes at n_past
     a.penalties.accept(token);
     return token;
 }

@@ -27,7 +27,7 @@ void DraftParams::validate() const {
 }
 
 Decoder::Decoder(const Model & model, Runner & runner, Sequence & sequence, const Tokenizer & tokenizer,
-                 Sampler & sampler)
+                 const Sampler & sampler)
     : model_(model), runner_(runner), sequence_(sequence), tokenizer_(tokenizer), sampler_(sampler) {}
 
 void Decoder::set_drafters(const std::vector<Drafter *> & drafters) {
@@ -152,7 +152,7 @@ int32_t Decoder::prefill(const std::vector<int32_t> & prompt, const SamplingPara
         sequence_.commit(prompt.data() + done, b, last ? logits_.data() : nullptr, keeper != nullptr, rows);
     }
     constrain(0);
-    pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_);
+    pending_ = sampler_.sample(logits_.data(), n_vocab, sampling_, sequence_.n_past());
     emit(pending_);
     return pending_;
 }
@@ -209,7 +209,7 @@ std::vector<int32_t> Decoder::plain_step() {
     run_whole_model({pending_});
     controller_.record_plain(now_seconds() - t0);
     constrain(0);
-    std::vector<int32_t> out{sampler_.sample(logits_.data(), model_.hparams().n_vocab, sampling_)};
+    std::vector<int32_t> out{sampler_.sample(logits_.data(), model_.hparams().n_vocab, sampling_, sequence_.n_past() + 1)};
     emit(out[0]);
     commit({pending_}, out);
     return out;
@@ -305,13 +305,10 @@ std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_acce
         constrain(j);
         const float * p_logits = logits_.data() + (size_t) j * n_vocab;
         const int32_t x = draft.tokens[j];
-        bool accepted;
-        if (sampling_.greedy()) {
-            out.push_back(argmax(p_logits, n_vocab));  // the model's own token replaces a wrong draft
-            accepted = out.back() == x;
-        } else {
-            out.push_back(sampler_.judge_draft(x, make_distribution(p_logits, n_vocab, sampling_), draft.q[j], &accepted));
-        }
+        // the model's own token at this position (greedy, or keyed by position: sampling.h) is
+        // what plain decoding would give; the draft is kept iff it is that token
+        out.push_back(sampler_.sample(p_logits, n_vocab, sampling_, sequence_.n_past() + 1 + j));
+        const bool accepted = out.back() == x;
         emit(out.back());
         if (!accepted) return out;
         *n_accepted += 1;
@@ -320,7 +317,7 @@ std::vector<int32_t> Decoder::accept(const Draft & draft, int rows, int * n_acce
     // every draft accepted: a row after the last draft gives a token of the model's own
     if (rows > k) {
         constrain(k);
-        out.push_back(sampler_.sample(logits_.data() + (size_t) k * n_vocab, n_vocab, sampling_));
+        out.push_back(sampler_.sample(logits_.data() + (size_t) k * n_vocab, n_vocab, sampling_, sequence_.n_past() + 1 + k));
         emit(out.back());
     }
     return out;

@@ -80,7 +80,7 @@ struct GenerationStats : ControllerStats {
 
 class Decoder {
 public:
-    Decoder(const Model & model, Runner & runner, Sequence & sequence, const Tokenizer & tokenizer, Sampler & sampler);
+    Decoder(const Model & model, Runner & runner, Sequence & sequence, const Tokenizer & tokenizer, const Sampler & sampler);
 
     // The drafters a step may use, tried in this order (none: plain decoding only). The decoder
     // does not own them; at most one may draft from the exit layer (ExitLayerDrafter: it keeps a
@@ -152,7 +152,7 @@ private:
     Runner & runner_;
     Sequence & sequence_;
     const Tokenizer & tokenizer_;
-    Sampler & sampler_;
+    const Sampler & sampler_;  // the engine's, seeded per generation
     std::vector<Drafter *> drafters_;
     ExitLayerDrafter * exit_drafter_ = nullptr;  // the one of drafters_ that drafts from the exit layer, or null
     SamplingParams sampling_;

@@ -46,7 +46,6 @@ struct Draft {
     std::vector<float> signal;      // the evidence each draft was made on (what outcomes are learned by)
     std::vector<float> hidden;      // [k, n_embd] exit-layer states of the inputs pending, d_1 .. d_{k-1}
                                     // (ExitLayerDrafter only)
-    std::vector<Distribution> q;    // draft distributions of d_1 .. d_k (sampling only)
     bool bonus = false;             // hidden also holds d_k's state: verification runs one more
                                     // row, whose token follows d_k (ExitLayerDrafter::add_bonus_row)
 };
@@ -65,7 +64,7 @@ struct DraftRequest {
     int max_drafts;
     const std::vector<int32_t> & history;  // the committed tokens before pending
     const SamplingParams & sampling;
-    Sampler & sampler;
+    const Sampler & sampler;  // the generation's: a sampled draft uses its noise (sampling.h)
     // The generation's constraint along the draft (null: none). A drafter drafts only tokens it
     // allows, push()es each, and stops once it allows none of its candidates or ended().
     DraftMask * constraint = nullptr;

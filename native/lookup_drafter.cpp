@@ -41,7 +41,6 @@ Draft LookupDrafter::draft(const DraftRequest & r, const KeepDrafting & keep_dra
         d.tokens.push_back(match.tokens[j]);
         d.signal.push_back(signal);
         // a lookup draft is certain: q is all on the drafted token
-        if (!r.sampling.greedy()) d.q.push_back(Distribution{{match.tokens[j]}, {1.0f}});
         if (r.constraint && r.constraint->ended()) break;
     }
     return d;

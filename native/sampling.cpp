@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "error.h"
@@ -27,13 +28,6 @@ void SamplingParams::validate() const {
     if (repeat_last_n < -1) throw InvalidArgument(format("repeat_last_n must be >= -1, got %d", repeat_last_n));
 }
 
-float Distribution::prob_of(int32_t token) const {
-    for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] == token) return probs[i];
-    }
-    return 0.0f;
-}
-
 int32_t argmax(const float * logits, int n_vocab) {
     return (int32_t) (std::max_element(logits, logits + n_vocab) - logits);  // first maximum, as llama.cpp
 }
@@ -54,29 +48,27 @@ Distribution make_distribution(const float * logits, int n_vocab, const Sampling
         d.probs = {1.0f};
         return d;
     }
-    // candidates sorted by logit, descending (only the top k when top-k is on)
+    // Only top-k and top-p need the candidates in order, and sorting a whole vocabulary costs
+    // milliseconds a token: top-k sorts its k; top-p alone sorts growing prefixes until its cut
+    // falls inside one. Min-p and temperature need only the maximum, and the sampler does not
+    // care about order (sampling.h).
     std::vector<int32_t> ids(n_vocab);
     std::iota(ids.begin(), ids.end(), 0);
     auto by_logit = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
     const size_t k = (p.top_k > 0 && p.top_k < n_vocab) ? p.top_k : n_vocab;
-    // Sorting a whole vocabulary costs milliseconds a token. With no top-k only top-p's prefix
-    // needs order: it is sorted in growing prefixes until the cut falls inside one.
-    const bool prefix_only = k == (size_t) n_vocab && p.top_p < 1.0f;
-    size_t sorted = prefix_only ? std::min<size_t>(k, 64) : k;
-    std::partial_sort(ids.begin(), ids.begin() + sorted, ids.end(), by_logit);
+    const bool top_p = p.top_p < 1.0f;
+    size_t sorted = k < (size_t) n_vocab ? k : top_p ? std::min<size_t>(k, 64) : 0;
+    if (sorted) std::partial_sort(ids.begin(), ids.begin() + sorted, ids.end(), by_logit);
+    const float max = sorted ? logits[ids[0]] : logits[argmax(logits, n_vocab)];
+    ids.resize(k);  // top-k
 
-    // untempered softmax over the candidates for the top-p / min-p cuts
-    const float max = logits[ids[0]];
-    auto weight = [&](size_t i) { return std::exp((double) (logits[ids[i]] - max)); };
-    double sum = 0.0;
-    if (prefix_only) {
-        for (int i = 0; i < n_vocab; ++i) sum += std::exp((double) (logits[i] - max));
-    } else {
-        for (size_t i = 0; i < k; ++i) sum += weight(i);
-    }
-    size_t keep = k;
-    if (p.top_p < 1.0f) {
+    // top-p on the untempered softmax of the candidates
+    if (top_p) {
+        auto weight = [&](size_t i) { return std::exp((double) (logits[ids[i]] - max)); };
+        double sum = 0.0;
+        for (int32_t id : ids) sum += std::exp((double) (logits[id] - max));
         double cum = 0.0;
+        size_t keep = k;
         for (size_t i = 0; i < k && keep == k; ++i) {
             if (i == sorted) {  // the rest are all below the sorted prefix: order the next part
                 const size_t more = std::min(k, sorted * 8);
@@ -86,69 +78,62 @@ Distribution make_distribution(const float * logits, int n_vocab, const Sampling
             cum += weight(i) / sum;
             if (cum >= p.top_p) keep = i + 1;
         }
+        ids.resize(keep);
     }
-    std::vector<double> w(keep);
-    for (size_t i = 0; i < keep; ++i) w[i] = weight(i);
+    // min-p: tokens at least min_p times as likely as the top one (which always survives)
     if (p.min_p > 0.0f) {
-        size_t n = 1;  // the top token always survives
-        while (n < keep && w[n] >= p.min_p) ++n;  // w[0] == 1, so w[i] is p_i / p_max
-        keep = n;
+        const double floor = std::log((double) p.min_p);
+        ids.erase(std::remove_if(ids.begin(), ids.end(),
+                                 [&](int32_t id) { return (double) logits[id] - max < floor; }),
+                  ids.end());
     }
-    ids.resize(keep);
 
     // temperature on the survivors
-    d.ids = ids;
-    d.probs.resize(keep);
+    d.ids = std::move(ids);
+    d.probs.resize(d.ids.size());
+    std::vector<double> t(d.ids.size());
     double z = 0.0;
-    std::vector<double> t(keep);
-    for (size_t i = 0; i < keep; ++i) z += (t[i] = std::exp((double) (logits[ids[i]] - max) / p.temperature));
-    for (size_t i = 0; i < keep; ++i) d.probs[i] = (float) (t[i] / z);
+    for (size_t i = 0; i < t.size(); ++i) z += (t[i] = std::exp((double) (logits[d.ids[i]] - max) / p.temperature));
+    for (size_t i = 0; i < t.size(); ++i) d.probs[i] = (float) (t[i] / z);
     return d;
 }
 
-float Sampler::uniform() { return std::uniform_real_distribution<float>(0.0f, 1.0f)(rng_); }
+namespace {
 
-int32_t Sampler::sample(const Distribution & dist) {
-    const float u = uniform();
-    float cum = 0.0f;
+uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+}  // namespace
+
+int32_t Sampler::sample(const Distribution & dist, int pos) const {
+    // the exponential race: each token i draws E_i = -log(u_i) from its own key and the smallest
+    // E_i / p_i wins, which is token i with probability p_i
+    const uint64_t at = splitmix64(seed_ ^ splitmix64((uint64_t) (uint32_t) pos));
+    int32_t best = dist.ids.empty() ? -1 : dist.ids[0];
+    double best_time = std::numeric_limits<double>::infinity();
     for (size_t i = 0; i < dist.ids.size(); ++i) {
-        cum += dist.probs[i];
-        if (u < cum) return dist.ids[i];
-    }
-    return dist.ids.back();  // rounding: u landed past the last cumulative sum
-}
-
-int32_t Sampler::sample(const float * logits, int n_vocab, const SamplingParams & params) {
-    if (params.greedy()) return argmax(logits, n_vocab);
-    return sample(make_distribution(logits, n_vocab, params));
-}
-
-Distribution residual(const Distribution & p, const Distribution & q) {
-    // q as a dense table: p and q may each cover the whole vocabulary
-    int32_t max_id = 0;
-    for (int32_t id : q.ids) max_id = std::max(max_id, id);
-    std::vector<float> q_dense((size_t) max_id + 1, 0.0f);
-    for (size_t i = 0; i < q.ids.size(); ++i) q_dense[q.ids[i]] = q.probs[i];
-    Distribution r;
-    double z = 0.0;
-    for (size_t i = 0; i < p.ids.size(); ++i) {
-        const int32_t id = p.ids[i];
-        const float w = std::max(0.0f, p.probs[i] - (id <= max_id ? q_dense[id] : 0.0f));
-        if (w > 0.0f) {
-            r.ids.push_back(id);
-            r.probs.push_back(w);
-            z += w;
+        if (dist.probs[i] <= 0.0f) continue;
+        const uint64_t bits = splitmix64(at ^ (uint64_t) (uint32_t) dist.ids[i]);
+        const double u = ((double) (bits >> 11) + 0.5) * 0x1.0p-53;  // in (0, 1)
+        // -log(u) >= 1 - u, so a token with 1 - u >= best_time * p cannot win: most of a long
+        // tail is passed over without its logarithm
+        if (1.0 - u >= best_time * dist.probs[i]) continue;
+        const double t = -std::log(u) / dist.probs[i];
+        if (t < best_time) {
+            best_time = t;
+            best = dist.ids[i];
         }
     }
-    if (z <= 0.0) return p;  // p == q up to rounding: the residual is p itself
-    for (float & w : r.probs) w = (float) (w / z);
-    return r;
+    return best;
 }
 
-int32_t Sampler::judge_draft(int32_t x, const Distribution & p, const Distribution & q, bool * accepted) {
-    // u < p(x) / q(x), written without dividing by a q(x) that may be 0
-    *accepted = uniform() * q.prob_of(x) < p.prob_of(x);
-    return *accepted ? x : sample(residual(p, q));
+int32_t Sampler::sample(const float * logits, int n_vocab, const SamplingParams & params, int pos) const {
+    if (params.greedy()) return argmax(logits, n_vocab);
+    return sample(make_distribution(logits, n_vocab, params), pos);
 }
 
 }  // namespace ke

@@ -1,10 +1,9 @@
 // Token selection: greedy, or sampling with llama.cpp's filter order (top-k, top-p, min-p on the
-// untempered distribution, then temperature), after the repetition penalties (penalties.h). The filtered distribution is exposed on its own
-// because speculative sampling needs the draft's and the model's probabilities, not just a token.
+// untempered distribution, then temperature), after the repetition penalties (penalties.h). The
+// filtered distribution is exposed on its own because a drafter samples its draft from its own q.
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 namespace ke {
@@ -35,7 +34,6 @@ struct SamplingParams {
 struct Distribution {
     std::vector<int32_t> ids;
     std::vector<float> probs;
-    float prob_of(int32_t token) const;  // 0 if filtered out
 };
 
 int32_t argmax(const float * logits, int n_vocab);
@@ -43,24 +41,24 @@ int32_t argmax(const float * logits, int n_vocab);
 float top1_probability(const float * logits, int n_vocab, int32_t * token);
 Distribution make_distribution(const float * logits, int n_vocab, const SamplingParams & params);
 
-// Speculative sampling (Leviathan et al.; Chen et al.): a draft x ~ q is kept with probability
-// min(1, p(x) / q(x)); on rejection the token is drawn from residual(p, q) = norm(max(0, p - q)).
-// Either way the token is distributed exactly as p.
-Distribution residual(const Distribution & p, const Distribution & q);
-
+// Sampling keyed by position. The token at sequence position `pos` is the Gumbel-max sample of
+// its distribution: argmax_i (log p_i + G_i), with G_i Gumbel noise drawn from (seed, pos, token
+// i) by a counter-based hash (as an exponential race: argmin_i E_i / p_i, E_i ~ Exp(1)). So a seed
+// gives the same token at a position whichever path reached it: a plain step, a verified draft,
+// a bonus row or a batch. Speculative sampling is then exact and reproducible at once: a drafter
+// draws its draft with the same noise from its own q, verification keeps a draft iff it is the
+// model's own sample at that position, and the output is plain decoding's for the same seed,
+// token for token (Gumbel coupling: a draft from q equals the sample from p with probability
+// close to the optimal sum_i min(p_i, q_i) when the two agree, 1 when q == p).
 class Sampler {
 public:
-    explicit Sampler(uint64_t seed) : rng_(seed) {}
-    void reseed(uint64_t seed) { rng_.seed(seed); }
-    int32_t sample(const float * logits, int n_vocab, const SamplingParams & params);
-    int32_t sample(const Distribution & dist);
-    float uniform();  // in [0, 1)
-    // The rule above for draft x ~ q against the model's p: x itself, or a token of residual(p, q).
-    // *accepted says which.
-    int32_t judge_draft(int32_t x, const Distribution & p, const Distribution & q, bool * accepted);
+    explicit Sampler(uint64_t seed) : seed_(seed) {}
+    void reseed(uint64_t seed) { seed_ = seed; }
+    // The token at position pos: argmax for greedy parameters, else the keyed sample.
+    int32_t sample(const float * logits, int n_vocab, const SamplingParams & params, int pos) const;
+    int32_t sample(const Distribution & dist, int pos) const;
 
 private:
-    std::mt19937_64 rng_;
+    uint64_t seed_;
 };
-
 }  // namespace ke

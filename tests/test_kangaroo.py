@@ -67,6 +67,30 @@ def test_greedy_kangaroo_equals_plain(request, adapters, model):
     assert accepted_multi > 0  # the deep adapter exercised acceptance of several drafts in a row
 
 
+# sampling settings cycled over the prompts: llama.cpp's filters, penalties, a hot temperature
+SAMPLING = [dict(temperature=0.8, top_p=0.95), dict(temperature=1.0, top_k=40, repeat_penalty=1.1),
+            dict(temperature=0.6, min_p=0.05, presence_penalty=0.5), dict(temperature=1.5)]
+
+
+@pytest.mark.parametrize("model", ["smollm", "qwen"])
+def test_sampled_kangaroo_equals_plain_for_each_seed(request, adapters, model):
+    """The token at each position is sampled with noise keyed by (seed, position) (sampling.h),
+    and a draft is kept iff it is that token: for a seed, sampled output with drafting forced,
+    bonus rows, prompt lookup or the controller is plain sampled decoding's, token for token."""
+    lm: KangarooLM = request.getfixturevalue(model)
+    kept = 0
+    for i, q in enumerate(load_questions(12)):
+        kind, tau, gamma = SETTINGS[i % len(SETTINGS)]
+        sampling = dict(SAMPLING[i % len(SAMPLING)], seed=1000 + i)
+        lm.load_adapter(adapters[model][kind])
+        prompt = chat_prompt(lm, q)
+        plain = lm.generate(prompt, 64, speculative=False, **sampling)
+        spec = lm.generate(prompt, 64, speculative=True, tau=tau, gamma=gamma, lookup=i % 2 == 0, **sampling)
+        assert spec.token_ids == plain.token_ids, (q["question_id"], kind, tau, gamma, sampling)
+        kept += spec.stats.draft_n_accepted
+    assert kept > 0  # drafts were kept, not only replaced
+
+
 @pytest.mark.parametrize("gamma", [1, 4])
 def test_bonus_row_verifies_a_confident_last_draft(smollm, adapters, gamma):
     """tau = 0: drafting always runs to gamma with a confident last draft, so every cycle with

@@ -1,11 +1,12 @@
 """Speculative sampling keeps the model's exact distribution (tiny random-weight model).
 
 We sample the first two generated tokens (t1 comes from the prompt's forward pass, t2 from the
-first Kangaroo cycle: a draft from the adapter, accepted with probability min(1, p/q) or
-replaced from norm(max(0, p - q))) and compare their empirical joint distribution with the
+first Kangaroo cycle: a draft sampled from the adapter's q, kept iff it is the model's own sample
+at that position, native/sampling.h) and compare their empirical joint distribution with the
 exact one computed from the model's logits. A random adapter makes q very different from p, so a
-wrong acceptance rule shifts t2 towards q; the same statistic on draws from q must fail
-(negative control), which shows the test has the power to catch it.
+wrong acceptance rule shifts t2 towards q; the same statistic on draws from such a rule must fail
+(negative control), which shows the test has the power to catch it. That the output is also
+plain decoding's for each seed is tests/test_kangaroo.py's.
 """
 
 from __future__ import annotations
@@ -72,10 +73,19 @@ def joint(p1: dict, second: dict) -> dict[tuple[int, int], float]:
     return {(t1, t2): a * b for t1, a in p1.items() for t2, b in second[t1].items()}
 
 
-def wrong_rule_no_residual(p: dict, q: dict) -> dict:
-    """A plausible bug: accept with min(1, p/q) but on rejection resample from p itself."""
+def wrong_rule_textbook_without_residual(p: dict, q: dict) -> dict:
+    """A plausible bug: keep a draft x ~ q with probability min(1, p/q), but on rejection sample
+    from p itself instead of norm(max(0, p - q)): t2 leans towards q."""
     accept = sum(min(p.get(x, 0.0), qx) for x, qx in q.items())
     return {x: min(px, q.get(x, 0.0)) + (1 - accept) * px for x, px in p.items()}
+
+
+def draws(dist: dict, n: int) -> dict:
+    """Counts of n draws from a distribution over outcomes (the negative controls' samples)."""
+    keys = sorted(dist)
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(keys), size=n, p=np.array([dist[k] for k in keys]) / sum(dist.values()))
+    return {keys[i]: int(c) for i, c in zip(*np.unique(picked, return_counts=True))}
 
 
 def chi_square_pvalue(counts: dict, expected: dict, n: int) -> float:
@@ -102,7 +112,7 @@ def sample_first_two(lm: KangarooLM, prompt: list[int], **penalties: float) -> d
         key = tuple(r.token_ids)
         counts[key] = counts.get(key, 0) + 1
         rejected += r.stats.draft_n_accepted == 0
-    assert 0 < rejected < N_SAMPLES  # both branches (accept, resample from the residual) ran
+    assert 0 < rejected < N_SAMPLES  # both branches (the draft kept, the model's own token) ran
     return counts
 
 
@@ -118,12 +128,8 @@ def test_speculative_sampling_matches_model_distribution(tiny):
     assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
 
     # Negative control: as many draws from a subtly wrong rule fail the same test.
-    wrong = joint(p1, {t: wrong_rule_no_residual(p2[t], q2[t]) for t in p1})
-    keys = sorted(wrong)
-    rng = np.random.default_rng(0)
-    draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
-    wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
-    assert chi_square_pvalue(wrong_counts, exact, N_SAMPLES) < ALPHA
+    wrong = joint(p1, {t: wrong_rule_textbook_without_residual(p2[t], q2[t]) for t in p1})
+    assert chi_square_pvalue(draws(wrong, N_SAMPLES), exact, N_SAMPLES) < ALPHA
 
 
 def test_penalties_keep_the_penalized_distribution(tiny):
@@ -143,8 +149,8 @@ def test_penalties_keep_the_penalized_distribution(tiny):
 
 def test_draft_vocabulary_keeps_the_distribution(tiny, tmp_path):
     """FR-Spec: the draft head scores only a subset of tokens, so q is 0 outside it. Tokens the
-    model likes but the draft cannot propose must still come out at their exact rate (through
-    the residual norm(max(0, p - q)))."""
+    model likes but the draft cannot propose must still come out at their exact rate (as the
+    model's own token where the draft is not it)."""
     prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
     p1, p2, q2 = conditionals(tiny, prompt)
     # after every first token, leave out a second token the model may pick but the draft rarely
@@ -163,9 +169,8 @@ def test_draft_vocabulary_keeps_the_distribution(tiny, tmp_path):
 
 
 def test_prompt_lookup_drafts_keep_the_distribution(tiny):
-    """A prompt-lookup draft is certain (q is all on one token): it is kept with probability
-    p(x), and a rejection draws from p without x; when it is kept the last verified row gives a
-    further token. The prompt repeats, after its last token, each likely first token followed by
+    """A prompt-lookup draft is certain (q is all on one token): it is kept when the model's
+    sample is x (probability p(x)); when it is kept the last verified row gives a further token. The prompt repeats, after its last token, each likely first token followed by
     some token, so that after most first tokens the lookup has a two-token match to continue."""
     base = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
     p1, p2, _ = conditionals(tiny, base)
@@ -238,28 +243,19 @@ def even(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def wrong_rule_unmasked_q(p: dict, q_masked: dict, q_unmasked: dict) -> dict:
-    """A plausible bug: the draft is drawn from the masked q but judged with the unmasked one."""
-    def ratio(x):
-        return 1.0 if q_unmasked.get(x, 0.0) == 0.0 else min(1.0, p.get(x, 0.0) / q_unmasked[x])
-    kept = {x: qx * ratio(x) for x, qx in q_masked.items()}
-    residual = {x: max(0.0, px - q_unmasked.get(x, 0.0)) for x, px in p.items()}
-    z = sum(residual.values())
-    return {x: kept.get(x, 0.0) + (1 - sum(kept.values())) * residual.get(x, 0.0) / z for x in set(p) | set(kept)}
-
-
 def test_masked_drafts_keep_the_masked_distribution(tiny):
     """Under a constraint the adapter drafts from its distribution restricted to the allowed
-    tokens, and speculative sampling judges the draft with that masked q: t1 and t2 must follow
-    the model's masked joint. Draws from the rule that judges with the unmasked q fail the test."""
+    tokens, and verification compares the draft with the model's sample from its masked row: t1
+    and t2 must follow the model's masked joint. Draws from a rule that keeps the unmasked
+    adapter's drafts fail the test (they fall outside the masked model's support)."""
     prompt = tiny.tokenize("<|im_start|>user\nThe quick brown fox<|im_end|>\n")
     e = tiny.engine
     p1 = transform(even(e.forward(prompt, 0, e.n_layer, 0, "logits", True)[-1]))
-    p2, q2, q2_unmasked = {}, {}, {}
+    p2, q2_unmasked = {}, {}
     for t1 in p1:
         p2[t1] = transform(even(e.forward(prompt + [t1], 0, e.n_layer, 0, "logits", True)[-1]))
         adapter = e.adapter_logits(e.forward(prompt + [t1], 0, 1, 0, "hidden", True), 0)[-1]
-        q2[t1], q2_unmasked[t1] = transform(even(adapter)), transform(adapter)
+        q2_unmasked[t1] = transform(adapter)
     exact = joint(p1, p2)
 
     draft = DraftOptions(tau=0.0, gamma=1, lookup=False)
@@ -278,11 +274,56 @@ def test_masked_drafts_keep_the_masked_distribution(tiny):
     assert 0 < rejected < N_SAMPLES  # both branches ran
     assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
 
-    wrong = joint(p1, {t: wrong_rule_unmasked_q(p2[t], q2[t], q2_unmasked[t]) for t in p1})
-    keys = sorted(wrong)
-    rng = np.random.default_rng(0)
-    draws = rng.choice(len(keys), size=N_SAMPLES, p=np.array([wrong[k] for k in keys]) / sum(wrong.values()))
-    wrong_counts = {keys[i]: int(c) for i, c in zip(*np.unique(draws, return_counts=True))}
-    # it keeps drafts the masked model gives p = 0 (outside its top k), which chi_square_pvalue refuses
+    wrong = joint(p1, q2_unmasked)  # every draft of the unmasked adapter kept
+    # it keeps drafts the masked model gives p = 0 (odd tokens), which chi_square_pvalue refuses
     with pytest.raises(AssertionError, match="outside the model's support"):
-        chi_square_pvalue(wrong_counts, exact, N_SAMPLES)
+        chi_square_pvalue(draws(wrong, N_SAMPLES), exact, N_SAMPLES)
+
+
+def filtered(logits: np.ndarray, temperature: float, top_p: float = 1.0, min_p: float = 0.0) -> dict[int, float]:
+    """llama.cpp's filters in its order: top-p and min-p on the untempered softmax, then the
+    temperature on the survivors."""
+    order = np.argsort(-logits, kind="stable")
+    w = np.exp(logits[order] - logits[order[0]])
+    keep = len(order)
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(w / w.sum()), top_p) + 1)
+    kept = [i for i in range(keep) if w[i] >= min_p]
+    z = np.exp((logits[order[kept]] - logits[order[0]]) / temperature)
+    return {int(order[i]): float(p) for i, p in zip(kept, z / z.sum())}
+
+
+# the tiny model is very sure of itself (its top token ~0.98 after this prompt): the cuts sit in
+# its tail, and a hot temperature spreads what they keep
+@pytest.mark.parametrize("filters", [dict(), dict(top_p=0.99), dict(min_p=0.002)], ids=["temperature", "top_p", "min_p"])
+def test_each_filter_samples_its_distribution(tiny, filters):
+    """The first token over many seeds, with the temperature alone (no candidate is sorted), top-p
+    (a sorted prefix) or min-p (a cut at the maximum), follows the filtered softmax; draws from
+    the unfiltered one (a filter skipped) or another temperature fail the same test."""
+    temperature = TEMPERATURE
+    prompt = tiny.tokenize("a b c d e f")
+    e = tiny.engine
+    logits = e.forward(prompt, 0, e.n_layer, 0, "logits", True)[-1]
+    EOG = -1  # the engine does not return an end-of-generation token: they are one outcome here
+
+    def outcomes(dist: dict[int, float]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for t, p in dist.items():
+            out[EOG if e.is_eog(t) else t] = out.get(EOG if e.is_eog(t) else t, 0.0) + p
+        return out
+
+    exact = outcomes(filtered(logits, temperature, **filters))
+    counts: dict[int, int] = {}
+    for seed in range(N_SAMPLES):
+        out = next(decode_steps(e, prompt, SamplingParams(temperature=temperature, seed=seed, **filters),
+                                DraftOptions(speculative=False), 1))
+        t = out[0] if out else EOG
+        counts[t] = counts.get(t, 0) + 1
+    assert len(counts) > 3
+    assert chi_square_pvalue(counts, exact, N_SAMPLES) > ALPHA
+    if filters:  # a skipped filter lets tokens outside the filtered support through
+        with pytest.raises(AssertionError, match="outside the model's support"):
+            chi_square_pvalue(draws(outcomes(filtered(logits, temperature)), N_SAMPLES), exact, N_SAMPLES)
+    else:
+        wrong = outcomes(filtered(logits, temperature * 1.5))
+        assert chi_square_pvalue(draws(wrong, N_SAMPLES), exact, N_SAMPLES) < ALPHA
