@@ -4,6 +4,7 @@
 
 #include "error.h"
 #include "sequence.h"
+#include "clock.h"
 
 namespace ke {
 
@@ -65,6 +66,7 @@ BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const Sampling
         throw InvalidArgument(format("a prompt of %d tokens does not fit a sequence of n_ctx_seq=%d (it needs room "
                                      "for one more token)", n, n_ctx_seq_));
     }
+    const double t0 = now_seconds();
     // The prompt alone, in Decoder::start's batches: the same kernels give the same K/V and logits.
     const int L = model_.hparams().n_layer;
     logits_.resize(model_.hparams().n_vocab);
@@ -78,11 +80,21 @@ BatchEvent BatchDecoder::add(const std::vector<int32_t> & prompt, const Sampling
     const int block = n_active();
     copy_cells(scratch_, 0, kv_, block * block_, n);
 
-    Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed), PenaltyWindow()};
+    Active a{next_id_++, n, -1, 1, max_new, sampling, Sampler(seed), PenaltyWindow(), GenerationStats(), 0.0};
     a.penalties.reset(sampling);
     a.pending = choose(a, logits_.data());
-    const BatchEvent e{a.id, a.pending, finish(a, a.pending)};
+    a.t_first = now_seconds();
+    a.stats.prompt_n = n;
+    a.stats.prompt_ms = (a.t_first - t0) * 1e3;
+    BatchEvent e = event(a);
     if (!e.finished()) active_.push_back(std::move(a));
+    return e;
+}
+
+BatchEvent BatchDecoder::event(Active & a) {
+    BatchEvent e{a.id, a.pending, finish(a, a.pending), std::nullopt};
+    if (e.finish != FinishReason::Stop) a.stats.predicted_n += 1;  // an end-of-generation token is not output
+    if (e.finished()) e.stats = a.stats;
     return e;
 }
 
@@ -104,7 +116,9 @@ std::vector<BatchEvent> BatchDecoder::step() {
         a.n_past += 1;
         a.n_new += 1;
         a.pending = choose(a, logits_.data() + (size_t) r * hp.n_vocab);
-        events[r] = {a.id, a.pending, finish(a, a.pending)};
+        a.stats.plain_steps += 1;
+        a.stats.predicted_ms = (now_seconds() - a.t_first) * 1e3;
+        events[r] = event(a);
         if (events[r].finished()) done.push_back(r);
     }
     // from the back, so that the blocks still to leave keep their indices
@@ -129,6 +143,21 @@ void BatchDecoder::run_sequence_rows(const std::vector<int32_t> & tokens, const 
         ggml_tensor * h = b.layers(m, kv, b.embed(m, in.tokens), 0, m.hparams().n_layer, in);
         return GraphOutputs{b.head(m, h, true)};
     });
+}
+
+GenerationStats BatchDecoder::end(int64_t id, int64_t n_output) {
+    for (size_t i = 0; i < active_.size(); ++i) {
+        if (active_[i].id != id) continue;
+        GenerationStats s = active_[i].stats;
+        if (n_output < 0 || n_output > s.predicted_n) {
+            throw InvalidArgument(format("end: %lld tokens, but the sequence has output %lld", (long long) n_output,
+                                         (long long) s.predicted_n));
+        }
+        s.predicted_n = n_output;
+        leave(i);
+        return s;
+    }
+    throw InvalidArgument(format("end: no active sequence has id %lld", (long long) id));
 }
 
 void BatchDecoder::remove(int64_t id) {

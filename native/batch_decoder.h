@@ -11,8 +11,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "decoder.h"
 #include "finish_reason.h"
 #include "kernels/blocks.h"
 #include "kv_cache.h"
@@ -34,6 +36,7 @@ struct BatchEvent {
     // Stop: the token is an end-of-generation token (not output); Length: max_new tokens or a
     // full context (the token is output); None: more follow
     FinishReason finish = FinishReason::None;
+    std::optional<GenerationStats> stats;  // the sequence's record, on its finishing event
     bool finished() const { return finish != FinishReason::None; }
 };
 
@@ -57,6 +60,9 @@ public:
     // One weight pass over every active sequence: one event each, in no particular order.
     // Finished sequences leave.
     std::vector<BatchEvent> step();
+    // Ends an active sequence early (a stop string found in its text, a deadline): it leaves, and
+    // its record counts its first n_output tokens as its output. Throws on an unknown id.
+    GenerationStats end(int64_t id, int64_t n_output);
     // Drops an active sequence (a cancelled request); unknown ids are ignored.
     void remove(int64_t id);
 
@@ -70,7 +76,11 @@ private:
         SamplingParams sampling;
         Sampler sampler;
         PenaltyWindow penalties;  // this sequence's output
+        GenerationStats stats;    // plain steps only: the batch does not draft
+        double t_first = 0.0;     // when add() returned (now_seconds())
     };
+    // The event of a's newest token (pending), with a's record when it finishes a.
+    BatchEvent event(Active & a);
     // The next token from logits [n_vocab] (penalized in place), entered into a's window.
     int32_t choose(Active & a, float * logits);
     // The whole model over one token per active sequence: row r is tokens[r] at position pos[r]

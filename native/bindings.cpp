@@ -275,6 +275,7 @@ PYBIND11_MODULE(_native, m) {
         .def_readonly("token", &BatchEvent::token)
         .def_property_readonly("finish_reason", [](const BatchEvent & e) { return finish_reason_str(e.finish); },
                                "'stop': the token is an end-of-generation token (not output); 'length': the last token; None: more follow")
+        .def_readonly("stats", &BatchEvent::stats, "the sequence's GenerationStats on its finishing event, else None")
         .def("__repr__", [](const BatchEvent & e) {
             const char * name = finish_reason_name(e.finish);
             return format("BatchEvent(id=%lld, token=%d, finish_reason=%s)", (long long) e.id, e.token,
@@ -299,6 +300,9 @@ PYBIND11_MODULE(_native, m) {
                  return b.step();
              },
              "One weight pass over every active sequence: an event each; finished sequences leave.")
+        .def("end", &BatchDecoder::end, py::arg("id"), py::arg("n_output"),
+             "Ends an active sequence early (a stop string, a deadline); returns its GenerationStats with its "
+             "first n_output tokens as its output.")
         .def("remove", &BatchDecoder::remove, py::arg("id"));
 
     py::class_<SequenceState>(m, "SequenceState",

@@ -1,20 +1,16 @@
 #include "decoder.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 
+#include "clock.h"
 #include "error.h"
 #include "graph.h"
 
 namespace ke {
 
 namespace {
-double now_seconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // The decoder's graph kind: the whole model over the pending token (or a lookup draft's rows).
 const GraphKind WHOLE_MODEL_STEP{"whole_model_step"};
 }  // namespace

@@ -1,16 +1,11 @@
 #include "op_profile.h"
 
-#include <chrono>
-
+#include "clock.h"
 #include "ggml.h"
 
 namespace ke {
 
 namespace {
-
-double seconds_now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string kind_of(const ggml_tensor * t) {
     std::string kind = ggml_op_desc(t);
@@ -32,7 +27,7 @@ void OpProfile::attach(ggml_backend_sched_t sched, bool on) {
 // it computes the nodes up to t and calls again with ask false.
 bool OpProfile::observe(ggml_tensor * t, bool ask, void * self) {
     OpProfile & p = *static_cast<OpProfile *>(self);
-    const double now = seconds_now();
+    const double now = now_seconds();
     if (ask) {
         p.node_start_ = now;
         return true;

@@ -563,7 +563,7 @@ def test_api_key_and_cors():
 
 
 def test_full_queue_answers_503_and_the_queue_is_served_in_order():
-    s = Server("--max-queue", "3")
+    s = Server("--max-queue", "3", "--parallel", "1")  # one at a time: the order of the answers is the queue's
     try:
         running, reader = _open_stream(s.port, {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0})
         _read_events(reader, 1)  # the model is busy with this one

@@ -26,14 +26,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # ---- value checkers for `type=`: argparse turns their ValueError/ArgumentTypeError into one line
 
-def int_at_least(lo: int, expected: str, name: str = "integer"):
-    """An integer >= lo; `expected` says so in the error."""
+def int_at_least(lo: int, expected: str, name: str = "integer", hi: Optional[int] = None):
+    """An integer >= lo (and <= hi); `expected` says so in the error."""
     def check(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < lo:
+        if value < lo or (hi is not None and value > hi):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
     check.__name__ = name

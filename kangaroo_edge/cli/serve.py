@@ -2,8 +2,9 @@
 /v1/completions; GET /v1/models, /health) with llama-server's own endpoints (POST /completion,
 /tokenize, /detokenize, /apply-template; GET /props), as llama.cpp's llama-server.
 
-The model is loaded once and serves one request at a time, in order; at most --max-queue
-requests wait (503 with Retry-After beyond). Listens on loopback unless --host says otherwise;
+The model is loaded once. Requests are taken in order: one alone is generated with Kangaroo's
+speculation; several at once are decoded together, up to --parallel (server/worker.py). At most
+--max-queue requests wait (503 with Retry-After beyond). Listens on loopback unless --host says otherwise;
 with an API key (--api-key or $KANGAROO_EDGE_API_KEY) every path but /health needs
 `Authorization: Bearer KEY`. Sampling defaults are llama.cpp's; a request's fields override them.
 """
@@ -16,15 +17,18 @@ import logging
 import os
 import sys
 
+from .. import _native
 from ..prompt_cache import DEFAULT_CACHE_RAM_MIB, PromptCache
 from ..sampling_defaults import LLAMA_CPP_SAMPLING
-from .common import (UserError, add_model_args, add_sampling_args, add_spec_args, float_in, load_model, positive_int,
-                     sampling_from_args)
+from .common import (UserError, add_model_args, add_sampling_args, add_spec_args, float_in, int_at_least, load_model,
+                     positive_int, sampling_from_args)
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: other machines cannot reach the server unless --host says so
 DEFAULT_PORT = 8080  # llama-server's
 API_KEY_ENV = "KANGAROO_EDGE_API_KEY"
 DEFAULT_MAX_QUEUE = 32
+DEFAULT_PARALLEL = 4  # llama-server's slots when -np is not given
+MAX_PARALLEL = _native.MAX_BATCH_SEQUENCES
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20  # far above any prompt that fits a context
 WORKER_STOP_SECONDS = 30  # at exit: how long to wait for the model's thread to finish a step
 # llama-server's n_predict default is -1 (until the end of the answer or a full context): one
@@ -89,6 +93,11 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict-model", action="store_true",
                    help="answer 404 to a request whose `model` is not the served name (default: any name gets "
                         "the loaded model, as llama-server)")
+    g.add_argument("-np", "--parallel", type=int_at_least(1, f"an integer in [1, {MAX_PARALLEL}]", hi=MAX_PARALLEL), default=DEFAULT_PARALLEL,
+                   help="requests decoded together at most when several arrive at once (plainly, one weight pass for "
+                        "all; a request alone keeps speculation); each has the full context, so the KV cache grows "
+                        f"by one context per slot. 1: one request at a time (default {DEFAULT_PARALLEL}, as "
+                        "llama-server's)")
     g.add_argument("--max-queue", type=positive_int, default=DEFAULT_MAX_QUEUE,
                    help=f"requests that may wait for the model; beyond, 503 (default {DEFAULT_MAX_QUEUE})")
     g.add_argument("--max-request-bytes", type=positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
@@ -148,7 +157,11 @@ def main(args: argparse.Namespace) -> int:
                           max_request_bytes=args.max_request_bytes, cors_origins=tuple(args.cors_origin),
                           strict_model=args.strict_model, allowed_hosts=allowed_hosts(args.host, args.allowed_host),
                           sse_keepalive_s=args.sse_keepalive, chat_template=args.chat_template)
-    worker = ModelWorker(lm, args.max_queue, timeout_s=args.timeout, parse_special=args.parse_special)
+    worker = ModelWorker(lm, args.max_queue, timeout_s=args.timeout, parse_special=args.parse_special,
+                         parallel=args.parallel)
+    if args.parallel > 1:
+        log.info("up to %d requests decoded together: %.0f MiB of KV cache for them", args.parallel,
+                 worker.batch_kv_bytes / 2**20)
     worker.start()
     try:
         serve(create_app(worker, config), worker, model_id, args.host, args.port, args.log_level)
