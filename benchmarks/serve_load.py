@@ -1,5 +1,6 @@
 """Load on `kangaroo-edge serve`: requests/s, p50/p95 latency and generated tokens/s at 1, 4 and 16
-concurrent clients, and the server's overhead against calling KangarooLM directly in-process.
+concurrent clients, for each --parallel (requests decoded together), and the server's overhead
+against calling KangarooLM directly in-process.
 
 Loopback only, bounded: a fixed number of requests per level (--requests) and a time limit per
 level (--max-seconds: no new request starts after it). The overhead is measured on pairs: each
@@ -9,7 +10,7 @@ for both. Besides the latency difference it reports each side's time outside the
 minus the engine's own prompt + generation seconds), which the load on the cores barely touches.
 Greedy, so the outputs are compared too.
 
-    python benchmarks/serve_load.py -t 1 --requests 32 --max-tokens 32
+    python benchmarks/serve_load.py -t 1 --requests 32 --max-tokens 32 --parallel 1,4
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ def messages(i: int) -> list[dict]:
 
 # ---- the server ---------------------------------------------------------------------------
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+def start_server(args: argparse.Namespace, *flags: str) -> tuple[subprocess.Popen, int]:
+    """`kangaroo-edge serve` with the model, threads and context of `args` (-m, -t, -c) and `flags`;
+    returns the process and its port once it listens."""
     cmd = [sys.executable, "-m", "kangaroo_edge.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
-           "-t", str(args.threads), "-c", str(args.ctx_size), "--max-queue", str(max(args.concurrency) + 1),
-           "--log-level", "warning"]
+           "-t", str(args.threads), "-c", str(args.ctx_size), "--log-level", "warning", *flags]
     if args.model:
         cmd += ["-m", args.model]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,7 +116,7 @@ def post_chat(conn: http.client.HTTPConnection, i: int, max_tokens: int) -> tupl
     return latency, data["usage"]["completion_tokens"], data["choices"][0]["message"]["content"], data["timings"]
 
 
-def run_level(port: int, clients: int, args: argparse.Namespace) -> dict:
+def run_level(port: int, clients: int, parallel: int, args: argparse.Namespace) -> dict:
     """`clients` threads, each with its own keep-alive connection, share the level's requests."""
     next_index = iter(range(args.requests))
     lock = threading.Lock()
@@ -144,7 +146,7 @@ def run_level(port: int, clients: int, args: argparse.Namespace) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return _summary(clients, latencies, tokens[0], wall) | {"texts": texts}
+    return _summary(clients, latencies, tokens[0], wall) | {"parallel": parallel, "texts": texts}
 
 
 def _summary(clients: int, latencies: list[float], tokens: int, wall: float) -> dict:
@@ -164,32 +166,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each request (default 32)")
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16],
                    help="client counts, comma-separated (default 1,4,16)")
+    p.add_argument("--parallel", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4],
+                   help="the server's --parallel values, comma-separated, each a server of its own (default 1,4)")
     p.add_argument("--max-seconds", type=float, default=300, help="per level: no request starts after this")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
 
-    proc, port = start_server(args)
-    lm = KangarooLM(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device="cpu")
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        post_chat(conn, 0, 4)  # warm-up, both sides
-        conn.close()
-        lm.create_chat_completion(messages(0), max_tokens=4, temperature=0.0)
-        pairs = run_pairs(lm, port, args)
-        pairs["median_health_round_trip_s"] = health_round_trip_s(port)
-        levels = [run_level(port, c, args) for c in args.concurrency]
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        lm.close()
+    levels, pairs = [], None
+    for parallel in args.parallel:
+        proc, port = start_server(args, "--parallel", str(parallel), "--max-queue", str(max(args.concurrency) + 1))
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            post_chat(conn, 0, 4)  # warm-up
+            conn.close()
+            if pairs is None:  # the overhead, on the first server
+                lm = KangarooLM(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device="cpu")
+                try:
+                    lm.create_chat_completion(messages(0), max_tokens=4, temperature=0.0)
+                    pairs = run_pairs(lm, port, args)
+                finally:
+                    lm.close()
+                pairs["median_health_round_trip_s"] = health_round_trip_s(port)
+            levels += [run_level(port, c, parallel, args) for c in args.concurrency]
+        finally:
+            proc.terminate()
+            proc.wait(60)
 
     print(f"{args.requests} chat requests per level, max_tokens {args.max_tokens}, greedy, {args.threads} thread(s)")
-    print(f"{'clients':>7} {'req':>4} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'tok/s':>7} {'same text':>9}")
+    print(f"{'parallel':>8} {'clients':>7} {'req':>4} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'tok/s':>7} {'same text':>9}")
     reference = levels[0]["texts"]
     for r in levels:
         same = sum(text == reference.get(i) for i, text in r["texts"].items())
-        print(f"{r['clients']:>7} {r['requests']:>4} {r['requests_per_s']:>7.2f} {r['p50_s']:>7.3f} {r['p95_s']:>7.3f} "
-              f"{r['tokens_per_s']:>7.1f} {same:>4}/{r['requests']}")
+        print(f"{r['parallel']:>8} {r['clients']:>7} {r['requests']:>4} {r['requests_per_s']:>7.2f} {r['p50_s']:>7.3f} "
+              f"{r['p95_s']:>7.3f} {r['tokens_per_s']:>7.1f} {same:>4}/{r['requests']}")
     print(f"server vs KangarooLM directly, {pairs['pairs']} paired requests (same text {pairs['same_text']}/{pairs['pairs']}): "
           f"median latency {pairs['median_direct_s'] * 1e3:.0f} ms direct, {pairs['median_server_s'] * 1e3:.0f} ms server; "
           f"median difference {pairs['median_difference_s'] * 1e3:+.1f} ms ({pairs['median_ratio']:.3f}x); time outside the "

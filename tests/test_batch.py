@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from kangaroo_edge import SamplingParams, _native
-from kangaroo_edge.batch import BatchedGenerator, GenJob
+from kangaroo_edge.batch import BatchedGenerator, GenJob, SequenceBatch
 from kangaroo_edge.train.jsonl import read_jsonl
 from kangaroo_edge.train.responses import in_order, run_responses_stage
 
@@ -203,3 +203,30 @@ def test_resumed_responses_stage_writes_the_same_file(smollm, tmp_path):
     assert resumed.n_new == len(lines) - 3
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(read_jsonl(tmp_path / "cut" / "responses.jsonl")) == strip(read_jsonl(tmp_path / "full" / "responses.jsonl"))
+
+
+def test_each_sequence_keeps_its_record(smollm):
+    """A finished sequence's GenerationStats count its prompt, its output (cut by a stop string or
+    a deadline too) and its steps, as a generation alone reports them."""
+    ids = chat_ids(smollm, "Write a long story about a dragon.")
+    batch = SequenceBatch(smollm, 3, 256)
+    with batch.running():
+        updates = {u.key: [u] for u in (batch.add(GenJob("len", ids, 9)), batch.add(GenJob("stop", ids, 60, stop=" ")),
+                                        batch.add(GenJob("cut", ids, 60)))}
+        while batch.n_active:
+            for u in batch.step():
+                updates[u.key].append(u)
+            if len(updates["cut"]) == 5 and updates["cut"][-1].finish_reason is None:  # a deadline after five tokens
+                updates["cut"].append(batch.end("cut"))
+    alone = smollm.generate(list(ids), 60, speculative=False, stop=" ")
+    for key, us in updates.items():
+        last = us[-1]
+        n_output = sum(len(u.token_ids) for u in us)
+        assert last.finish_reason and last.stats.prompt_n == len(ids) and last.stats.predicted_n == n_output
+        assert all(u.finish_reason is None for u in us[:-1])
+    assert [updates[k][-1].finish_reason for k in ("len", "cut")] == ["length"] * 2
+    assert updates["len"][-1].stats.predicted_n == 9 and updates["len"][-1].stats.plain_steps == 8
+    assert updates["cut"][-1].stats.predicted_n == 5
+    stop = updates["stop"]
+    assert stop[-1].finish_reason == "stop" and "".join(u.text for u in stop) == alone.text
+    assert stop[-1].stats.predicted_n == alone.stats.predicted_n

@@ -70,7 +70,7 @@ def test_apply_template_and_props(server, smollm):
     props = json.loads(server.request("GET", "/props")[2])
     settings = props["default_generation_settings"]
     assert settings["n_ctx"] == TEST_N_CTX and settings["params"]["n_predict"] == 2048
-    assert settings["params"]["temperature"] == 0.8 and props["total_slots"] == 1
+    assert settings["params"]["temperature"] == 0.8 and props["total_slots"] == 4  # --parallel, as llama-server's default
     # llama-server's penalty defaults: off, over a window of 64
     assert settings["params"]["repeat_penalty"] == 1.0 and settings["params"]["repeat_last_n"] == 64
     assert "<|im_start|>" in props["chat_template"] and props["model_path"].endswith(".gguf")

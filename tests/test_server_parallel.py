@@ -101,6 +101,7 @@ def test_requests_together_get_what_each_gets_alone(server):
     # interleaved: one request alone after another would switch about PARALLEL - 1 times
     assert switches(arrivals) >= 10, sorted(arrivals)
     assert len(re.findall(r"in a batch", "".join(server.log))) >= PARALLEL
+    assert json.loads(server.request("GET", "/props")[2])["total_slots"] == PARALLEL
 
 
 def test_more_requests_than_slots_join_as_slots_free_up(server):

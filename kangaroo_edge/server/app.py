@@ -127,7 +127,7 @@ class _Api:
 
     async def props(self, request: Request) -> Response:
         c = self.config
-        return JSONResponse(native.props(self.worker.lm, c.model_id, c.defaults, c.chat_template))
+        return JSONResponse(native.props(self.worker.lm, c.model_id, c.defaults, c.chat_template, self.worker.parallel))
 
     async def _native(self, request: Request, answer: Callable[[Any], dict]) -> Response:
         async def handler() -> Response:

@@ -82,8 +82,9 @@ def apply_template(lm: KangarooLM, messages: list[dict[str, str]]) -> dict:
         raise invalid_value("messages", f"the model's chat template cannot render these messages: {e}") from None
 
 
-def props(lm: KangarooLM, model_id: str, defaults: GenerationDefaults, chat_template: Optional[str]) -> dict:
-    """The server's settings as llama-server's GET /props reports them (one slot)."""
+def props(lm: KangarooLM, model_id: str, defaults: GenerationDefaults, chat_template: Optional[str],
+          total_slots: int) -> dict:
+    """The server's settings as llama-server's GET /props reports them; total_slots: --parallel."""
     s = defaults.sampling
     params: dict[str, Any] = {
         "n_predict": -1 if defaults.max_tokens is None else defaults.max_tokens, "temperature": s.temperature,
@@ -93,6 +94,6 @@ def props(lm: KangarooLM, model_id: str, defaults: GenerationDefaults, chat_temp
         "stop": [], "speculative": defaults.speculative, "tau": "auto" if defaults.tau is None else defaults.tau,
         "gamma": defaults.gamma, "lookup": defaults.lookup}
     return {"default_generation_settings": {"id": 0, "n_ctx": lm.n_ctx, "params": params},
-            "total_slots": 1, "model_alias": model_id, "model_path": str(lm.model_path),
+            "total_slots": total_slots, "model_alias": model_id, "model_path": str(lm.model_path),
             "chat_template": chat_template or lm.engine.chat_template,
             "modalities": {"vision": False, "audio": False}}
