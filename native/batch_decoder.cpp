@@ -9,12 +9,6 @@
 namespace ke {
 
 namespace {
-// A step's attention span grows in steps of this many cells, not KV_PAD: the masked cells past a
-// row's position add exact zeros to a multiple of ggml's F16 dot-product step (32 or 64
-// elements), so a row keeps a one-sequence step's bits (tests) while sequences shorter than
-// KV_PAD cells cost up to 4x less attention.
-constexpr int ATTENTION_STEP = 64;
-
 // The batch's graph kind: the whole model over one token per sequence.
 const GraphKind SEQUENCE_ROWS{"sequence_rows"};
 }  // namespace
@@ -131,7 +125,7 @@ void BatchDecoder::run_sequence_rows(const std::vector<int32_t> & tokens, const 
     const int longest = *std::max_element(pos.begin(), pos.end()) + 1;  // cells the longest row attends over
     GraphRun g(SEQUENCE_ROWS, kv_, ForwardSpec::every_row(0, model_.hparams().n_layer, rows, Output::Logits));
     g.spec.per_token_attention = true;
-    g.n_kv = std::min(block_, (int) GGML_PAD(longest, ATTENTION_STEP));
+    g.n_kv = std::min(block_, (int) GGML_PAD(longest, ATTENTION_STEP));  // as KvCache::n_kv_for
     g.tokens = tokens.data();
     g.row_pos = pos.data();
     g.seq_block = block_;

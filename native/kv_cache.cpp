@@ -91,7 +91,7 @@ KvCache::~KvCache() {
 size_t KvCache::bytes() const { return ggml_backend_buffer_get_size(buffer_); }
 
 int KvCache::n_kv_for(int n_used) const {
-    return std::min(n_cells_, std::max(KV_PAD, (int) GGML_PAD(n_used, KV_PAD)));
+    return std::min(n_cells_, std::max(ATTENTION_STEP, (int) GGML_PAD(n_used, ATTENTION_STEP)));
 }
 
 std::vector<uint8_t> KvCache::read_cells(int cell, int n) const {

@@ -9,9 +9,15 @@
 
 namespace ke {
 
-// Cells are allocated in multiples of this (and attention reads a multiple of it), as llama.cpp
-// does: it keeps graphs reusable across steps and the reduction order identical to llama.cpp's.
+// Cells are allocated in multiples of this, as llama.cpp does.
 constexpr int KV_PAD = 256;
+// Attention reads the cells up to the newest position rounded up to a multiple of this, not of
+// KV_PAD: the masked cells past a row's position add exact zeros (softmax weight 0, K.q and V
+// products of whole SIMD steps), and a multiple of ggml's F16 dot-product step (32 or 64
+// elements) keeps every sum in its vector loop, so a row has the bits it has when llama.cpp
+// reads 256 cells (tests), while short contexts read up to 4x fewer. A graph serves the steps of
+// 64 positions.
+constexpr int ATTENTION_STEP = 64;
 
 struct KvLayer {
     ggml_tensor * k = nullptr;  // [n_embd_kv, n_cells]  row per cell

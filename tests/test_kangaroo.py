@@ -120,7 +120,7 @@ def test_bonus_row_verifies_a_confident_last_draft(smollm, adapters, gamma):
 @pytest.mark.parametrize("model", ["smollm", "qwen"])
 def test_greedy_prompt_lookup_equals_plain(request, adapters, model):
     """Prompt-lookup drafts go through the whole model as one batch of rows: with a fixed rule
-    (a draft after every repeated bigram, so many cycles, long and short, crossing KV_PAD
+    (a draft after every repeated bigram, so many cycles, long and short, crossing the attention span's
     boundaries as the context grows) the output must stay plain decoding's."""
     lm: KangarooLM = request.getfixturevalue(model)
     lm.load_adapter(adapters[model]["shallow"])

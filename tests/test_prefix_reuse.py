@@ -66,9 +66,10 @@ def test_multi_turn_chat_with_forced_drafting_gives_the_plain_answers(shipped, s
     plain_lm.close()
 
 
-# Context lengths around the KV padding boundaries (cells are read in multiples of KV_PAD = 256):
-# a verification's rows straddle the boundary where a one-token step would read more cells.
-CONTEXT_LENGTHS = [1, 37, 248, 252, 255, 256, 257, 300, 505, 509, 511, 512, 513]
+# Context lengths around the attention span's boundaries (cells are read in multiples of
+# ATTENTION_STEP = 64, allocated in multiples of KV_PAD = 256): a verification's rows straddle the
+# boundary where a one-token step would read more cells.
+CONTEXT_LENGTHS = [1, 37, 60, 63, 64, 65, 127, 128, 190, 248, 252, 255, 256, 257, 300, 505, 509, 511, 512, 513]
 
 
 @pytest.mark.parametrize("path", ["adapter", "lookup"])
