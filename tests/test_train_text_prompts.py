@@ -10,8 +10,8 @@ from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 
-from kangaroo_edge.train.text_prompts import (TASK_WEIGHTS, Sources, build, fortunes, handbook_sections, main,
-                                              rst_sections, sentences)
+from kangaroo_edge.train.text_prompts import (TASK_WEIGHTS, Sources, WithManuals, build, fortunes, handbook_sections,
+                                              main, rst_sections, sentences)
 from kangaroo_edge.train.user_prompts import read_user_prompts
 
 pytestmark = pytest.mark.fast
@@ -112,6 +112,30 @@ def test_prompts_follow_the_task_mix_and_the_seed(tree):
             assert text.rsplit("\n", 1)[-1].endswith("?") or text.rsplit("\n", 1)[-1].startswith("Explain")
     assert "What is the Python module getopt used for?" in {r["prompt"] for r in build(400, seed=2, src=src)} | \
         {r["prompt"] for r in build(400, seed=3, src=src)}
+
+
+SPHINX_PAGE = """<html><body><h1>Package maintainer scripts<a class="headerlink" href="#s">\u00b6</a></h1>
+<p>A maintainer script runs when its package is installed, upgraded or removed, as root.</p></body></html>"""
+
+
+def test_more_manuals_widen_the_english_sections(tree, tmp_path):
+    """text-v3: the manuals' pages join text-v1's sections (Sphinx's permalink marks dropped from
+    headings, index pages skipped), and the same tasks draw from them."""
+    (tree / "policy").mkdir()
+    (tree / "policy" / "ch-scripts.html").write_text(SPHINX_PAGE, encoding="utf-8")
+    (tree / "policy" / "genindex.html").write_text("<h1>Index</h1><p>A to Z of every term in it.</p>")
+    manuals = {"debian-policy": (str(tree / "policy"), "*.html")}
+    src = WithManuals(manuals, tree / "py", handbook=tree / "handbook", python_docs=tree / "py",
+                      fortunes_dir=tree / "fortunes")
+    base = Sources(tree / "handbook", tree / "py", tree / "fortunes")
+    added = src.english[len(base.english):]
+    assert added[0] == ("Package maintainer scripts",
+                        ["A maintainer script runs when its package is installed, upgraded or removed, as root."])
+    assert "Index" not in [h for h, _ in src.english] and "Package maintainer scripts" in src.glossary
+    assert list(build(50, seed=1, src=src, task_set="text-v3"))[0]["source"] == "text-v3"
+    with pytest.raises(FileNotFoundError, match="apt-get install debian-reference-en"):
+        WithManuals({"x": (str(tmp_path / "none"), "*.html")}, tree / "py", handbook=tree / "handbook",
+                    python_docs=tree / "py", fortunes_dir=tree / "fortunes")
 
 
 def test_a_missing_package_names_what_to_install(tmp_path):

@@ -17,7 +17,9 @@ Sources (Debian packages: `apt-get install debian-handbook python3-doc fortunes 
 the Debian Administrator's Handbook in English and German, the Python documentation's reST
 sources, and the English and German fortune files (set text-v1); 106 Wikipedia articles and 348
 news stories (set text-v2, gensim_texts.py: summaries of news, RAG and questions over encyclopedia
-sections, extraction, explanations). The output is a prompt file for `kangaroo-edge train
+sections, extraction, explanations); text-v1's tasks also over Debian's reference, FAQ, policy,
+maintainers' guide and developers' reference (set text-v3: `apt-get install debian-reference-en
+debian-faq debian-policy maint-guide developers-reference`). The output is a prompt file for `kangaroo-edge train
 --prompts` (its `category` is kept for per-category reports):
 
     python -m kangaroo_edge.train.text_prompts -o runs/text-prompts.jsonl --n 2400
@@ -42,9 +44,17 @@ from .gensim_texts import WikiNews
 from .user_prompts import read_user_prompts
 
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html")
+# text-v3's further English prose: Debian's other manuals, as their packages install them
+MANUAL_PAGES = {"debian-reference-en": ("/usr/share/debian-reference", "*.en.html"),
+                "debian-faq": ("/usr/share/doc/debian/FAQ", "*.en.html"),
+                "debian-policy": ("/usr/share/doc/debian-policy/policy.html", "*.html"),
+                "maint-guide": ("/usr/share/doc/maint-guide/html", "*.en.html")}
+DEVELOPERS_REFERENCE = Path("/usr/share/developers-reference/_sources")
+NOT_PROSE = {"genindex.html", "search.html", "index.html", "upgrading-checklist.html"}  # indexes, change lists
 PYTHON_DOC_SOURCES = sorted(Path("/usr/share/doc").glob("python3.*/html/_sources"))
 FORTUNES = Path("/usr/share/games/fortunes")
 PACKAGES = "debian-handbook python3-doc fortunes fortunes-de"
+MANUAL_PACKAGES = " ".join([*MANUAL_PAGES, "developers-reference"])
 
 # the share of each task in the output (the five long-context / reasoning categories that are
 # most of Spec-Bench, then two short ones)
@@ -81,7 +91,7 @@ class _Paragraphs(HTMLParser):
         if tag in ("pre", "table", "script", "style", "nav"):
             self._skip = max(0, self._skip - 1)
         elif self._buf is not None and ((tag == "p" and self._in == "p") or (tag in ("h1", "h2", "h3", "h4") and self._in == "h")):
-            text = " ".join("".join(self._buf).split())
+            text = " ".join("".join(self._buf).replace("\u00b6", "").split())  # Sphinx's permalink marks
             if self._in == "h":
                 # "6.2.1. Installing" -> "Installing"; sidebars: "CULTURE Mojibake" -> "Mojibake"
                 self.heading = re.sub(r"^([\dA-Z]+(\.\d+)*\.\s*|(?:[A-Z]{2,}\s+)+(?=[A-Za-z]))", "", text)
@@ -102,8 +112,13 @@ def html_paragraphs(path: Path) -> list[tuple[str, str]]:
 
 def handbook_sections(directory: Path) -> list[tuple[str, list[str]]]:
     """(heading, its paragraphs) of the HTML pages of one language of the handbook (".../en-US")."""
+    return html_sections(sorted(directory.glob("*.html")))
+
+
+def html_sections(pages: Iterable[Path]) -> list[tuple[str, list[str]]]:
+    """(heading, its paragraphs) of HTML pages, in order."""
     sections: list[tuple[str, list[str]]] = []
-    for page in sorted(directory.glob("*.html")):
+    for page in pages:
         for heading, text in html_paragraphs(page):
             if not sections or sections[-1][0] != heading:
                 sections.append((heading, []))
@@ -180,6 +195,25 @@ class Sources:
                         for e in fortunes(p) if 40 <= len(e) <= 300 and "\t" not in e and not re.search(r"[<>|]|  ", e)]
         # headings that make a question: several words, a question, or a library module's page
         self.glossary = [h for h, _ in self.english if (" " in h and len(h) <= 60) or h.endswith("?") or " --- " in h]
+
+
+class WithManuals(Sources):
+    """text-v1's texts plus Debian's other manuals as English prose (set text-v3: the same tasks
+    over more sections)."""
+
+    def __init__(self, manuals: dict[str, tuple[str, str]] | None = None, developers_reference: Path | None = None,
+                 **sources):
+        super().__init__(**sources)
+        manuals, developers_reference = manuals or MANUAL_PAGES, developers_reference or DEVELOPERS_REFERENCE
+        dirs = [Path(d) for d, _ in manuals.values()] + [developers_reference]
+        missing = [str(d) for d in dirs if not d.is_dir()]
+        if missing:
+            raise FileNotFoundError(f"missing {', '.join(missing)}: apt-get install {MANUAL_PACKAGES}")
+        pages = [p for d, pattern in manuals.values() for p in sorted(Path(d).glob(pattern)) if p.name not in NOT_PROSE]
+        more = html_sections(pages)
+        more += rst_sections(developers_reference)
+        self.english += more
+        self.glossary += [h for h, _ in more if (" " in h and len(h) <= 60) or h.endswith("?")]
 
 
 def _span(paras: list[str], rng: random.Random, lo: int, hi: int) -> str:
@@ -367,7 +401,8 @@ TASKS_V2: dict[str, Callable[[WikiNews, random.Random], str]] = {
 TASK_WEIGHTS_V2 = {"summarization": 5, "rag": 4, "qa": 3, "extraction": 3, "explain": 2, "writing": 1}
 
 # a prompt file's "source" -> (its tasks, their shares, its texts)
-TASK_SETS = {"text-v1": (TASKS, TASK_WEIGHTS, Sources), "text-v2": (TASKS_V2, TASK_WEIGHTS_V2, WikiNews)}
+TASK_SETS = {"text-v1": (TASKS, TASK_WEIGHTS, Sources), "text-v2": (TASKS_V2, TASK_WEIGHTS_V2, WikiNews),
+             "text-v3": (TASKS, TASK_WEIGHTS, WithManuals)}
 
 
 def build(n: int, seed: int = 0, src=None, task_set: str = "text-v1", exclude: Iterable[str] = ()) -> Iterator[dict]:
@@ -396,7 +431,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="task_set", choices=sorted(TASK_SETS), default="text-v1",
                     help="text-v1: the Debian handbook, Python docs and fortunes; text-v2: Wikipedia articles "
-                         "and news stories (gensim_texts.py)")
+                         "and news stories (gensim_texts.py); text-v3: text-v1's tasks, also over Debian's other "
+                         "manuals")
     ap.add_argument("--exclude", action="append", default=[], metavar="FILE",
                     help="drop prompts sharing a run of %d words with this prompt file's texts (repeatable)" % LEAK_WORDS)
     a = ap.parse_args(argv)
