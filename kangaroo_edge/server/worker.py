@@ -264,7 +264,9 @@ class ModelWorker:
                     self._serve(job)
             except Exception:  # a bug: its requests fail, the server goes on
                 log.exception("request failed")
-                for running in list(self._running):
+                with self._lock:
+                    failed = list(self._running)
+                for running in failed:
                     running.post(Failed(internal_error("the generation failed")))
             finally:
                 with self._lock:
