@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import TEST_N_CTX
 from test_server import COUNTING, REQUEST_TIMEOUT, Server, _open_stream, _read_events, _wait_until
 
 PARALLEL = 3
@@ -144,3 +145,25 @@ def test_a_client_leaving_a_batch_leaves_the_others_whole(server):
     assert result and result[0]["text"] == alone["text"]
     server.wait_for(re.compile(r"completion request stopped after \d+ tokens: the client closed"), REQUEST_TIMEOUT)
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_prompt_as_long_as_the_context_runs_alone(server):
+    """A batch's sequence needs room for a token after the prompt; a prompt of exactly n_ctx
+    tokens has none, so it waits for the batch and runs alone, with the answer it gets alone."""
+    full = {"prompt": [(i * 7) % 5000 + 100 for i in range(TEST_N_CTX)], "max_tokens": 4, "temperature": 0}
+    alone = server.client().completions.create(model=server.model_id, **full)
+    blocker, reader = _open_stream(server.port, {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0})
+    _read_events(reader, 1)
+    results: list = []
+    threads = [threading.Thread(target=lambda r=r: results.append(
+        server.client().completions.create(model=server.model_id, **r))) for r in (full, {**full, "prompt": COUNTING})]
+    for t in threads:
+        t.start()
+        _wait_until(lambda: n_waiting(server) == threads.index(t) + 1)
+    reader.close()
+    blocker.close()
+    for t in threads:
+        t.join(REQUEST_TIMEOUT)
+    got = next(r for r in results if r.usage.prompt_tokens == TEST_N_CTX)
+    assert (got.choices[0].text, got.choices[0].finish_reason) == (alone.choices[0].text, alone.choices[0].finish_reason)
+    assert got.usage.completion_tokens == alone.usage.completion_tokens == 1

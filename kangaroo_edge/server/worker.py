@@ -86,6 +86,7 @@ class Job:
         self._cancelled = threading.Event()
         self.cancel_reason: Optional[APIError] = None
         self.on_cancel: Callable[["Job"], None] = lambda job: None  # the worker's: leave the queue
+        self.alone = False  # it must run by itself (its prompt leaves no room in a batch's sequence)
 
     def cancel(self, reason: APIError) -> None:
         """Thread-safe; the first reason wins. A finished job ignores it."""
@@ -248,7 +249,14 @@ class ModelWorker:
 
     def _batchable(self, job: Job) -> bool:
         """Whether a job can be decoded in the batch: it has no grammar (the batch has no masks)."""
-        return self._batch is not None and job.request.grammar is None
+        return self._batch is not None and job.request.grammar is None and not job.alone
+
+    def _requeue_alone(self, job: Job) -> None:
+        """Puts a job back at the head of the queue, to run by itself once the batch has drained."""
+        with self._lock:
+            job.alone = True
+            self._running.pop(job, None)
+            self._queue.appendleft(job)
 
     def _run(self) -> None:
         while True:
@@ -371,9 +379,8 @@ class ModelWorker:
         gen = GenJob(key, tuple(ids), min(r.max_tokens or MAX_NEW_IN_BATCH, MAX_NEW_IN_BATCH), r.sampling, r.stop)
         try:
             batch.check(gen)
-        except ValueError as e:
-            job.post(Failed(invalid_value(None, str(e))))
-            self._done(job)
+        except ValueError:  # a prompt as long as the context: alone it still gets its one token
+            self._requeue_alone(job)
             return
         job.post(Started(len(ids)))
         replies[key] = _Reply(job, self.timeout_s)
