@@ -230,6 +230,10 @@ class Pipeline:
         return report
 
     def run_fit(self):
+        if self.cfg.n_threads:  # torch's own default is every core, which -t promises not to take
+            import torch
+
+            torch.set_num_threads(self.cfg.n_threads)
         report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma)
         self._record("fit", report)
         return report
