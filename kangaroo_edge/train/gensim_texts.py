@@ -18,36 +18,22 @@ from __future__ import annotations
 
 import bz2
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
+
+from .pypi_wheels import pinned_wheel
 
 GENSIM = "gensim==4.4.0"  # the wheel the data comes from: pinned, so a prompt file can be rebuilt
 DATA = "gensim/test/test_data/"
 WIKIPEDIA = DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 NEWS = (DATA + "lee_background.cor", DATA + "lee.cor")
-DEFAULT_CACHE = Path.home() / ".cache" / "kangaroo-edge" / "gensim"
 
 # sections that list rather than explain
 SKIPPED_SECTIONS = {"See also", "References", "External links", "Further reading", "Notes", "Bibliography",
                     "Sources", "Footnotes", "Citations", "Works", "Gallery", "Discography", "Filmography"}
 # markup whose text is not prose: footnotes, formulas, tables, galleries
 SKIPPED_TAGS = {"ref", "references", "math", "table", "gallery", "timeline"}
-
-
-def gensim_wheel(cache: Path = DEFAULT_CACHE) -> Path:
-    """The pinned gensim wheel, downloaded into `cache` by pip once (the data files are the same in
-    every platform's wheel)."""
-    found = sorted(cache.glob("gensim-*.whl"))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", GENSIM, "--no-deps", "--quiet", "-d", str(cache)]
-        if subprocess.run(cmd).returncode != 0:
-            raise RuntimeError(f"could not download {GENSIM} with pip (run `{' '.join(cmd)}` to see why)")
-        found = sorted(cache.glob("gensim-*.whl"))
-    return found[-1]
 
 
 def _prose(wikicode) -> list[str]:
@@ -101,7 +87,7 @@ class WikiNews:
     """The Wikipedia sections and news stories of a gensim wheel, read once."""
 
     def __init__(self, wheel: Path | None = None):
-        wheel = Path(wheel) if wheel else gensim_wheel()
+        wheel = Path(wheel) if wheel else pinned_wheel(GENSIM)
         with zipfile.ZipFile(wheel) as z:
             self.sections = wikipedia_sections(bz2.decompress(z.read(WIKIPEDIA)))
             self.news = [" ".join(line.split()) for name in NEWS

