@@ -1,5 +1,6 @@
 #include "backend.h"
 
+#include <cstring>
 #include <thread>
 
 #include "error.h"
@@ -19,17 +20,19 @@ ggml_backend_dev_t find_gpu_device() {
     return nullptr;
 }
 
-std::vector<ggml_backend_buffer_type_t> cpu_extra_buffer_types(ggml_backend_dev_t cpu_dev) {
+}  // namespace
+
+std::vector<ggml_backend_buffer_type_t> cpu_repacking_buffer_types(ggml_backend_dev_t cpu_dev) {
     std::vector<ggml_backend_buffer_type_t> out;
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu_dev);
     auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(
         reg, "ggml_backend_dev_get_extra_bufts");
     if (!get_extra) return out;
-    for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev); b && *b; ++b) out.push_back(*b);
+    for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev); b && *b; ++b) {
+        if (std::strcmp(ggml_backend_buft_name(*b), "AMX") != 0) out.push_back(*b);
+    }
     return out;
 }
-
-}  // namespace
 
 Backends::Backends(const std::string & device, int n_threads) {
     if (device != "auto" && device != "cpu" && device != "gpu") {
@@ -54,7 +57,7 @@ Backends::Backends(const std::string & device, int n_threads) {
     if (!cpu_) throw EngineError("cannot initialise the CPU backend");
     list_.push_back(cpu_);
     bufts_.push_back(ggml_backend_dev_buffer_type(cpu_dev_));
-    if (!gpu_) cpu_extra_bufts_ = cpu_extra_buffer_types(cpu_dev_);
+    if (!gpu_) cpu_extra_bufts_ = cpu_repacking_buffer_types(cpu_dev_);
     set_n_threads(n_threads);
 }
 

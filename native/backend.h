@@ -11,6 +11,13 @@
 
 namespace ke {
 
+// The CPU device's repacking buffer types (CPU_REPACK and the like: weights converted at load
+// time for ggml's faster quantized kernels), in ggml's order of preference, without ggml's AMX
+// type: its tiles raise SIGILL in the ggml of llama-cpp-python 0.3.36 on AMX CPUs (Xeon Sapphire
+// Rapids and later; the tile configuration it loads is left invalid, llama.cpp PR 26954), and a
+// llama-cpp-python built natively on such a CPU offers it first.
+std::vector<ggml_backend_buffer_type_t> cpu_repacking_buffer_types(ggml_backend_dev_t cpu_dev);
+
 class Backends {
 public:
     // device: "auto" (GPU if the ggml build has one, else CPU), "cpu" or "gpu".

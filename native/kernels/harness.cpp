@@ -5,6 +5,7 @@
 #include <cstring>
 #include <thread>
 
+#include "../backend.h"
 #include "../error.h"
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
@@ -14,13 +15,10 @@ namespace ke::kernels {
 
 namespace {
 
-// The CPU's repacking buffer type (CPU_REPACK), or null when this ggml has none.
+// The CPU's first repacking buffer type (CPU_REPACK), or null when this ggml has none.
 ggml_backend_buffer_type_t repack_buffer_type() {
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(
-        ggml_backend_dev_backend_reg(dev), "ggml_backend_dev_get_extra_bufts");
-    ggml_backend_buffer_type_t * b = get_extra ? get_extra(dev) : nullptr;
-    return b ? *b : nullptr;
+    const auto types = cpu_repacking_buffer_types(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU));
+    return types.empty() ? nullptr : types.front();
 }
 
 // Whether the CPU device multiplies by a weight like c when it lives in a buffer of type buft (as
