@@ -16,10 +16,12 @@ bool cpu_has(Isa isa) {
 #ifdef KE_KERNELS_X86
     static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                              __builtin_cpu_supports("f16c");
+    static const bool avx_vnni = avx2 && __builtin_cpu_supports("avxvnni");
     static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                __builtin_cpu_supports("avx512vl");
     static const bool avx512_vnni = avx512 && __builtin_cpu_supports("avx512vnni");
     if (isa == Isa::Avx2) return avx2;
+    if (isa == Isa::AvxVnni) return avx_vnni;
     if (isa == Isa::Avx512) return avx512;
     if (isa == Isa::Avx512Vnni) return avx512_vnni;
 #endif
@@ -89,6 +91,7 @@ MatmulFn entry(Isa isa) {
 #ifdef KE_KERNELS_X86
     if (isa == Isa::Avx512Vnni) return matmul_avx512_vnni;
     if (isa == Isa::Avx512) return matmul_avx512;
+    if (isa == Isa::AvxVnni) return matmul_avx_vnni;
     if (isa == Isa::Avx2) return matmul_avx2;
 #endif
     (void) isa;
@@ -101,6 +104,7 @@ const char * isa_name(Isa isa) {
     switch (isa) {
         case Isa::Avx512Vnni: return "avx512vnni";
         case Isa::Avx512: return "avx512";
+        case Isa::AvxVnni: return "avxvnni";
         case Isa::Avx2: return "avx2";
         default: return "portable";
     }

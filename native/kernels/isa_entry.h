@@ -16,6 +16,8 @@ void matmul_portable(ggml_type type, const uint8_t * w, size_t row_bytes, int64_
 #define KE_KERNELS_X86 1
 void matmul_avx2(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                  const QuantizedRows & a, float * out, int64_t ldo);
+void matmul_avx_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
+                     const QuantizedRows & a, float * out, int64_t ldo);
 void matmul_avx512(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                    const QuantizedRows & a, float * out, int64_t ldo);
 void matmul_avx512_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,

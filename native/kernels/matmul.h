@@ -5,7 +5,7 @@
 // activation row (the same integer lane sums, the same 8 float lanes accumulated with FMA in block
 // order, the same final horizontal sum), so it is bit-identical to ggml's single-row result on an
 // x86 build of ggml, and independent of k and of the other rows in the batch. The portable, AVX2,
-// AVX-512 and AVX-512 VNNI paths perform that same arithmetic and agree bit for bit.
+// AVX-VNNI, AVX-512 and AVX-512 VNNI paths perform that same arithmetic and agree bit for bit.
 #pragma once
 
 #include <cstddef>
@@ -16,13 +16,15 @@
 
 namespace ke::kernels {
 
-enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+// AvxVnni: the AVX2 path with AVX-VNNI's 256-bit vpdpbusd (VEX), what Intel's laptop cores since
+// Alder Lake have in place of AVX-512.
+enum class Isa { Portable = 0, Avx2 = 1, AvxVnni = 2, Avx512 = 3, Avx512Vnni = 4 };
 // Every path, slowest first: the one list that dispatch, the bindings and the tests go by.
-inline constexpr Isa ALL_ISAS[] = {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni};
+inline constexpr Isa ALL_ISAS[] = {Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Avx512Vnni};
 const char * isa_name(Isa isa);
 // Whether this CPU runs `isa` (checked once from cpuid; the portable path always).
 bool isa_available(Isa isa);
-// The fastest available path; KE_KERNEL_ISA=portable|avx2|avx512|avx512vnni in the environment lowers it
+// The fastest available path; KE_KERNEL_ISA=portable|avx2|avxvnni|avx512|avx512vnni in the environment lowers it
 // (for tests and measurements; a path the CPU lacks is never chosen). KE_KERNEL_ISA=none (or
 // portable) acts as a CPU without a SIMD path of ours (ARM, x86 without AVX2): the engine's graphs
 // then take ggml's kernels (mul_mat_op.h: enabled()); the portable path serves only the tests.

@@ -53,7 +53,7 @@ struct Y8 {
     static F hi_pairs(F a) { return _mm256_permute_ps(a, _MM_SHUFFLE(3, 2, 3, 2)); }
     static F swap128(F a) { return _mm256_permute2f128_ps(a, a, 1); }
 #ifdef KE_TILES_VNNI
-    static I dot_c(I c, I w, I y) { return _mm256_dpbusd_epi32(c, w, y); }
+    static I dot_c(I c, I w, I y) { return dpbusd256(c, w, y); }
 #endif
     template <int L>
     static I bcast(const uint8_t * p) {
@@ -73,7 +73,7 @@ struct Y8 {
     }
 };
 
-#ifdef KE_TILES_VNNI
+#if defined(KE_TILES_VNNI) && defined(KE_TILES_AVX512)
 struct Z16 {
     static constexpr int W = 16;
     using I = __m512i;
@@ -364,7 +364,7 @@ bool run_groups_y8(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t 
     return run_groups_any<Y8, 1, REGS / 8>(type, w, row_bytes, i0, i1, a, out, ldo);
 }
 
-#ifdef KE_TILES_VNNI
+#if defined(KE_TILES_VNNI) && defined(KE_TILES_AVX512)
 // The same in 512-bit registers (16 lanes: 2 rows as 8 lanes each, ..., 9-16 rows as 1)
 inline bool run_groups_z16(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                            const QuantizedRows & a, float * out, int64_t ldo) {

@@ -3,12 +3,13 @@
 // register; the weight chunk broadcast to both halves). Every lane performs the same operations
 // in either, so both give the same bits as each other and as ggml's AVX2 vec_dot.
 //
-// With KE_TILES_VNNI (AVX-512 VNNI), a 32-bit lane's four u8 x s8 products are summed by one
-// vpdpbusd instead of vpmaddubsw + vpmaddwd: the same integers (no 16-bit pair sum saturates for
-// these operands), as ggml's own vec_dot does on a VNNI build.
+// With KE_TILES_VNNI (AVX-512 VNNI, or AVX-VNNI without KE_TILES_AVX512), a 32-bit lane's four
+// u8 x s8 products are summed by one vpdpbusd instead of vpmaddubsw + vpmaddwd: the same integers
+// (no 16-bit pair sum saturates for these operands), as ggml's own vec_dot does on a VNNI build.
 //
-// Included by matmul_avx2.cpp, matmul_avx512.cpp and matmul_avx512_vnni.cpp after their target
-// pragmas, inside an anonymous namespace: each gets its own copy compiled for its instruction set.
+// Included by matmul_avx2.cpp, matmul_avx_vnni.cpp, matmul_avx512.cpp and matmul_avx512_vnni.cpp
+// after their target pragmas, inside an anonymous namespace: each gets its own copy compiled for
+// its instruction set.
 
 // ggml's hsum_float_8: (a0+a4 + a2+a6) + (a1+a5 + a3+a7)
 inline float hsum8(__m256 x) {
@@ -17,6 +18,18 @@ inline float hsum8(__m256 x) {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
 }
+
+#ifdef KE_TILES_VNNI
+// c + (per 32-bit lane) the sum of its four u8 x s8 products, in 256 bits: AVX-512 VL's encoding
+// where the path has AVX-512, AVX-VNNI's (VEX) where it has not; one instruction, the same integers.
+inline __m256i dpbusd256(__m256i c, __m256i w, __m256i y) {
+#ifdef KE_TILES_AVX512
+    return _mm256_dpbusd_epi32(c, w, y);
+#else
+    return _mm256_dpbusd_avx_epi32(c, w, y);
+#endif
+}
+#endif
 
 // ---- row packs ----------------------------------------------------------------------------------
 
@@ -38,7 +51,7 @@ struct Ymm {
     static I madd(I a, I b) { return _mm256_madd_epi16(a, b); }
     // per 32-bit lane: the sum of its four byte products
 #ifdef KE_TILES_VNNI
-    static I dot4_u(I w, I y) { return _mm256_dpbusd_epi32(zero(), w, y); }
+    static I dot4_u(I w, I y) { return dpbusd256(zero(), w, y); }
 #else
     static I dot4_u(I w, I y) { return madd(set16(1), dot_u(w, y)); }
 #endif
