@@ -27,27 +27,13 @@ namespace {
 #include "x86_tiles.h"
 #include "x86_groups.h"
 #include "x86_few.h"
-
-bool groups_pay(ggml_type type, int k) {
-    const bool unsigned_type = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
-    return k == 7 || k == 8 || k >= 14 || (unsigned_type && k == 4);
-}
-
-struct AvxVnniPass {
-    template <class T>
-    void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
-             float * out, int64_t ldo) const {
-        run_packs<T, Ymm>(nr, w, row_bytes, i0, i1, a, r0, out, ldo);
-    }
-};
+#include "x86_ymm.h"
 
 }  // namespace
 
 void matmul_avx_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                      const QuantizedRows & a, float * out, int64_t ldo) {
-    if (run_few_any(type, w, row_bytes, i0, i1, a, out, ldo)) return;
-    if (groups_pay(type, a.k) && run_groups_y8<8>(type, w, row_bytes, i0, i1, a, out, ldo)) return;
-    run_any(type, w, row_bytes, i0, i1, a, out, ldo, AvxVnniPass{});
+    run_ymm(type, w, row_bytes, i0, i1, a, out, ldo);
 }
 
 }  // namespace ke::kernels

@@ -781,6 +781,15 @@ void run_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, in
     }
 }
 
+// One activation row per 256-bit register (the AVX2 and AVX-VNNI paths).
+struct YmmPass {
+    template <class T>
+    void run(int nr, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a, int r0,
+             float * out, int64_t ldo) const {
+        run_packs<T, Ymm>(nr, w, row_bytes, i0, i1, a, r0, out, ldo);
+    }
+};
+
 #ifdef KE_TILES_AVX512
 // Two activation rows per 512-bit register, the weight chunk broadcast to both halves. An odd
 // last row pairs with the phantom row past the batch (QuantizedRows' padding: computed, never
