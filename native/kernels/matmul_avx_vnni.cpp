@@ -8,9 +8,12 @@
 #include <type_traits>
 #include <utility>
 
-#include <immintrin.h>
-
 #include "isa_entry.h"
+
+// x86 only: elsewhere (ARM) this file compiles to nothing and dispatch.cpp never names it
+#ifdef KE_KERNELS_X86
+
+#include <immintrin.h>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
@@ -43,3 +46,5 @@ void matmul_avx_vnni(ggml_type type, const uint8_t * w, size_t row_bytes, int64_
 #elif defined(__GNUC__)
 #pragma GCC pop_options
 #endif
+
+#endif  // KE_KERNELS_X86
