@@ -5,9 +5,10 @@ is made here, so a llama-cpp-python upgrade is checked in one place."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -21,9 +22,15 @@ class LlamaCpp:
         import llama_cpp
 
         self._lib = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
-                                   n_threads_batch=n_threads, n_gpu_layers=0, logits_all=logits_all,
-                                   draft_model=draft_model, verbose=False, **kwargs)
+        # ggml would put quantized weights in its AMX buffers, whose tiles raise SIGILL on the
+        # first prompt (llama.cpp PR 26954) and take the whole process down. Without extra buffer
+        # types llama.cpp also loses its repacked weights (CPU_REPACK): a slower baseline that
+        # works; README "CPUs with AMX" gives the build that keeps them.
+        self.extra_buffer_types = "AMX" not in cpu_extra_buffer_types()
+        with _model_params(use_extra_bufts=self.extra_buffer_types):
+            self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
+                                       n_threads_batch=n_threads, n_gpu_layers=0, logits_all=logits_all,
+                                       draft_model=draft_model, verbose=False, **kwargs)
         self.n_vocab = self.llm.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
 
@@ -68,6 +75,54 @@ class LlamaCpp:
         self.llm.reset()
         self.llm.eval(prompt_ids)
         return np.array(self.llm.scores[: len(prompt_ids)])
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Sets llama_model_params fields that `Llama` has no argument for, in the models it loads
+    inside the block: llama-cpp-python takes its params from llama_model_default_params."""
+    import llama_cpp.llama_cpp as c_api
+
+    default = c_api.llama_model_default_params
+
+    def with_fields():
+        params = default()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    c_api.llama_model_default_params = with_fields
+    try:
+        yield
+    finally:
+        c_api.llama_model_default_params = default
+
+
+def cpu_extra_buffer_types() -> list[str]:
+    """The names of the extra buffer types llama.cpp's CPU device offers for weights on this
+    machine, in its order of preference: "CPU_REPACK" (weights repacked for faster kernels), and
+    "AMX" where ggml was built with AMX and the CPU has it."""
+    from llama_cpp._ggml import libggml
+
+    vp = ctypes.c_void_p
+    for name, restype, argtypes in [("ggml_backend_dev_by_type", vp, [ctypes.c_int]),
+                                    ("ggml_backend_dev_backend_reg", vp, [vp]),
+                                    ("ggml_backend_reg_get_proc_address", vp, [vp, ctypes.c_char_p]),
+                                    ("ggml_backend_buft_name", ctypes.c_char_p, [vp])]:
+        getattr(libggml, name).restype = restype
+        getattr(libggml, name).argtypes = argtypes
+    cpu = libggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not cpu:
+        return []
+    address = libggml.ggml_backend_reg_get_proc_address(libggml.ggml_backend_dev_backend_reg(cpu),
+                                                        b"ggml_backend_dev_get_extra_bufts")
+    if not address:
+        return []
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(vp), vp)(address)(cpu)  # a NULL-terminated array
+    names = []
+    while bufts and bufts[len(names)]:
+        names.append(libggml.ggml_backend_buft_name(bufts[len(names)]).decode())
+    return names
 
 
 def builtin_chat_templates() -> list[str]:

@@ -20,6 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = Path(__file__).resolve().parent / "data" / "questions.jsonl"  # the project's own test prompts
 
 
+def pytest_sessionstart(session):
+    """llama.cpp is the oracle: on an AMX build of it, it runs without its repacked weights (see
+    LlamaCpp), while our engine keeps them, and their logits differ by more than the tests allow."""
+    from kangaroo_edge.llamacpp import cpu_extra_buffer_types
+
+    if "AMX" in cpu_extra_buffer_types():
+        pytest.exit("llama-cpp-python was built with AMX on this AMX CPU, so llama.cpp cannot serve as the "
+                    "tests' oracle: rebuild it as README.md's \"CPUs with AMX\" says", returncode=3)
+
+
 def load_questions(n: int) -> list[dict]:
     """The first n test questions, in the benchmark's order (round-robin over the categories)."""
     questions = bench_questions.load_questions(QUESTIONS, limit=n)

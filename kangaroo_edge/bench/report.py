@@ -117,6 +117,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} CPUs, load average "
         f"{_load(machine.get('load_average_before'))} before, {_load(machine.get('load_average'))} after.",
     ]
+    if "AMX" in machine.get("llama_cpp_cpu_buffer_types", []):
+        notes.append("**llama.cpp ran without its repacked weights: its build uses ggml's AMX kernels, which "
+                     "crash on this CPU (README, \"CPUs with AMX\").**")
     if result.get("kangaroo_fallback"):
         notes.append(f"**'ours Kangaroo' ran as plain decoding: {result['kangaroo_fallback']}.**")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
