@@ -98,6 +98,29 @@ def add_attention_projections(m: nn.Module, cfg: AdapterConfig) -> None:
         m.attn_k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
 
 
+def attention(m: nn.Module, cfg: AdapterConfig, a: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              attn_mask: torch.Tensor | None = None, sdpa_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The attention block of `add_attention_projections`' module m on normed input a: [B, T, n_embd]
+    -> its output projection [B, T, n_embd] (before the residual add). cos, sin: rope_cos_sin's;
+    attn_mask: [B, 1, T, T] bool (True = visible), None = causal; sdpa_dtype: q, k, v cast to it
+    for the softmax(q k^T) v products (bf16 in the torch teacher)."""
+    B, T, _ = a.shape
+    q = m.attn_q(a).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)     # [B, H, T, D]
+    k = m.attn_k(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+    v = m.attn_v(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+    if cfg.qk_norm:  # over each head's D values
+        q, k = m.attn_q_norm(q), m.attn_k_norm(k)
+    q, k = apply_rope(q, cos, sin, cfg.rope_type), apply_rope(k, cos, sin, cfg.rope_type)
+    # GQA: q head h reads kv head h // group (repeat_interleave puts copies side by side)
+    group = cfg.n_head // cfg.n_head_kv
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)    # [B, H, T, D]
+    if sdpa_dtype is not None:
+        q, k, v = q.to(sdpa_dtype), k.to(sdpa_dtype), v.to(sdpa_dtype)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                       is_causal=attn_mask is None, scale=cfg.attn_scale or cfg.head_dim ** -0.5)
+    return m.attn_output(o.transpose(1, 2).reshape(B, T, -1))
+
+
 def init_projections(*linears: nn.Linear) -> None:
     """Random init, as for transformer layers; biases zero."""
     for lin in linears:
@@ -129,23 +152,8 @@ class KangarooAdapter(nn.Module):
         """x: [B, T, n_embd] exit-layer hidden states; positions: [B, T] absolute positions;
         key_padding_mask: [B, T] bool, True = real token (only needed for left padding: with right
         padding, causality already hides the pads from real tokens). Returns normed [B, T, n_embd]."""
-        cfg = self.cfg
-        B, T, _ = x.shape
-        a = self.attn_norm(x)
-        q = self.attn_q(a).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)     # [B, H, T, D]
-        k = self.attn_k(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-        v = self.attn_v(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-        if cfg.qk_norm:  # over each head's D values
-            q, k = self.attn_q_norm(q), self.attn_k_norm(k)
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_freq_base, self.rope_freq_factors)
-        q, k = apply_rope(q, cos, sin, cfg.rope_type), apply_rope(k, cos, sin, cfg.rope_type)
-        # GQA: q head h reads kv head h // group (repeat_interleave puts copies side by side)
-        group = cfg.n_head // cfg.n_head_kv
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)    # [B, H, T, D]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(key_padding_mask, T, x.device),
-                                           is_causal=key_padding_mask is None,
-                                           scale=cfg.attn_scale or cfg.head_dim ** -0.5)
-        y = x + self.attn_output(o.transpose(1, 2).reshape(B, T, -1))                 # [B, T, n_embd]
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_freq_base, self.rope_freq_factors)
+        y = x + attention(self, self.cfg, self.attn_norm(x), cos, sin, self._mask(key_padding_mask, x.shape[1], x.device))
         return self.output_norm(y)
 
     @staticmethod

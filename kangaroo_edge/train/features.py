@@ -72,8 +72,9 @@ def check_exit_layer(hparams, exit_layer: int) -> None:
 
 
 def run_features_stage(lm, workdir: str | Path, exit_layer: int, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                       progress: bool = True) -> FeaturesReport:
-    """Writes workdir/features/ for every response not yet there."""
+                       progress: bool = True, teacher=None) -> FeaturesReport:
+    """Writes workdir/features/ for every response not yet there: by the engine (`extract`), or by
+    `teacher`, a torch_teacher.TorchTeacher of the same model, when given."""
     hp = lm.hparams
     check_exit_layer(hp, exit_layer)
     workdir = Path(workdir)
@@ -94,7 +95,7 @@ def run_features_stage(lm, workdir: str | Path, exit_layer: int, shard_tokens: i
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="features", disable=not progress, dynamic_ncols=True)
     with writer:  # flushes the last, partial shard when every sequence is done
         for ids, response_start in seqs:
-            hidden, normed = extract(lm, ids, exit_layer)
+            hidden, normed = teacher.extract(ids, exit_layer) if teacher else extract(lm, ids, exit_layer)
             writer.add_sequence(ids, hidden, normed, response_start)
             n_tokens += len(ids)
             bar.update(len(ids))

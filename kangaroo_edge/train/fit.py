@@ -105,6 +105,13 @@ class Dist:
         return self.rank == 0
 
 
+def torch_device(device: str | None) -> torch.device:
+    """The --fit-device's torch device: cuda when available unless told."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def setup_distributed(device: str | None) -> Dist:
     """One process, or DDP when launched by torchrun (WORLD_SIZE > 1)."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))

@@ -91,6 +91,7 @@ class TrainConfig:
     exclude: Optional[str] = None         # file of questions never to train on (Spec-Bench JSONL)
     n_threads: Optional[int] = None
     device: str = "auto"                  # engine device
+    features_backend: str = "engine"      # "engine" (its exact states) or "torch" (torch_teacher: bf16, faster)
     fit_device: Optional[str] = None      # torch device (default: cuda when available)
     progress: bool = True
 
@@ -224,16 +225,26 @@ class Pipeline:
     def run_features(self):
         from .features import run_features_stage
 
+        teacher = None
+        if self.cfg.features_backend == "torch":
+            from .fit import torch_device
+            from .torch_teacher import TorchTeacher
+
+            self._set_torch_threads()
+            teacher = TorchTeacher(self.model_path, device=str(torch_device(self.cfg.fit_device)))
         report = run_features_stage(self.lm, self.workdir, self.cfg.exit_layer, self.cfg.shard_tokens,
-                                    self.cfg.progress)
+                                    self.cfg.progress, teacher)
         self._record("features", report)
         return report
 
-    def run_fit(self):
+    def _set_torch_threads(self):
         if self.cfg.n_threads:  # torch's own default is every core, which -t promises not to take
             import torch
 
             torch.set_num_threads(self.cfg.n_threads)
+
+    def run_fit(self):
+        self._set_torch_threads()
         report = fit_and_export(self.fit_config(), self.out, self.fingerprint, self.cfg.tau, self.cfg.gamma)
         self._record("fit", report)
         return report
