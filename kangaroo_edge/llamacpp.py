@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -26,8 +27,7 @@ class LlamaCpp:
         # first prompt (llama.cpp PR 26954) and take the whole process down. Without extra buffer
         # types llama.cpp also loses its repacked weights (CPU_REPACK): a slower baseline that
         # works; README "CPUs with AMX" gives the build that keeps them.
-        self.extra_buffer_types = "AMX" not in cpu_extra_buffer_types()
-        with _model_params(use_extra_bufts=self.extra_buffer_types):
+        with _model_params(use_extra_bufts="AMX" not in cpu_extra_buffer_types()):
             self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
                                        n_threads_batch=n_threads, n_gpu_layers=0, logits_all=logits_all,
                                        draft_model=draft_model, verbose=False, **kwargs)
@@ -98,7 +98,8 @@ def _model_params(**fields: Any) -> Iterator[None]:
         c_api.llama_model_default_params = default
 
 
-def cpu_extra_buffer_types() -> list[str]:
+@functools.cache
+def cpu_extra_buffer_types() -> tuple[str, ...]:
     """The names of the extra buffer types llama.cpp's CPU device offers for weights on this
     machine, in its order of preference: "CPU_REPACK" (weights repacked for faster kernels), and
     "AMX" where ggml was built with AMX and the CPU has it."""
@@ -113,16 +114,16 @@ def cpu_extra_buffer_types() -> list[str]:
         getattr(libggml, name).argtypes = argtypes
     cpu = libggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
     if not cpu:
-        return []
+        return ()
     address = libggml.ggml_backend_reg_get_proc_address(libggml.ggml_backend_dev_backend_reg(cpu),
                                                         b"ggml_backend_dev_get_extra_bufts")
     if not address:
-        return []
+        return ()
     bufts = ctypes.CFUNCTYPE(ctypes.POINTER(vp), vp)(address)(cpu)  # a NULL-terminated array
     names = []
     while bufts and bufts[len(names)]:
         names.append(libggml.ggml_backend_buft_name(bufts[len(names)]).decode())
-    return names
+    return tuple(names)
 
 
 def builtin_chat_templates() -> list[str]:

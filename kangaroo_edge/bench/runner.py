@@ -216,7 +216,7 @@ def machine_info() -> dict[str, Any]:
 
         info["llama_cpp_python"] = llama_cpp.__version__
         # "AMX" here means the baseline ran without any of them (LlamaCpp): slower than it can be
-        info["llama_cpp_cpu_buffer_types"] = cpu_extra_buffer_types()
+        info["llama_cpp_cpu_buffer_types"] = list(cpu_extra_buffer_types())
     except ImportError:
         pass
     try:
