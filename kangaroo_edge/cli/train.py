@@ -27,7 +27,8 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
-    from ..train.pipeline import DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_N_SEQ, DEFAULT_TAU, DRAFT_VOCAB_SIZE, PRESETS
+    from ..train.pipeline import (DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_N_SEQ, DEFAULT_TAU, DRAFT_VOCAB_SIZE,
+                                  FEATURES_BACKENDS, PRESETS)
 
     p.add_argument("-m", "--model", default=None,
                    help="base GGUF model path or known name (default: the embedded SmolLM2-135M-Instruct)")
@@ -74,7 +75,7 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("-np", "--parallel", type=int, default=DEFAULT_N_SEQ,
                    help=f"sequences generated at once by the prompts and responses stages (default {DEFAULT_N_SEQ})")
     g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="engine compute device")
-    g.add_argument("--features-backend", choices=["engine", "torch"], default="engine",
+    g.add_argument("--features-backend", choices=FEATURES_BACKENDS, default="engine",
                    help="who computes the features: the engine (the states decoding sees, exactly) or torch "
                         "(bf16 matrix products on the fit's device: several times faster on CPUs with AMX or "
                         "AVX-512 BF16 and on GPUs; llama, qwen2 and qwen3 models)")

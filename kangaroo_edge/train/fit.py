@@ -115,12 +115,12 @@ def torch_device(device: str | None) -> torch.device:
 def setup_distributed(device: str | None) -> Dist:
     """One process, or DDP when launched by torchrun (WORLD_SIZE > 1)."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch_device(device)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if world > 1 else (device or "cuda"))
+        if world > 1:
+            dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(rank, world, dev)

@@ -31,6 +31,7 @@ from .prompts import run_prompts_stage
 logger = logging.getLogger(__name__)
 
 STAGES = ("prompts", "responses", "features", "fit")
+FEATURES_BACKENDS = ("engine", "torch")  # features.extract, torch_teacher.TorchTeacher
 DEFAULT_N_CTX = 2048          # prompt + response are cut to this for features
 
 
@@ -99,6 +100,9 @@ class TrainConfig:
         """A copy with every None option filled from the preset."""
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.features_backend not in FEATURES_BACKENDS:
+            raise ValueError(f"features backend must be one of {', '.join(FEATURES_BACKENDS)}, "
+                             f"got {self.features_backend!r}")
         preset = asdict(PRESETS[self.preset])
         if self.prompts_file:
             preset["n_prompts"] = preset["n_prompts_file"]
