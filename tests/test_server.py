@@ -41,7 +41,8 @@ class Server:
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         match = self.wait_for(READY, START_TIMEOUT)
         self.model_id, self.url, self.port = match.group(1), match.group(2), int(match.group(3))
 
@@ -64,6 +65,15 @@ class Server:
                 return match
         raise AssertionError(f"no line matching {pattern.pattern!r}; server log:\n{''.join(self.log)[-4000:]}")
 
+    def wait_for_count(self, pattern: str, n: int, timeout: float) -> None:
+        """Until the log holds n matches of pattern. A request's log line follows its response's
+        last chunk, so a client can hold every answer before the server has logged them."""
+        deadline = time.monotonic() + timeout
+        while len(re.findall(pattern, "".join(self.log))) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {n} lines matching {pattern!r}; server log:\n{''.join(self.log)[-4000:]}")
+            time.sleep(0.05)
+
     def client(self, api_key: str = "unused") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=REQUEST_TIMEOUT)
 
@@ -84,7 +94,9 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
+            self._reader.join(timeout)  # the log's last lines may still be in the pipe
+            return code
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise AssertionError(f"the server did not stop on signal {sig}; log:\n{''.join(self.log)[-4000:]}")

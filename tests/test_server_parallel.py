@@ -101,7 +101,7 @@ def test_requests_together_get_what_each_gets_alone(server):
     assert together[2]["finish"] == "stop" and "," not in together[2]["text"]
     # interleaved: one request alone after another would switch about PARALLEL - 1 times
     assert switches(arrivals) >= 10, sorted(arrivals)
-    assert len(re.findall(r"in a batch", "".join(server.log))) >= PARALLEL
+    server.wait_for_count(r"in a batch", PARALLEL, timeout=10)
     assert json.loads(server.request("GET", "/props")[2])["total_slots"] == PARALLEL
 
 
