@@ -44,7 +44,7 @@ def test_bfloat16_teacher_on_the_default_model(smollm_path):
     prompt = lm.tokenize(chat_prompt(lm, load_questions(1)[0]))
     ids = prompt + lm.generate(prompt, max_tokens=96, speculative=False).token_ids
     want_hidden, want_normed = extract(lm, ids, 2)
-    hidden, normed = TorchTeacher(smollm_path).extract(ids, 2)
+    hidden, normed = TorchTeacher(smollm_path, dtype=torch.bfloat16).extract(ids, 2)
     assert cosines(hidden, want_hidden).min() > 0.999
     assert cosines(normed, want_normed).mean() > 0.999
     head = load_lm_head(smollm_path).numpy()

@@ -4,16 +4,22 @@ a draft vocabulary plus one pooled "other" bucket, against the teacher's cached 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gguf import GGUFReader
 
+from kangaroo_edge.train.adapter_model import AdapterConfig
+from kangaroo_edge.train.base_model import load_lm_head, read_base_model_info
 from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset
-from kangaroo_edge.train.fit import (FitConfig, RestrictedHead, agreement_stats, fit, restricted_agreement_stats,
-                                    restricted_soft_cross_entropy, soft_cross_entropy)
+from kangaroo_edge.train.fit import (Dist, FitConfig, RestrictedHead, agreement_stats, build_adapter, fit,
+                                    make_loaders, restricted_agreement_stats, restricted_soft_cross_entropy,
+                                    soft_cross_entropy, train_step)
+from kangaroo_edge.train.precision import PRECISIONS
 from kangaroo_edge.train.teacher import TeacherTopK
 
 from test_train_fit import EXIT, tiny  # noqa: F401  (the synthetic base model and its features)
@@ -84,8 +90,6 @@ def test_agreement_within_a_draft_vocabulary_is_a_draft_heads():
 
 
 def test_the_teacher_cache_is_the_full_models_top_k(tiny):  # noqa: F811
-    from kangaroo_edge.train.base_model import load_lm_head
-
     shards = FeatureShards(tiny / "features")
     head = load_lm_head(str(tiny / "base.gguf"))
     teacher = TeacherTopK(shards, head, k=5)
@@ -110,13 +114,42 @@ def test_the_teacher_cache_is_the_full_models_top_k(tiny):  # noqa: F811
         assert sum(teacher.greedy_counts(ds).values()) == n_answer
 
 
-def test_fit_with_a_restricted_vocabulary_learns(tiny, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fit_with_a_restricted_vocabulary_learns(tiny, tmp_path, precision):  # noqa: F811
     cfg = FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out=str(tmp_path / "r.pt"),
                     exit_layer=EXIT, lr=3e-2, epochs=4, batch_size=8, max_len=64, heldout_frac=0.2, chunk=50,
-                    init="random", warmup_ratio=0.1, draft_vocab=32, progress=False)
+                    init="random", warmup_ratio=0.1, draft_vocab=32, precision=precision, progress=False)
     history = fit(cfg)
     assert history[-1]["heldout_loss"] < 0.7 * history[0]["heldout_loss"]  # the restricted loss, held out
     assert history[-1]["top1_agreement"] > history[0]["top1_agreement"] + 0.1
     assert len(torch.load(cfg.out, weights_only=True)["draft_vocab"]) == 32  # the exported draft head
     with pytest.raises(ValueError, match="draft_vocab must be >= 0"):
         fit(FitConfig(**{**cfg.__dict__, "draft_vocab": -1, "out": str(tmp_path / "x.pt")}))
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_a_bfloat16_step_follows_the_float32_one(tiny, restricted):  # noqa: F811
+    """The fit's bf16 products (autocast) move the adapter as float32 does: one plain SGD step from
+    the same weights on the same batch, the same loss to 1% and the same update direction."""
+    base = str(tiny / "base.gguf")
+    cfg = FitConfig(features=str(tiny / "features"), model=base, out="", batch_size=8, max_len=64,
+                    heldout_frac=0.2, chunk=50, init="random", progress=False)
+    shards, d = FeatureShards(cfg.features), Dist(0, 1, torch.device("cpu"))
+    head = load_lm_head(base)
+    teacher = TeacherTopK(shards, head, k=8) if restricted else None
+    loader, _, _ = make_loaders(shards, cfg, d, teacher)
+    rh = RestrictedHead.build(head, range(0, head.shape[0], 2)) if restricted else None
+    reader = GGUFReader(base)
+    torch.manual_seed(0)
+    model = build_adapter(cfg, reader, AdapterConfig.from_base(read_base_model_info(base, reader)), EXIT)
+    batch = next(iter(loader))
+    losses, updates = {}, {}
+    for precision in PRECISIONS:
+        m = copy.deepcopy(model)
+        before = torch.cat([p.detach().flatten() for p in m.parameters()])
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        losses[precision] = train_step(m, batch, head, opt, sched, cfg, d, rh, precision)
+        updates[precision] = torch.cat([p.detach().flatten() for p in m.parameters()]) - before
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=1e-2)
+    assert F.cosine_similarity(updates["bfloat16"], updates["float32"], dim=0) > 0.99

@@ -29,6 +29,7 @@ def stage_list(text: str) -> tuple[str, ...]:
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     from ..train.pipeline import (DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_N_SEQ, DEFAULT_TAU, DRAFT_VOCAB_SIZE,
                                   FEATURES_BACKENDS, PRESETS)
+    from ..train.precision import PRECISIONS
 
     p.add_argument("-m", "--model", default=None,
                    help="base GGUF model path or known name (default: the embedded SmolLM2-135M-Instruct)")
@@ -60,6 +61,9 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-len", type=int, default=None, help="positions per training window")
     g.add_argument("--heldout-frac", type=float, default=None, help="fraction of sequences held out for metrics")
     g.add_argument("--fit-device", default=None, help="torch device: cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--fit-precision", choices=PRECISIONS, default=None,
+                   help="the fit's matrix products (default: bfloat16 where the device has it natively: a GPU, "
+                        "a CPU with AMX or AVX-512 BF16; float32 elsewhere)")
     g.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"adapter's default confidence threshold (default {DEFAULT_TAU})")
     g.add_argument("--gamma", type=int, default=DEFAULT_GAMMA, help=f"adapter's default maximum drafts (default {DEFAULT_GAMMA})")
     g.add_argument("--draft-vocab", type=int, default=DRAFT_VOCAB_SIZE,
@@ -109,7 +113,7 @@ def config_from_args(args: argparse.Namespace):
                        draft_vocab=args.draft_vocab, prompt_positions=args.prompt_positions, seed=args.seed,
                        n_ctx=args.ctx_size, n_seq=args.parallel, exclude=args.exclude, n_threads=args.threads,
                        device=args.device, features_backend=args.features_backend,
-                       fit_device=args.fit_device, progress=not args.no_progress)
+                       fit_device=args.fit_device, fit_precision=args.fit_precision, progress=not args.no_progress)
 
 
 def main(args: argparse.Namespace) -> int:

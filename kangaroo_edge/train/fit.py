@@ -41,6 +41,7 @@ from .base_model import (load_layer_attention, load_lm_head, load_rope_freq_fact
 from .draft_vocab import DEFAULT_SIZE as DEFAULT_DRAFT_VOCAB
 from .draft_vocab import frequent_tokens
 from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
+from .precision import PRECISIONS, autocast, resolve_precision
 from .teacher import TeacherTopK, TeacherWindows, collate_with_teacher, pooled_targets
 
 DEFAULT_LR = 1e-2               # measured best for small adapters (docs/training.md: lr sweep)
@@ -88,6 +89,7 @@ class FitConfig:
     seed: int = 0
     resume: bool = True             # continue from `out` when it exists
     device: str | None = None       # default: cuda when available, else cpu
+    precision: str | None = None    # of the step's products (PRECISIONS); default: bf16 where native, the loss float32
     num_workers: int = 0
     progress: bool = True
 
@@ -137,9 +139,9 @@ def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
 def soft_cross_entropy(h: torch.Tensor, target: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """h, target: [P, n_embd] adapter / full-model normed states; head: [n_vocab, n_embd].
     Returns the per-position loss [P]: -sum_v p_v log q_v."""
-    with torch.no_grad():
-        p = F.softmax(target @ head.T, dim=-1)          # [P, n_vocab] full model
-    log_q = F.log_softmax(h @ head.T, dim=-1)           # [P, n_vocab] adapter
+    with torch.no_grad(), torch.autocast(h.device.type, enabled=False):  # the teacher exact under autocast
+        p = F.softmax(target.float() @ head.T, dim=-1)  # [P, n_vocab] full model
+    log_q = F.log_softmax((h @ head.T).float(), dim=-1)  # [P, n_vocab] adapter
     return -(p * log_q).sum(-1)
 
 
@@ -193,7 +195,7 @@ def restricted_soft_cross_entropy(h: torch.Tensor, p: torch.Tensor, rh: Restrict
     onto the K draft tokens and one bucket (p [P, K + 1]: RestrictedHead.pool or pool_top_k),
     against the adapter's softmax over the K draft logits and the bucket's logit. Equals
     soft_cross_entropy when the draft vocabulary is the whole vocabulary. h: [P, n_embd]; returns [P]."""
-    return -(p * F.log_softmax(rh.logits(h), dim=-1)).sum(-1)
+    return -(p * F.log_softmax(rh.logits(h).float(), dim=-1)).sum(-1)
 
 
 @torch.no_grad()
@@ -244,10 +246,11 @@ def _cached_teacher(batch: dict, rh: RestrictedHead, device) -> tuple[torch.Tens
 # ---------------------------------------------------------------- train and evaluate
 
 def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfig, d: Dist,
-               restricted: RestrictedHead | None = None) -> float:
+               restricted: RestrictedHead | None = None, precision: str = "float32") -> float:
     """One optimizer step; returns the mean loss over the batch's trained positions (over the
     draft vocabulary + "other", against the cached teacher, when `restricted` is given)."""
-    h, target = _selected(model, batch, d.device)           # [P, n_embd] each
+    with autocast(d.device, precision):
+        h, target = _selected(model, batch, d.device)       # [P, n_embd] each
     if restricted is not None:
         target = _cached_teacher(batch, restricted, d.device)[0]   # [P, K + 1]
     n = h.shape[0]
@@ -257,8 +260,9 @@ def train_step(model, batch: dict, head: torch.Tensor, opt, sched, cfg: FitConfi
     total = 0.0
     for s in range(0, n, cfg.chunk):
         hs, ts = h_leaf[s:s + cfg.chunk], target[s:s + cfg.chunk]
-        per_pos = soft_cross_entropy(hs, ts, head) if restricted is None else \
-            restricted_soft_cross_entropy(hs, ts, restricted)
+        with autocast(d.device, precision):
+            per_pos = soft_cross_entropy(hs, ts, head) if restricted is None else \
+                restricted_soft_cross_entropy(hs, ts, restricted)
         loss = per_pos.sum() / n
         loss.backward()
         total += loss.item()
@@ -387,6 +391,7 @@ def fit(cfg: FitConfig) -> list[dict]:
     """Trains (or resumes) and returns the metrics history, one dict per epoch (epoch 0 = before
     training). Rank 0 writes `cfg.out` after every epoch and the history next to it."""
     d = setup_distributed(cfg.device)
+    precision = resolve_precision(cfg.precision, d.device)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if d.is_main else (lambda msg: None)
     shards = FeatureShards(cfg.features)
     reader = GGUFReader(cfg.model)
@@ -435,7 +440,7 @@ def fit(cfg: FitConfig) -> list[dict]:
     ddp = DistributedDataParallel(model) if d.world > 1 else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"adapter: {n_params:,} parameters; {len(train_loader.dataset)} training windows, "
-        f"{len(held_loader.dataset)} held-out; {d.world} process(es) on {d.device}")
+        f"{len(held_loader.dataset)} held-out; {d.world} process(es) on {d.device}, {precision} products")
     bar = tqdm(total=total_steps, initial=start_epoch * len(train_loader), disable=not (d.is_main and cfg.progress),
                unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -443,7 +448,7 @@ def fit(cfg: FitConfig) -> list[dict]:
         bar.set_description(f"epoch {epoch}/{cfg.epochs}")
         t0, tokens, loss_sum = time.perf_counter(), torch.zeros(1, dtype=torch.float64), 0.0
         for batch in train_loader:
-            loss = train_step(ddp, batch, head, opt, sched, cfg, d, restricted)
+            loss = train_step(ddp, batch, head, opt, sched, cfg, d, restricted, precision)
             loss_sum += loss
             tokens += batch["valid"].sum()
             bar.update()
@@ -501,6 +506,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint at -o")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="the training step's matrix products (default: bfloat16 where the device has it natively)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -513,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     min_lr_ratio=a.min_lr_ratio, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
                     heldout_frac=a.heldout_frac, train_fraction=a.train_fraction, chunk=a.chunk,
                     draft_vocab=a.draft_vocab, prompt_positions=a.prompt_positions, init=a.init, init_layer=a.init_layer,
-                    seed=a.seed, resume=not a.fresh, device=a.device, num_workers=a.num_workers,
+                    seed=a.seed, resume=not a.fresh, device=a.device, precision=a.precision, num_workers=a.num_workers,
                     progress=not a.no_progress)
     try:
         fit(cfg)

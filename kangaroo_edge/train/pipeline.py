@@ -94,6 +94,7 @@ class TrainConfig:
     device: str = "auto"                  # engine device
     features_backend: str = "engine"      # "engine" (its exact states) or "torch" (torch_teacher: bf16, faster)
     fit_device: Optional[str] = None      # torch device (default: cuda when available)
+    fit_precision: Optional[str] = None   # the fit's products: precision.PRECISIONS (default: bf16 where native)
     progress: bool = True
 
     def resolved(self) -> TrainConfig:
@@ -260,6 +261,7 @@ class Pipeline:
         return FitConfig(features=str(self.workdir / "features"), model=str(self.model_path), out=str(self.checkpoint),
                          exit_layer=c.exit_layer, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
                          max_len=c.max_len, heldout_frac=c.heldout_frac, seed=c.seed, device=c.fit_device,
+                         precision=c.fit_precision,
                          draft_vocab=c.draft_vocab, prompt_positions=c.prompt_positions, progress=c.progress)
 
 

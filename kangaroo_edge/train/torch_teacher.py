@@ -1,5 +1,6 @@
 """The features stage's second backend: the base model's forward pass in torch, its weights
-dequantized from the GGUF and its matrix products in bfloat16.
+dequantized from the GGUF and its matrix products in bfloat16 where the device has it natively
+(precision.default_precision), else float32.
 
 The engine (features.extract) computes exactly what decoding computes, one integer dot product
 per weight block and row; torch multiplies whole matrices on the CPU's matrix units where it has
@@ -24,6 +25,7 @@ from torch import nn
 
 from .adapter_model import AdapterConfig, RMSNorm, attention, rope_cos_sin
 from .base_model import load_rope_freq_factors, read_base_model_info
+from .precision import default_precision, torch_dtype
 
 TORCH_TEACHER_ARCHS = ("llama", "qwen2", "qwen3")
 
@@ -67,8 +69,10 @@ class _Layer(nn.Module):
 class TorchTeacher(nn.Module):
     """The base model of a GGUF in torch, for teacher-forced features: `extract(ids, exit_layer)`."""
 
-    def __init__(self, model_path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu"):
+    def __init__(self, model_path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu"):
         super().__init__()
+        if dtype is None:
+            dtype = torch_dtype(default_precision(torch.device(device)))
         info = read_base_model_info(model_path)
         if info.arch not in TORCH_TEACHER_ARCHS:
             raise ValueError(f"the torch features backend runs {', '.join(TORCH_TEACHER_ARCHS)} models; "
