@@ -35,11 +35,13 @@ from kangaroo_edge.train.export import checkpoint_to_gguf
 from kangaroo_edge.train.fit import (CHECKPOINT_FORMAT, FitConfig, RestrictedHead, build_adapter, draft_vocabulary,
                                      lr_lambda, make_optimizer, restricted_agreement_stats,
                                      restricted_soft_cross_entropy, save_checkpoint)
+from kangaroo_edge.train.precision import PRECISIONS, autocast, default_precision
 from kangaroo_edge.train.teacher import TeacherTopK, TeacherWindows, collate_with_teacher
 from kangaroo_edge.train.jsonl import append_jsonl
 
 DEPTHS = 4          # measured draft depths
 TRAIN_DEPTHS = 3    # depths (b) and (c) train on (training-time test)
+CPU = torch.device("cpu")
 
 
 class Kind:
@@ -125,8 +127,9 @@ def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, a, log) -> l
             p = rh.pool_top_k(batch["t_ids"][mask], batch["t_probs"][mask])
             depths = [1] if kind.name == "adapter" else \
                 list(range(1, TRAIN_DEPTHS + 1)) if kind.name.startswith("eagle") else [1, rng.randint(2, TRAIN_DEPTHS)]
-            outs = kind.outputs(batch, head, depths)
-            loss = sum(restricted_soft_cross_entropy(o[mask], p, rh).mean() for o in outs.values())
+            with autocast(CPU, a.precision):
+                outs = kind.outputs(batch, head, depths)
+                loss = sum(restricted_soft_cross_entropy(o[mask], p, rh).mean() for o in outs.values())
             loss = loss / len(outs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(kind.model.parameters(), fc.grad_clip)
@@ -157,6 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-frac", type=float, default=0.05)
     ap.add_argument("--draft-vocab", type=int, default=DEFAULT_DRAFT_VOCAB)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", choices=PRECISIONS, default=default_precision(CPU),
+                    help="the training step's products (default: bfloat16 where the CPU has it natively)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="append one JSON line per kind (its history) here")
     ap.add_argument("--eval-features", action="append", default=[], metavar="NAME=DIR",

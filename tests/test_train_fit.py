@@ -25,7 +25,8 @@ from kangaroo_edge.train.adapter_model import AdapterConfig, KangarooAdapter
 from kangaroo_edge.train.base_model import (load_layer_attention, load_lm_head, model_fingerprint,
                                             read_base_model_info)
 from kangaroo_edge.train.feature_shards import (FeatureShards, FeatureShardWriter, SequenceDataset,
-                                                collate_sequences)
+                                                append_features, collate_sequences)
+from kangaroo_edge.train.feature_shards import main as fs_main
 from kangaroo_edge.train.fit import FitConfig, fit, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,6 +207,35 @@ def test_feature_shards_round_trip_and_append(tmp_path):
         FeatureShardWriter(d, 8, 3, "other")
     with pytest.raises(ValueError, match="shape"):
         FeatureShardWriter(tmp_path / "x", 8, 3, "abc").add_sequence([1, 2], np.zeros((2, 7)), np.zeros((2, 8)), 0)
+
+
+def test_features_made_in_two_parts_append_to_one_directory(tmp_path):
+    """Two processes each extract half of the responses; appending the second directory to the
+    first gives the sequences, numbers and split one run over all of them gives."""
+    rng = np.random.default_rng(2)
+    seqs = [_random_sequence(rng) for _ in range(24)]
+    for name, part in (("one", seqs), ("a", seqs[:10]), ("b", seqs[10:])):
+        with FeatureShardWriter(tmp_path / name, 8, 3, "abc", shard_tokens=40) as w:
+            for s in part:
+                w.add_sequence(*s)
+    (tmp_path / "b" / "shard-00000.teacher4.ids.npy").write_bytes(b"cache")  # moves with its shard
+    n_shards_a = len(FeatureShards(tmp_path / "a").meta["shards"])
+    assert fs_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    merged, one = FeatureShards(tmp_path / "a"), FeatureShards(tmp_path / "one")
+    assert len(merged) == 24 and merged.meta["n_tokens"] == one.meta["n_tokens"]
+    for i in range(24):
+        got, want = merged.sequence(i), one.sequence(i)
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.exit_hidden, want.exit_hidden)
+        np.testing.assert_array_equal(got.final_normed, want.final_normed)
+        assert got.response_start == want.response_start
+    assert all(np.array_equal(x, y) for x, y in zip(merged.split(0.3, 7), one.split(0.3, 7)))
+    assert (tmp_path / "a" / f"shard-{n_shards_a:05d}.teacher4.ids.npy").read_bytes() == b"cache"
+    assert not (tmp_path / "b" / "meta.json").exists()  # its shards belong to the other directory now
+    with FeatureShardWriter(tmp_path / "c", 8, 4, "abc") as w:
+        w.add_sequence(*seqs[0])
+    with pytest.raises(ValueError, match="exit_layer"):
+        append_features(tmp_path / "a", tmp_path / "c")
 
 
 def test_sequence_dataset_windows_and_collate(tmp_path):

@@ -141,6 +141,29 @@ class FeatureShardWriter:
             self.close()
 
 
+def append_features(directory: str | Path, other: str | Path) -> int:
+    """Appends the sequences of feature directory `other` to `directory`, in order, as if one
+    features run had written both (their responses in that order): features extracted in parallel,
+    by several processes or machines, each over its part of responses.jsonl, become one directory.
+    Every file of each shard moves (the teacher's cache beside it too); a shard is listed in
+    meta.json only once its files are in place. Returns the number of sequences appended."""
+    directory, other = Path(directory), Path(other)
+    meta, src = _read_meta(directory), _read_meta(other)
+    for key in ("n_embd", "exit_layer", "fingerprint", "dtype"):
+        if meta[key] != src[key]:
+            raise ValueError(f"{other}: {key}={src[key]!r}, but {directory} has {meta[key]!r}")
+    for entry in src["shards"]:
+        name = f"shard-{len(meta['shards']):05d}"
+        for f in sorted(other.glob(f"{entry['name']}.*.npy")):
+            os.replace(f, directory / f"{name}{f.name[len(entry['name']):]}")
+        meta["shards"].append({**entry, "name": name})
+        meta["n_sequences"] += entry["n_sequences"]
+        meta["n_tokens"] += entry["n_tokens"]
+        _write_json_atomic(directory / "meta.json", meta)
+    (other / "meta.json").unlink()  # its shards now belong to `directory`
+    return src["n_sequences"]
+
+
 @dataclass
 class FeatureSequence:
     tokens: np.ndarray        # int32 [n]
@@ -267,3 +290,20 @@ def collate_sequences(items: list[dict]) -> dict:
             batch[key][b, :n] = torch.from_numpy(np.asarray(it[key]))
         batch["valid"][b, :n] = True
     return batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m kangaroo_edge.train.feature_shards",
+                                 description="Append one feature directory's sequences to another (moves its shards).")
+    ap.add_argument("directory", help="feature directory to extend")
+    ap.add_argument("other", help="feature directory whose sequences follow (emptied)")
+    a = ap.parse_args(argv)
+    n = append_features(a.directory, a.other)
+    print(f"{a.directory}: {n} sequences appended from {a.other}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
