@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,18 @@ def test_fit_under_torchrun_with_two_processes(tiny, tmp_path):
     _, held = single.split(0.2, 0)
     n_held = sum(length - resp for _, length, resp in map(single.index_row, held))
     assert hist[0]["heldout_positions"] == n_held
+
+    # with a draft vocabulary, the two processes share the teacher's cache: each computes half the
+    # shards (rank 0 logs its own), then both read all of it
+    shutil.copytree(tiny / "features", tmp_path / "features")
+    cmd[cmd.index("--features") + 1] = str(tmp_path / "features")
+    cmd[cmd.index("-o") + 1] = str(tmp_path / "ddp-restricted.pt")
+    proc = subprocess.run(cmd + ["--draft-vocab", "32"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    n_shards = len(single.shard_names)
+    assert proc.stderr.count("teacher: top-") == (n_shards + 1) // 2
+    assert all((tmp_path / "features" / f"{name}.teacher32.{a}.npy").exists()
+               for name in single.shard_names for a in ("ids", "probs"))
 
 
 # ---------------------------------------------------------------- (c) feature shards

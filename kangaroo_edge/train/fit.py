@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ from .draft_vocab import DEFAULT_SIZE as DEFAULT_DRAFT_VOCAB
 from .draft_vocab import frequent_tokens
 from .feature_shards import FeatureShards, SequenceDataset, collate_sequences
 from .precision import PRECISIONS, autocast, resolve_precision
-from .teacher import TeacherTopK, TeacherWindows, collate_with_teacher, pooled_targets
+from .teacher import TeacherTopK, TeacherWindows, collate_with_teacher, compute_missing, pooled_targets
 
 DEFAULT_LR = 1e-2               # measured best for small adapters (docs/training.md: lr sweep)
 DEFAULT_EPOCHS = 10
@@ -124,7 +125,8 @@ def setup_distributed(device: str | None) -> Dist:
             dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # the teacher's cache may take an hour before the first collective call (default timeout: 30 min)
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=12))
     return Dist(rank, world, dev)
 
 
@@ -411,7 +413,12 @@ def fit(cfg: FitConfig) -> list[dict]:
     model = build_adapter(cfg, reader, acfg, exit_layer).to(d.device)
     if cfg.draft_vocab < 0:
         raise ValueError(f"draft_vocab must be >= 0 (0: the full vocabulary), got {cfg.draft_vocab}")
-    teacher = TeacherTopK(shards, head, log=log) if 0 < cfg.draft_vocab < info.n_vocab else None
+    teacher = None
+    if 0 < cfg.draft_vocab < info.n_vocab:
+        if d.world > 1:  # each process computes its share of the missing cache, then all read all of it
+            compute_missing(shards, head, rank=d.rank, world=d.world, log=log)
+            dist.barrier()
+        teacher = TeacherTopK(shards, head, log=log)
     train_loader, held_loader, sampler = make_loaders(shards, cfg, d, teacher)
     restricted, vocab = None, None
     if teacher is not None:

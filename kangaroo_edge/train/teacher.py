@@ -30,38 +30,48 @@ TOP_K = 32
 CHUNK = 2048  # positions per softmax: 2048 x 152k f32 logits = 1.2 GB at most
 
 
+def _files(shards: FeatureShards, shard: str, k: int) -> tuple[Path, Path]:
+    d = shards.directory
+    return d / f"{shard}.teacher{k}.ids.npy", d / f"{shard}.teacher{k}.probs.npy"
+
+
+def compute_missing(shards: FeatureShards, head: torch.Tensor, k: int = TOP_K, rank: int = 0, world: int = 1,
+                    log=None) -> None:
+    """Writes the cache files of the shards that lack them; of those, this process takes shard
+    i when i % world == rank (the processes of a DDP fit share the work, then wait for each other)."""
+    k = min(k, head.shape[0])  # a vocabulary smaller than K: all of it
+    for i, name in enumerate(shards.shard_names):
+        ids_path, probs_path = _files(shards, name, k)
+        if i % world == rank and not (ids_path.exists() and probs_path.exists()):
+            if log:
+                log(f"teacher: top-{k} of {name}")
+            _compute(shards, name, head, k, ids_path, probs_path)
+
+
+def _compute(shards: FeatureShards, shard: str, head: torch.Tensor, k: int, ids_path: Path, probs_path: Path) -> None:
+    final = shards.shard_array(shard, "final")
+    ids = np.empty((len(final), k), np.int32)
+    probs = np.empty((len(final), k), np.float16)
+    with torch.no_grad():
+        for s in range(0, len(final), CHUNK):
+            f = torch.from_numpy(np.asarray(final[s:s + CHUNK], dtype=np.float32)).to(head.device)
+            top = torch.topk(F.softmax(f @ head.T, dim=-1), k, dim=-1)
+            ids[s:s + CHUNK] = top.indices.int().cpu().numpy()
+            probs[s:s + CHUNK] = top.values.cpu().numpy()
+    for path, array in ((ids_path, ids), (probs_path, probs)):
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")  # two fits on one directory may race
+        np.save(tmp, array)
+        os.replace(tmp, path)
+
+
 class TeacherTopK:
     """The top-K cache of one feature directory; computes the shards it lacks when opened."""
 
     def __init__(self, shards: FeatureShards, head: torch.Tensor, k: int = TOP_K, log=None):
-        self.shards, self.k = shards, min(k, head.shape[0])  # a vocabulary smaller than K: all of it
-        self._arrays = []
-        for name in shards.shard_names:
-            ids_path, probs_path = self._files(name)
-            if not (ids_path.exists() and probs_path.exists()):
-                if log:
-                    log(f"teacher: top-{k} of {name}")
-                self._compute(name, head, ids_path, probs_path)
-            self._arrays.append((np.load(ids_path, mmap_mode="r"), np.load(probs_path, mmap_mode="r")))
-
-    def _files(self, shard: str) -> tuple[Path, Path]:
-        d = self.shards.directory
-        return d / f"{shard}.teacher{self.k}.ids.npy", d / f"{shard}.teacher{self.k}.probs.npy"
-
-    def _compute(self, shard: str, head: torch.Tensor, ids_path: Path, probs_path: Path) -> None:
-        final = self.shards.shard_array(shard, "final")
-        ids = np.empty((len(final), self.k), np.int32)
-        probs = np.empty((len(final), self.k), np.float16)
-        with torch.no_grad():
-            for s in range(0, len(final), CHUNK):
-                f = torch.from_numpy(np.asarray(final[s:s + CHUNK], dtype=np.float32)).to(head.device)
-                top = torch.topk(F.softmax(f @ head.T, dim=-1), self.k, dim=-1)
-                ids[s:s + CHUNK] = top.indices.int().cpu().numpy()
-                probs[s:s + CHUNK] = top.values.cpu().numpy()
-        for path, array in ((ids_path, ids), (probs_path, probs)):
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")  # two fits on one directory may race
-            np.save(tmp, array)
-            os.replace(tmp, path)
+        self.shards, self.k = shards, min(k, head.shape[0])
+        compute_missing(shards, head, self.k, log=log)
+        self._arrays = [tuple(np.load(path, mmap_mode="r") for path in _files(shards, name, self.k))
+                        for name in shards.shard_names]
 
     def window(self, i: int, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids [n, K], probs [n, K]) of sequence i's positions [begin, end)."""
