@@ -92,8 +92,11 @@ def evaluate(kind: Kind, loader, head, rh: RestrictedHead) -> dict:
         mask = batch["loss_mask"]
         p, greedy = rh.pool_top_k(batch["t_ids"][mask], batch["t_probs"][mask]), batch["t_ids"][mask][:, 0]
         outs = kind.outputs(batch, head, list(range(1, DEPTHS + 1)))
+        stats = {}  # by output tensor: the adapter's depths share one (its inputs are exact at every depth)
         for d, out in outs.items():
-            sums[d - 1] += restricted_agreement_stats(out[mask], p, greedy, rh)[2:].double()
+            if id(out) not in stats:
+                stats[id(out)] = restricted_agreement_stats(out[mask], p, greedy, rh)[2:].double()
+            sums[d - 1] += stats[id(out)]
         n += int(mask.sum())
     kind.model.train()
     return {"positions": n, **{f"top1_d{d + 1}": sums[d, 0].item() / n for d in range(DEPTHS)},
@@ -175,6 +178,9 @@ def main(argv=None) -> int:
                     help="write the trained adapter kind as an adapter GGUF (its checkpoint, in fit.py's format, beside it)")
     ap.add_argument("--baseline", action="append", default=[], metavar="GGUF",
                     help="also measure this adapter GGUF (e.g. the shipped one) on the same sets; repeatable")
+    ap.add_argument("--baseline-vocab", action="append", type=int, default=[], metavar="N",
+                    help="also measure each baseline with the N tokens the model most often predicts in the "
+                         "training answers as its draft head (0: the whole vocabulary); repeatable")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -229,6 +235,10 @@ def main(argv=None) -> int:
         kind.model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors_to_adapter_state(tensors).items()})
         own = RestrictedHead.build(head, meta.draft_vocab) if meta.draft_vocab else RestrictedHead.build(head, range(len(head)))
         log(Path(path).name, {"epoch": 0, **evaluate_all(kind, evals, head, own)})  # with its own draft head
+        for size in a.baseline_vocab:  # what a larger (or smaller) draft head would give the same weights
+            other_vocab, _ = draft_vocabulary(teacher, train_ds, size or len(head))
+            log(f"{Path(path).name} vocab {size or len(head)}",
+                {"epoch": 0, **evaluate_all(kind, evals, head, RestrictedHead.build(head, other_vocab))})
     for name in filter(None, a.kind.split(",")):
         kind = make_kind(name, a, a.model, reader, acfg, shards.exit_layer, info)
         n_params = sum(p.numel() for p in kind.model.parameters())

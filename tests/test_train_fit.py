@@ -131,6 +131,20 @@ def test_fit_lowers_heldout_loss_and_raises_agreement(tiny, tmp_path):
     assert tensors["adapter.attn_q.weight"].dtype == np.float16
 
 
+def test_conversion_keeps_the_fits_draft_vocabulary(tiny, tmp_path):
+    # a head trained on 16 of the 64 tokens must ship as that head, not as the full vocabulary
+    out = tmp_path / "restricted.pt"
+    fit(FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out=str(out), exit_layer=EXIT,
+                  epochs=1, batch_size=8, max_len=64, heldout_frac=0.2, draft_vocab=16, progress=False))
+    trained = load_checkpoint(out)["draft_vocab"]
+    assert len(trained) == 16
+    gguf_path = tmp_path / "restricted.gguf"
+    subprocess.run([sys.executable, "-m", "kangaroo_edge.cli.main", "convert", "adapter", str(out), "-m",
+                    str(tiny / "base.gguf"), "-o", str(gguf_path)], check=True, env=dict(os.environ))
+    meta, _ = read_adapter_gguf(gguf_path)
+    assert sorted(meta.draft_vocab) == sorted(trained)
+
+
 def test_fit_rejects_features_of_another_exit_layer(tiny, tmp_path):
     cfg = FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out=str(tmp_path / "a.pt"),
                     exit_layer=EXIT + 1, epochs=1, progress=False)

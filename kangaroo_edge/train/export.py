@@ -17,8 +17,11 @@ def checkpoint_to_gguf(checkpoint: str | Path, base_model: str | Path, out: str 
                        dtype: str = "f16", name: str | None = None,
                        draft_vocab: list[int] | None = None) -> AdapterMeta:
     """Turns a `kangaroo_edge.train.fit` checkpoint into an adapter GGUF. The base model supplies
-    the metadata; the fingerprint defaults to the one recorded at training time."""
+    the metadata; the fingerprint defaults to the one recorded at training time, the draft
+    vocabulary to the one the fit trained the head on (None there: the full vocabulary)."""
     ckpt = load_checkpoint(checkpoint)
+    if draft_vocab is None:
+        draft_vocab = ckpt.get("draft_vocab")
     info = read_base_model_info(base_model)
     cfg = ckpt["config"]
     base = {"n_embd": info.n_embd, "n_head": info.n_head, "n_head_kv": info.n_head_kv, "head_dim": info.head_dim}

@@ -314,8 +314,7 @@ def fit_and_export(fit_cfg, out: Path, fingerprint: str, tau: float, gamma: int)
     exported = False
     if not out.exists() or out.stat().st_mtime < ckpt_path.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta = checkpoint_to_gguf(ckpt_path, fit_cfg.model, out, fingerprint=fingerprint, tau=tau, gamma=gamma,
-                                  draft_vocab=ckpt.get("draft_vocab"))
+        meta = checkpoint_to_gguf(ckpt_path, fit_cfg.model, out, fingerprint=fingerprint, tau=tau, gamma=gamma)
         exported = True
         logger.info("fit: wrote %s (exit layer %d, tau %.2f, gamma %d, base %s)", out, meta.exit_layer, tau, gamma,
                     meta.fingerprint)
