@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from kangaroo_edge.convert.adapter_gguf import read_adapter_gguf, tensors_to_adapter_state
 from kangaroo_edge.train.adapter_model import AdapterConfig
-from kangaroo_edge.train.base_model import load_lm_head, load_rope_freq_factors, read_base_model_info
-from kangaroo_edge.train.drafter_models import DeepContextAdapter, EagleConfig, EagleHead
+from kangaroo_edge.train.base_model import (load_layer_ffn, load_lm_head, load_rope_freq_factors,
+                                             read_base_model_info)
+from kangaroo_edge.train.drafter_models import DeepContextAdapter, EagleConfig, EagleHead, FFNAdapter
 from kangaroo_edge.train.draft_vocab import DEFAULT_SIZE as DEFAULT_DRAFT_VOCAB
 from kangaroo_edge.train.feature_shards import FeatureShards, SequenceDataset
 from kangaroo_edge.train.export import checkpoint_to_gguf
@@ -52,7 +53,7 @@ class Kind:
 
     def outputs(self, batch: dict, head: torch.Tensor, depths: list[int]) -> dict[int, torch.Tensor]:
         pos = batch["positions"]
-        if self.name == "adapter":
+        if self.name in ("adapter", "adapter-ffn"):
             out = self.model(batch["exit"].float(), pos)
             return {d: out for d in depths}      # the adapter's inputs are exact at every depth
         if self.name == "deep":
@@ -64,9 +65,12 @@ class Kind:
 def make_kind(name: str, a, model_path: str, reader, acfg: AdapterConfig, exit_layer: int, info) -> Kind:
     freq = load_rope_freq_factors(model_path, reader)
     torch.manual_seed(a.seed)
-    if name == "adapter":
+    if name in ("adapter", "adapter-ffn"):
         fc = FitConfig(features=a.features, model=model_path, out="", seed=a.seed)
-        return Kind(name, build_adapter(fc, reader, acfg, exit_layer), a.lr)
+        adapter = build_adapter(fc, reader, acfg, exit_layer)
+        if name == "adapter":
+            return Kind(name, adapter, a.lr)
+        return Kind(name, FFNAdapter(adapter, load_layer_ffn(model_path, exit_layer, reader)), a.lr)
     if name == "deep":
         m = DeepContextAdapter(acfg, freq)
         # start from the adapter's usual init: the exit layer's attention and the output norm
@@ -128,7 +132,7 @@ def train(kind: Kind, train_loader, sampler, evals: dict, head, rh, a, log) -> l
             if not mask.any():
                 continue
             p = rh.pool_top_k(batch["t_ids"][mask], batch["t_probs"][mask])
-            depths = [1] if kind.name == "adapter" else \
+            depths = [1] if kind.name.startswith("adapter") else \
                 list(range(1, TRAIN_DEPTHS + 1)) if kind.name.startswith("eagle") else [1, rng.randint(2, TRAIN_DEPTHS)]
             with autocast(CPU, a.precision):
                 outs = kind.outputs(batch, head, depths)
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", required=True)
     ap.add_argument("-m", "--model", required=True)
-    ap.add_argument("--kind", default="adapter,deep,eagle", help="adapter, deep, eagle, eagle-ffn (comma-separated)")
+    ap.add_argument("--kind", default="adapter,deep,eagle", help="adapter, adapter-ffn, deep, eagle, eagle-ffn (comma-separated)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-2, help="adapter and deep")
     ap.add_argument("--eagle-lr", type=float, default=3e-3)

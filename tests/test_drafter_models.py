@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kangaroo_edge.train.adapter_model import AdapterConfig, KangarooAdapter
-from kangaroo_edge.train.drafter_models import DeepContextAdapter, EagleConfig, EagleHead, mixed_attention
+from kangaroo_edge.train.adapter_model import AdapterConfig, KangarooAdapter, attention, rope_cos_sin
+from kangaroo_edge.train.drafter_models import (DeepContextAdapter, EagleConfig, EagleHead, FFNAdapter,
+                                                mixed_attention)
 
 pytestmark = pytest.mark.fast
 
@@ -50,6 +51,20 @@ def test_deep_context_with_final_states_equal_to_exit_states_is_the_paper_adapte
     x, pos = torch.randn(2, 7, 32), torch.arange(7).repeat(2, 1)
     for depth in (1, 3):
         torch.testing.assert_close(deep(x, x, pos, depth), adapter(x, pos), rtol=1e-5, atol=1e-5)
+
+
+def test_ffn_adapter_is_the_adapter_plus_a_swiglu_block():
+    torch.manual_seed(0)
+    adapter = KangarooAdapter(CFG)
+    ffn = {"ffn_norm.weight": torch.rand(32) + 0.5, "ffn_gate.weight": torch.randn(48, 32) * 0.2,
+           "ffn_up.weight": torch.randn(48, 32) * 0.2, "ffn_down.weight": torch.randn(32, 48) * 0.2}
+    x, pos = torch.randn(2, 7, 32), torch.arange(7).repeat(2, 1)
+    cos, sin = rope_cos_sin(pos, CFG.head_dim, CFG.rope_freq_base)
+    y = x + attention(adapter, CFG, adapter.attn_norm(x), cos, sin)      # the adapter before its output norm
+    h = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + CFG.rms_eps) * ffn["ffn_norm.weight"]
+    ffn_out = (F.silu(h @ ffn["ffn_gate.weight"].T) * (h @ ffn["ffn_up.weight"].T)) @ ffn["ffn_down.weight"].T
+    torch.testing.assert_close(FFNAdapter(adapter, ffn)(x, pos), adapter.output_norm(y + ffn_out), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(adapter.output_norm(y), adapter(x, pos))  # and without the block, the adapter
 
 
 def test_eagle_depths_are_what_drafting_step_by_step_computes():

@@ -110,6 +110,17 @@ def load_layer_attention(path: str | Path, layer: int, reader: GGUFReader | None
     return {ours: torch.from_numpy(_dequantize(reader, theirs, path)) for ours, theirs in names.items()}
 
 
+def load_layer_ffn(path: str | Path, layer: int, reader: GGUFReader | None = None) -> dict[str, torch.Tensor]:
+    """Layer `layer`'s SwiGLU feed-forward block (`ffn_norm`, `ffn_gate`, `ffn_up`, `ffn_down`) as
+    float32 tensors keyed `<name>.weight`, [out, in] as torch's Linear holds them."""
+    reader = reader or GGUFReader(str(path))
+    info = read_base_model_info(path, reader)
+    if not 0 <= layer < info.n_layer:
+        raise ValueError(f"{path}: layer {layer} out of range [0, {info.n_layer})")
+    return {f"{n}.weight": torch.from_numpy(_dequantize(reader, f"blk.{layer}.{n}.weight", path))
+            for n in ("ffn_norm", "ffn_gate", "ffn_up", "ffn_down")}
+
+
 def model_fingerprint(path: str | Path) -> str:
     """The fingerprint adapters are tied to (docs/formats.md), 16 lower-case hex digits: the
     engine's, read from the file's metadata without loading the model."""

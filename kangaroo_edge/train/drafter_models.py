@@ -1,6 +1,8 @@
 """The drafter kinds of issue 24 in torch, beside the paper's adapter (adapter_model.py):
 
     adapter   (a) exit-layer state h_t -> one attention layer over h_{<=t} -> head       (the paper)
+    adapter-ffn   (a) with a SwiGLU feed-forward block after the attention: a whole decoder
+                  layer, initialised from the layer after the exit (more capacity, same inputs)
     deep      (b) the same query from h_t, but keys and values of verified positions come from
                   their final normed states f_j (the verification pass computed them); drafted
                   positions keep their exit-layer states
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapter_model import (AdapterConfig, RMSNorm, add_attention_projections, apply_rope, init_projections,
-                            rope_cos_sin)
+from .adapter_model import (AdapterConfig, KangarooAdapter, RMSNorm, add_attention_projections, apply_rope,
+                            attention, init_projections, rope_cos_sin)
 
 
 def mixed_attention(q: torch.Tensor, base: tuple[torch.Tensor, torch.Tensor],
@@ -98,6 +100,28 @@ class Attention(nn.Module):
     @property
     def scale(self) -> float:
         return self.cfg.attn_scale or self.cfg.head_dim ** -0.5
+
+
+class FFNAdapter(nn.Module):
+    """(a) plus a feed-forward block: x + attn(norm(x)), then + ffn(norm(.)), then the output norm.
+    `adapter` is a KangarooAdapter (its attention, norms and RoPE); `ffn` load_layer_ffn's tensors."""
+
+    def __init__(self, adapter: KangarooAdapter, ffn: dict[str, torch.Tensor]):
+        super().__init__()
+        self.adapter = adapter
+        d, n_ff = adapter.cfg.n_embd, ffn["ffn_gate.weight"].shape[0]
+        self.ffn_norm = RMSNorm(d, adapter.cfg.rms_eps)
+        self.ffn_gate = nn.Linear(d, n_ff, bias=False)
+        self.ffn_up = nn.Linear(d, n_ff, bias=False)
+        self.ffn_down = nn.Linear(n_ff, d, bias=False)
+        self.load_state_dict({**{f"adapter.{k}": v for k, v in adapter.state_dict().items()}, **ffn})
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        a = self.adapter
+        cos, sin = rope_cos_sin(positions, a.cfg.head_dim, a.cfg.rope_freq_base, a.rope_freq_factors)
+        y = x + attention(a, a.cfg, a.attn_norm(x), cos, sin)
+        h = self.ffn_norm(y)
+        return a.output_norm(y + self.ffn_down(F.silu(self.ffn_gate(h)) * self.ffn_up(h)))
 
 
 class DeepContextAdapter(nn.Module):
