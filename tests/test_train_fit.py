@@ -133,8 +133,10 @@ def test_fit_lowers_heldout_loss_and_raises_agreement(tiny, tmp_path):
 
 def test_conversion_keeps_the_fits_draft_vocabulary(tiny, tmp_path):
     # a head trained on 16 of the 64 tokens must ship as that head, not as the full vocabulary
+    # (features of its own: the restricted fit caches the teacher beside them, which other tests count)
+    write_features(tmp_path / "features", tiny / "base.gguf", n_seq=60)
     out = tmp_path / "restricted.pt"
-    fit(FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out=str(out), exit_layer=EXIT,
+    fit(FitConfig(features=str(tmp_path / "features"), model=str(tiny / "base.gguf"), out=str(out), exit_layer=EXIT,
                   epochs=1, batch_size=8, max_len=64, heldout_frac=0.2, draft_vocab=16, progress=False))
     trained = load_checkpoint(out)["draft_vocab"]
     assert len(trained) == 16
