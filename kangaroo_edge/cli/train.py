@@ -28,7 +28,8 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     from ..train.pipeline import (DEFAULT_GAMMA, DEFAULT_N_CTX, DEFAULT_N_SEQ, DEFAULT_TAU, DRAFT_VOCAB_SIZE,
-                                  FEATURES_BACKENDS, PRESETS)
+                                  BACKENDS, PRESETS)
+    from ..batch import DEFAULT_TORCH_N_SEQ
     from ..train.precision import PRECISIONS
 
     p.add_argument("-m", "--model", default=None,
@@ -76,10 +77,16 @@ def setup_arg_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=DEFAULT_N_CTX,
                    help=f"context size; prompt + response are cut to it (default {DEFAULT_N_CTX})")
     g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: physical cores)")
-    g.add_argument("-np", "--parallel", type=int, default=DEFAULT_N_SEQ,
-                   help=f"sequences generated at once by the prompts and responses stages (default {DEFAULT_N_SEQ})")
+    g.add_argument("-np", "--parallel", type=int, default=None,
+                   help=f"sequences generated at once by the prompts and responses stages (default {DEFAULT_N_SEQ}, "
+                        f"the most the engine takes; {DEFAULT_TORCH_N_SEQ} with --responses-backend torch)")
     g.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="engine compute device")
-    g.add_argument("--features-backend", choices=FEATURES_BACKENDS, default="engine",
+    g.add_argument("--responses-backend", choices=BACKENDS, default="engine",
+                   help="who generates the answers: the engine (decoding's answers, exactly, whatever the batch) "
+                        "or torch (bf16 matrix products on the fit's device, many sequences and whole prompts per "
+                        "product: several times faster on CPUs with AMX or AVX-512 BF16 and on GPUs; the same "
+                        "model rounded differently; llama, qwen2 and qwen3 models)")
+    g.add_argument("--features-backend", choices=BACKENDS, default="engine",
                    help="who computes the features: the engine (the states decoding sees, exactly) or torch "
                         "(bf16 matrix products on the fit's device: several times faster on CPUs with AMX or "
                         "AVX-512 BF16 and on GPUs; llama, qwen2 and qwen3 models)")
@@ -112,7 +119,7 @@ def config_from_args(args: argparse.Namespace):
                        heldout_frac=args.heldout_frac, tau=args.tau, gamma=args.gamma,
                        draft_vocab=args.draft_vocab, prompt_positions=args.prompt_positions, seed=args.seed,
                        n_ctx=args.ctx_size, n_seq=args.parallel, exclude=args.exclude, n_threads=args.threads,
-                       device=args.device, features_backend=args.features_backend,
+                       device=args.device, responses_backend=args.responses_backend, features_backend=args.features_backend,
                        fit_device=args.fit_device, fit_precision=args.fit_precision, progress=not args.no_progress)
 
 

@@ -98,6 +98,19 @@ def add_attention_projections(m: nn.Module, cfg: AdapterConfig) -> None:
         m.attn_k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
 
 
+def project_qkv(m: nn.Module, cfg: AdapterConfig, a: torch.Tensor, cos: torch.Tensor,
+                sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The heads of `add_attention_projections`' module m on normed input a: [B, T, n_embd] ->
+    q [B, H, T, D], k and v [B, Hkv, T, D], q and k normed (where the base norms them) and rotated."""
+    B, T, _ = a.shape
+    q = m.attn_q(a).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)
+    k = m.attn_k(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)
+    v = m.attn_v(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)
+    if cfg.qk_norm:  # over each head's D values
+        q, k = m.attn_q_norm(q), m.attn_k_norm(k)
+    return apply_rope(q, cos, sin, cfg.rope_type), apply_rope(k, cos, sin, cfg.rope_type), v
+
+
 def attention(m: nn.Module, cfg: AdapterConfig, a: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
               attn_mask: torch.Tensor | None = None, sdpa_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The attention block of `add_attention_projections`' module m on normed input a: [B, T, n_embd]
@@ -105,20 +118,19 @@ def attention(m: nn.Module, cfg: AdapterConfig, a: torch.Tensor, cos: torch.Tens
     attn_mask: [B, 1, T, T] bool (True = visible), None = causal; sdpa_dtype: q, k, v cast to it
     for the softmax(q k^T) v products (bf16 in the torch teacher)."""
     B, T, _ = a.shape
-    q = m.attn_q(a).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)     # [B, H, T, D]
-    k = m.attn_k(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-    v = m.attn_v(a).view(B, T, cfg.n_head_kv, cfg.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-    if cfg.qk_norm:  # over each head's D values
-        q, k = m.attn_q_norm(q), m.attn_k_norm(k)
-    q, k = apply_rope(q, cos, sin, cfg.rope_type), apply_rope(k, cos, sin, cfg.rope_type)
+    q, k, v = project_qkv(m, cfg, a, cos, sin)
     # GQA: q head h reads kv head h // group (repeat_interleave puts copies side by side)
     group = cfg.n_head // cfg.n_head_kv
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)    # [B, H, T, D]
     if sdpa_dtype is not None:
         q, k, v = q.to(sdpa_dtype), k.to(sdpa_dtype), v.to(sdpa_dtype)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                       is_causal=attn_mask is None, scale=cfg.attn_scale or cfg.head_dim ** -0.5)
+                                       is_causal=attn_mask is None, scale=attention_scale(cfg))
     return m.attn_output(o.transpose(1, 2).reshape(B, T, -1))
+
+
+def attention_scale(cfg: AdapterConfig) -> float:
+    return cfg.attn_scale or cfg.head_dim ** -0.5
 
 
 def init_projections(*linears: nn.Linear) -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapter_model import (AdapterConfig, KangarooAdapter, RMSNorm, add_attention_projections, apply_rope,
-                            attention, init_projections, rope_cos_sin)
+                            attention, attention_scale, init_projections, rope_cos_sin)
 
 
 def mixed_attention(q: torch.Tensor, base: tuple[torch.Tensor, torch.Tensor],
@@ -99,7 +99,7 @@ class Attention(nn.Module):
 
     @property
     def scale(self) -> float:
-        return self.cfg.attn_scale or self.cfg.head_dim ** -0.5
+        return attention_scale(self.cfg)
 
 
 class FFNAdapter(nn.Module):

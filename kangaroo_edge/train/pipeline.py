@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from ..batch import DEFAULT_N_SEQ
+from ..batch import DEFAULT_N_SEQ, DEFAULT_TORCH_N_SEQ
 from .draft_vocab import DEFAULT_SIZE as DRAFT_VOCAB_SIZE
 from ..convert.adapter_gguf import DEFAULT_GAMMA, DEFAULT_TAU  # the engine's defaults
 from .jsonl import write_json_atomic
@@ -31,7 +31,7 @@ from .prompts import run_prompts_stage
 logger = logging.getLogger(__name__)
 
 STAGES = ("prompts", "responses", "features", "fit")
-FEATURES_BACKENDS = ("engine", "torch")  # features.extract, torch_teacher.TorchTeacher
+BACKENDS = ("engine", "torch")  # who computes the responses and features stages: our engine, or torch
 DEFAULT_N_CTX = 2048          # prompt + response are cut to this for features
 
 
@@ -88,10 +88,11 @@ class TrainConfig:
     prompt_positions: bool = False        # the fit trains on the prompts' positions too (teacher-forced text)
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
-    n_seq: int = DEFAULT_N_SEQ            # sequences generated at once (prompts, responses)
+    n_seq: Optional[int] = None           # sequences generated at once (None: the generator's default)
     exclude: Optional[str] = None         # file of questions never to train on (Spec-Bench JSONL)
     n_threads: Optional[int] = None
     device: str = "auto"                  # engine device
+    responses_backend: str = "engine"     # "engine" (its exact answers) or "torch" (torch_generator: bf16, faster)
     features_backend: str = "engine"      # "engine" (its exact states) or "torch" (torch_teacher: bf16, faster)
     fit_device: Optional[str] = None      # torch device (default: cuda when available)
     fit_precision: Optional[str] = None   # the fit's products: precision.PRECISIONS (default: bf16 where native)
@@ -101,9 +102,10 @@ class TrainConfig:
         """A copy with every None option filled from the preset."""
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.features_backend not in FEATURES_BACKENDS:
-            raise ValueError(f"features backend must be one of {', '.join(FEATURES_BACKENDS)}, "
-                             f"got {self.features_backend!r}")
+        for stage in ("responses", "features"):
+            backend = getattr(self, f"{stage}_backend")
+            if backend not in BACKENDS:
+                raise ValueError(f"{stage} backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         preset = asdict(PRESETS[self.preset])
         if self.prompts_file:
             preset["n_prompts"] = preset["n_prompts_file"]
@@ -196,12 +198,25 @@ class Pipeline:
         return self.reports
 
     def generator(self):
-        """The batched generator of the prompts and responses stages (loaded once)."""
+        """The engine's batched generator: the prompts stage's, and the responses stage's unless it
+        runs in torch (loaded once). It multiplies at most DEFAULT_N_SEQ rows, so a larger -np meant
+        for the torch responses stage is cut to that here."""
         if self._generator is None:
             from ..batch import BatchedGenerator
 
-            self._generator = BatchedGenerator(self.lm, self.cfg.n_seq, self.lm.n_ctx)
+            n_seq = self.cfg.n_seq or DEFAULT_N_SEQ
+            if self.cfg.responses_backend == "torch":
+                n_seq = min(n_seq, DEFAULT_N_SEQ)
+            self._generator = BatchedGenerator(self.lm, n_seq, self.lm.n_ctx)
         return self._generator
+
+    def torch_generator(self):
+        from .fit import torch_device
+        from .torch_generator import TorchGenerator
+
+        self._set_torch_threads()
+        return TorchGenerator(self.lm, self.cfg.n_seq or DEFAULT_TORCH_N_SEQ, self.lm.n_ctx,
+                              device=str(torch_device(self.cfg.fit_device)))
 
     def exclusions(self) -> list[str]:
         from .user_prompts import read_exclusions
@@ -222,8 +237,13 @@ class Pipeline:
         from .responses import run_responses_stage
 
         c = self.cfg
-        report = run_responses_stage(self.lm, self.workdir, c.max_new_tokens, c.sampled_fraction, c.seed, c.progress,
-                                     n_seq=c.n_seq, generator=self.generator(), completion=c.completion)
+        if c.responses_backend == "torch":
+            with self.torch_generator() as generator:
+                report = run_responses_stage(self.lm, self.workdir, c.max_new_tokens, c.sampled_fraction, c.seed,
+                                             c.progress, generator=generator, completion=c.completion)
+        else:
+            report = run_responses_stage(self.lm, self.workdir, c.max_new_tokens, c.sampled_fraction, c.seed,
+                                         c.progress, generator=self.generator(), completion=c.completion)
         self._record("responses", report)
         return report
 

@@ -163,7 +163,7 @@ def run_responses_stage(lm, workdir: str | Path, max_new_tokens: int = DEFAULT_M
                              time.perf_counter() - t0)
     logger.info("responses: %d new answers (%d skipped), %d tokens generated after %d prompt tokens in "
                 "%.1f s = %.1f tok/s (prefill included, %d sequences at a time)", n_new, n_skipped, n_tokens,
-                n_prompt_tokens, report.seconds, report.tokens_per_s, n_seq)
+                n_prompt_tokens, report.seconds, report.tokens_per_s, gen.n_seq)
     return report
 
 

@@ -62,8 +62,12 @@ class _Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + attention(self, self.cfg, self.attn_norm(x), cos, sin, sdpa_dtype=self.dtype)
+        return x + self.ffn(x)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward block on the residual stream x, before its residual add."""
         gate, up = self.ffn_gate_up(self.ffn_norm(x)).chunk(2, dim=-1)
-        return x + self.ffn_down(F.silu(gate) * up)
+        return self.ffn_down(F.silu(gate) * up)
 
 
 class TorchTeacher(nn.Module):
