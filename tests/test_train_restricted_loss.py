@@ -127,6 +127,19 @@ def test_fit_with_a_restricted_vocabulary_learns(tiny, tmp_path, precision):  # 
         fit(FitConfig(**{**cfg.__dict__, "draft_vocab": -1, "out": str(tmp_path / "x.pt")}))
 
 
+def test_a_fit_against_the_cached_teacher_leaves_the_final_states_on_disk(tiny):  # noqa: F811
+    # they are half of what a window reads, and the cached top-K replaces them
+    shards = FeatureShards(tiny / "features")
+    cfg = FitConfig(features=str(tiny / "features"), model=str(tiny / "base.gguf"), out="unused.pt",
+                    exit_layer=EXIT, batch_size=4, max_len=64, heldout_frac=0.2, draft_vocab=32)
+    d = Dist(rank=0, world=1, device=torch.device("cpu"))
+    teacher = TeacherTopK(shards, load_lm_head(str(tiny / "base.gguf")))
+    for loader in make_loaders(shards, cfg, d, teacher)[:2]:
+        batch = next(iter(loader))
+        assert "final" not in batch and batch["exit"].shape[:2] == batch["t_ids"].shape[:2]
+    assert "final" in next(iter(make_loaders(shards, cfg, d)[0]))  # the full loss needs them
+
+
 @pytest.mark.parametrize("restricted", [False, True])
 def test_a_bfloat16_step_follows_the_float32_one(tiny, restricted):  # noqa: F811
     """The fit's bf16 products (autocast) move the adapter as float32 does: one plain SGD step from

@@ -241,10 +241,14 @@ class SequenceDataset:
     A sequence longer than `max_len` is cut into consecutive windows of `max_len` positions;
     windows with no trained position are dropped. Positions stay absolute, as in the engine.
     The trained positions are the response's, or with `prompt_positions` every position: the
-    prompt's text teacher-forced too (the paper's recipe trains on fixed text)."""
+    prompt's text teacher-forced too (the paper's recipe trains on fixed text). Without `with_final`
+    the windows leave out the final states (a fit against the teacher's cached top-K never reads
+    them: half the bytes a window reads from disk)."""
 
-    def __init__(self, shards: FeatureShards, seq_ids, max_len: int, prompt_positions: bool = False):
+    def __init__(self, shards: FeatureShards, seq_ids, max_len: int, prompt_positions: bool = False,
+                 with_final: bool = True):
         self.shards, self.max_len, self.prompt_positions = shards, max_len, prompt_positions
+        self.with_final = with_final
         self.windows: list[tuple[int, int]] = []  # (sequence, first position)
         for i in seq_ids:
             _, length, resp = shards.index_row(int(i))
@@ -265,28 +269,30 @@ class SequenceDataset:
         i, begin = self.windows[k]
         seq = self.shards.sequence(i, begin, begin + self.max_len)
         n = len(seq.tokens)
-        return {"tokens": np.array(seq.tokens), "exit": np.array(seq.exit_hidden),
-                "final": np.array(seq.final_normed), "positions": np.arange(begin, begin + n, dtype=np.int64),
-                "loss_mask": self.trained_mask(i, begin)}
+        item = {"tokens": np.array(seq.tokens), "exit": np.array(seq.exit_hidden),
+                "positions": np.arange(begin, begin + n, dtype=np.int64), "loss_mask": self.trained_mask(i, begin)}
+        if self.with_final:
+            item["final"] = np.array(seq.final_normed)
+        return item
 
 
 def collate_sequences(items: list[dict]) -> dict:
     """Right-pads a list of windows into a batch of torch tensors:
-    tokens [B, T] int64, exit/final [B, T, n_embd] float16, positions [B, T] int64,
-    loss_mask [B, T] bool (False on padding), valid [B, T] bool."""
+    tokens [B, T] int64, exit/final [B, T, n_embd] float16 (final where the windows hold it),
+    positions [B, T] int64, loss_mask [B, T] bool (False on padding), valid [B, T] bool."""
     import torch  # lazy: writing features must not need torch
 
     B, T = len(items), max(len(it["tokens"]) for it in items)
     n_embd = items[0]["exit"].shape[1]
+    states = ("exit", "final") if "final" in items[0] else ("exit",)
     batch = {"tokens": torch.zeros(B, T, dtype=torch.int64),
-             "exit": torch.zeros(B, T, n_embd, dtype=torch.float16),
-             "final": torch.zeros(B, T, n_embd, dtype=torch.float16),
+             **{key: torch.zeros(B, T, n_embd, dtype=torch.float16) for key in states},
              "positions": torch.zeros(B, T, dtype=torch.int64),
              "loss_mask": torch.zeros(B, T, dtype=torch.bool),
              "valid": torch.zeros(B, T, dtype=torch.bool)}
     for b, it in enumerate(items):
         n = len(it["tokens"])
-        for key in ("tokens", "exit", "final", "positions", "loss_mask"):
+        for key in ("tokens", *states, "positions", "loss_mask"):
             batch[key][b, :n] = torch.from_numpy(np.asarray(it[key]))
         batch["valid"][b, :n] = True
     return batch

@@ -230,12 +230,14 @@ def restricted_agreement_stats(h: torch.Tensor, p: torch.Tensor, greedy: torch.T
     return torch.stack([ce.sum(), kl.sum(), top1.sum(), accept.sum()])
 
 
-def _selected(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adapter and full-model states at the trained positions: both [P, n_embd] float32."""
+def _selected(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Adapter and full-model states at the trained positions: both [P, n_embd] float32 (the
+    full model's None where the batch has no final states: a fit against the cached teacher)."""
     x = batch["exit"].to(device, torch.float32)             # [B, T, n_embd]
     h = model(x, batch["positions"].to(device))             # [B, T, n_embd]
     mask = batch["loss_mask"].to(device)                    # [B, T]
-    return h[mask], batch["final"].to(device)[mask].float()
+    final = batch.get("final")
+    return h[mask], None if final is None else final.to(device)[mask].float()
 
 
 def _cached_teacher(batch: dict, rh: RestrictedHead, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,8 +340,11 @@ def make_loaders(shards: FeatureShards, cfg: FitConfig, d: Dist, teacher: Teache
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
     train_ids = train_ids[:max(1, round(len(train_ids) * cfg.train_fraction))]
-    train_ds = SequenceDataset(shards, train_ids, cfg.max_len, prompt_positions=cfg.prompt_positions)
-    held_ds = SequenceDataset(shards, held_ids, cfg.max_len)
+    # against the cached teacher the final states are never read: the windows leave them on disk
+    with_final = teacher is None
+    train_ds = SequenceDataset(shards, train_ids, cfg.max_len, prompt_positions=cfg.prompt_positions,
+                               with_final=with_final)
+    held_ds = SequenceDataset(shards, held_ids, cfg.max_len, with_final=with_final)
     if len(train_ds) == 0 or len(held_ds) == 0:
         raise ValueError(f"{shards.directory}: {len(shards)} sequences give {len(train_ds)} training and "
                          f"{len(held_ds)} held-out windows (heldout_frac={cfg.heldout_frac}); need both")
