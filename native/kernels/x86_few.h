@@ -1,4 +1,4 @@
-// Few-row tiles for the 32-element types, 2-6 activation rows in 256-bit registers in ggml's
+// Few-row tiles for the 32-element types, 2-8 activation rows in 256-bit registers in ggml's
 // layout (one register = one row's 8 int32 lanes): each weight block is decoded in registers and
 // used at once by every row, with no decoding pass into a buffer (x86_groups.h's pass costs more
 // than it saves over so few rows).
@@ -147,7 +147,8 @@ void run_few(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const 
 }
 
 // Two weight rows per tile up to 3 rows (more FMA chains in flight; at 2 rows they share the
-// scales' multiply and the mins' FMA), one from 4 (two spill).
+// scales' multiply and the mins' FMA), one from 4 (two spill). At 7-8 rows one weight row still
+// beats the lane groups on a Zen 3 (x86_ymm.h).
 template <class T>
 bool run_few_rows(int k, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const QuantizedRows & a,
                   float * out, int64_t ldo) {
@@ -157,11 +158,13 @@ bool run_few_rows(int k, const uint8_t * w, size_t row_bytes, int64_t i0, int64_
         case 4: run_few<T, 1, 4>(w, row_bytes, i0, i1, a, out, ldo); return true;
         case 5: run_few<T, 1, 5>(w, row_bytes, i0, i1, a, out, ldo); return true;
         case 6: run_few<T, 1, 6>(w, row_bytes, i0, i1, a, out, ldo); return true;
+        case 7: run_few<T, 1, 7>(w, row_bytes, i0, i1, a, out, ldo); return true;
+        case 8: run_few<T, 1, 8>(w, row_bytes, i0, i1, a, out, ldo); return true;
         default: return false;
     }
 }
 
-// The 32-element types at 2-6 rows; false for the rest
+// The 32-element types at 2-8 rows; false for the rest
 inline bool run_few_any(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                         const QuantizedRows & a, float * out, int64_t ldo) {
     switch (type) {
