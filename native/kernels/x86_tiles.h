@@ -721,9 +721,10 @@ void run_rows(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const
         for (int64_t i = i0; i < i1; ++i) tile_q45k<T::K, V, NS>(w + i * row_bytes, a, r0, out + i, ldo);
     } else {
         constexpr int rows = NS * V::P;
-        // one row: four weight rows for every type (four FMA chains in flight). Q8_0 kept one
-        // from the time a tile's rows were neighbours; q apart, four on an AVX2-only Zen 3: the
-        // head's shape 1.9x faster (one thread), a plain step of the default model 0.87x the time
+        // one row (here: the 9th of a batch; a batch of one takes x86_few.h's tile_one_row_4w):
+        // four weight rows for every type (four FMA chains in flight). Q8_0 kept one from the time
+        // a tile's rows were neighbours; q apart, four on an AVX2-only Zen 3: the head's shape
+        // 1.9x faster (one thread), a plain step of the default model 0.87x the time
         constexpr int NW = rows == 1 ? 4 : std::is_same_v<T, Q8_0> ? 1 : rows == 2 ? 2 : 1;
         // the NW rows of a tile are q apart: NW long sequential streams of weights (neighbouring
         // rows interleave their streams, which the hardware prefetchers lose)
