@@ -130,52 +130,55 @@ void tile_few_2x2(const uint8_t * w, size_t w_step, const QuantizedRows & a, flo
     }
 }
 
-// Two weight rows' fp16 scales of block b widened together, in both 128-bit halves:
-// (d0 m0 d1 m1) with a min, (d0 d1 d0 d1) without one. One widening for two rows instead of one
-// per row, and every later shuffle stays inside a half.
-template <class T>
-inline __m256 pair_scales(const typename T::Block & x0, const typename T::Block & x1) {
-    if constexpr (T::HAS_MIN) {
-        uint32_t dm0, dm1;
-        std::memcpy(&dm0, &x0, 4);
-        std::memcpy(&dm1, &x1, 4);
-        return _mm256_cvtph_ps(_mm_set1_epi64x((long long) ((uint64_t) dm0 | ((uint64_t) dm1 << 32))));
-    } else {
-        uint16_t d0, d1;
-        std::memcpy(&d0, &x0, 2);
-        std::memcpy(&d1, &x1, 2);
-        return _mm256_cvtph_ps(_mm_set1_epi32((int) ((uint32_t) d0 | ((uint32_t) d1 << 16))));
-    }
-}
-
-// One activation row, four weight rows (q apart): per pair of weight rows one widening of their
-// scales, one multiply for both dx*dy and one FMA for both min terms (lane 1: the pair's first row,
-// lane 3: its second), where the one-row tile_32 spends a widening, two broadcasts, a multiply and
-// an FMA per row. On an AVX2-only Zen 3 those were ~40% of a one-row Q4_1 pass (one thread).
+// One activation row, four weight rows (q apart), whose fp16 scales are widened together and
+// multiplied by the row's dy in one instruction: without a min, the four d in one 128-bit
+// register copied to both halves; with one, (d m) of two rows per register, both halves alike,
+// with one FMA for both rows' min terms (lane 1: the pair's first row, lane 3: its second). The
+// one-row tile_32 spends a widening, two broadcasts, a multiply and an FMA per row: on an
+// AVX2-only Zen 3 those were ~40% of a one-row Q4_1 pass (one thread). Each row then takes its
+// dx*dy from its lane with an in-half shuffle.
 template <class T>
 void tile_one_row_4w(const uint8_t * w, size_t w_step, const QuantizedRows & a, float * out, int64_t o_step) {
     using B = typename T::Block;
-    // lane of a pair's register holding the scale of its first / second row
-    constexpr int FIRST = 0x00, SECOND = T::HAS_MIN ? 0xAA : 0x55;
     const B * x[4];
     for (int wi = 0; wi < 4; ++wi) x[wi] = (const B *) (w + wi * w_step);
     __m256 acc[4], summ[2];
     for (int wi = 0; wi < 4; ++wi) acc[wi] = _mm256_setzero_ps();
     summ[0] = summ[1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.n_blocks; ++b) {
-        const __m256 dy = _mm256_broadcast_ss(&a.d[b]);  // one row: block b's slot is b
-        __m256 scale[2];
-        for (int p = 0; p < 2; ++p) {
-            const __m256 dm = pair_scales<T>(x[2 * p][b], x[2 * p + 1][b]);
-            scale[p] = _mm256_mul_ps(dm, dy);
-            if constexpr (T::HAS_MIN) summ[p] = _mm256_fmadd_ps(dm, _mm256_broadcast_ss(&a.s[b]), summ[p]);
+        __m256 s[4];  // row wi's dx*dy in every lane
+        if constexpr (T::HAS_MIN) {
+            const __m256 dy = _mm256_broadcast_ss(&a.d[b]), sy = _mm256_broadcast_ss(&a.s[b]);  // one row: slot b
+            for (int p = 0; p < 2; ++p) {
+                uint32_t dm0, dm1;
+                std::memcpy(&dm0, &x[2 * p][b], 4);
+                std::memcpy(&dm1, &x[2 * p + 1][b], 4);
+                // (d0 m0 d1 m1) in both halves
+                const __m256 dm = _mm256_cvtph_ps(_mm_set1_epi64x((long long) ((uint64_t) dm0 | ((uint64_t) dm1 << 32))));
+                const __m256 sc = _mm256_mul_ps(dm, dy);
+                s[2 * p] = _mm256_permute_ps(sc, 0x00);
+                s[2 * p + 1] = _mm256_permute_ps(sc, 0xAA);
+                summ[p] = _mm256_fmadd_ps(dm, sy, summ[p]);
+            }
+        } else {
+            uint64_t d4 = 0;  // the four rows' fp16 d
+            for (int wi = 0; wi < 4; ++wi) {
+                uint16_t d;
+                std::memcpy(&d, &x[wi][b], 2);
+                d4 |= (uint64_t) d << (16 * wi);
+            }
+            const __m128 sc4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128((long long) d4)), _mm_broadcast_ss(&a.d[b]));
+            const __m256 sc = _mm256_set_m128(sc4, sc4);
+            s[0] = _mm256_permute_ps(sc, 0x00);
+            s[1] = _mm256_permute_ps(sc, 0x55);
+            s[2] = _mm256_permute_ps(sc, 0xAA);
+            s[3] = _mm256_permute_ps(sc, 0xFF);
         }
         const int8_t * y = a.chunk(b, 0);
         for (int wi = 0; wi < 4; ++wi) {
             const __m256i q = T::quants(x[wi][b]);
             const __m256i wu = T::SIGNED ? _mm256_sign_epi8(q, q) : q;
-            const __m256 s = wi % 2 ? _mm256_permute_ps(scale[wi / 2], SECOND) : _mm256_permute_ps(scale[wi / 2], FIRST);
-            acc[wi] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(few_dot<T>(wu, q, y)), acc[wi]);
+            acc[wi] = _mm256_fmadd_ps(s[wi], _mm256_cvtepi32_ps(few_dot<T>(wu, q, y)), acc[wi]);
         }
     }
     alignas(32) float mins[2][8];

@@ -15,8 +15,8 @@ inline bool ymm_groups_pay(int k) { return k >= 14; }
 inline void run_ymm(ggml_type type, const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1,
                     const QuantizedRows & a, float * out, int64_t ldo) {
     // 1 row: four weight rows sharing their scales' widening (x86_few.h: tile_one_row_4w; on an
-    // AVX2-only Zen 3, one thread, 64 MB of weights: Q4_1 0.89x, Q5_1 0.87x, Q5_0 0.82x, Q8_0 0.82x,
-    // Q4_0 0.97x the time of tile_32's one-row pass). 2-8 rows: the few-row tiles (x86_few.h);
+    // AVX2-only Zen 3, one thread, against tile_32's one-row pass on L2-resident weights: Q4_1
+    // 0.87x, Q4_0 and Q5_1 0.93x, Q5_0 0.98x the time). 2-8 rows: the few-row tiles (x86_few.h);
     // SmolLM2's layer shapes on the Zen 5, few / before ns
     // per block and row at k = 2..6: Q4_0 0.85-0.75 / 0.94-0.91, Q5_0 1.10-0.84 / 1.17-0.98,
     // Q5_1 0.97-0.73 / 1.16-0.86 (the same at 3-4 rows). At 7-8 rows on an AVX2-only Zen 3, against
