@@ -1,4 +1,4 @@
-// Few-row tiles for the 32-element types, 2-8 activation rows in 256-bit registers in ggml's
+// Few-row tiles for the 32-element types, 1-8 activation rows in 256-bit registers in ggml's
 // layout (one register = one row's 8 int32 lanes): each weight block is decoded in registers and
 // used at once by every row, with no decoding pass into a buffer (x86_groups.h's pass costs more
 // than it saves over so few rows).
