@@ -53,6 +53,10 @@ def alone(lm, job: GenJob) -> tuple[list[int], str]:
 
 
 def _generate_alone(lm, job: GenJob) -> tuple[list[int], str]:
+    # from scratch, as a batch prefills each sequence: a prompt that reused the previous one's
+    # prefix (here only the BOS token) is prefilled in another batch of rows, which ggml's batched
+    # prefill rounds differently (Gemma 3's q7 then differed at its 9th token on a Zen 3)
+    lm.reset()
     r = lm.generate(list(job.prompt_ids), job.max_new_tokens, sampling=job.sampling, speculative=False)
     return r.token_ids, r.finish_reason
 
