@@ -54,10 +54,15 @@ def test_penalty_window_equals_llamacpp(lm, last_n):
     llama.cpp's n_ctx, as its CLI and server turn -1 into."""
     oracle = LlamaCpp(lm.model_path, TEST_N_CTX, TEST_THREADS, last_n_tokens_size=TEST_N_CTX if last_n < 0 else last_n)
     penalties = dict(repeat_penalty=1.3, presence_penalty=0.5)
-    ours = fresh(lm, REPEATING, speculative=False, repeat_last_n=last_n, **penalties)
-    assert ours.token_ids == oracle.sample(ours.prompt_token_ids, N_NEW, temp=0.0, **penalties)
-    other = fresh(lm, REPEATING, speculative=False, repeat_last_n=8 if last_n < 0 else -1, **penalties)
-    assert ours.token_ids != other.token_ids  # the window matters
+    window_mattered = 0
+    # several prompts: on some CPUs the model ends one of them within the window, where the
+    # window cannot matter (a CI machine's SmolLM2 stopped REPEATING after 7 tokens)
+    for prompt in prompts(lm):
+        ours = fresh(lm, prompt, speculative=False, repeat_last_n=last_n, **penalties)
+        assert ours.token_ids == oracle.sample(ours.prompt_token_ids, N_NEW, temp=0.0, **penalties), prompt[:40]
+        other = fresh(lm, prompt, speculative=False, repeat_last_n=8 if last_n < 0 else -1, **penalties)
+        window_mattered += ours.token_ids != other.token_ids
+    assert window_mattered > 0  # so agreement with llama.cpp's window means something
 
 
 @pytest.mark.parametrize("drafting", [dict(tau=0.0, gamma=1, lookup=False), dict(tau=0.0, gamma=4, lookup=False),
