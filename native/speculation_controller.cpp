@@ -5,25 +5,18 @@
 namespace ke {
 
 namespace {
-// Running averages weigh recent steps (context grows, other processes come and go) but smooth
-// single-step noise.
-constexpr double COST_SMOOTHING = 0.1;
 // The cycle-gain average spans ~8 cycles: single cycles are all-or-nothing (a rejected first
 // draft always loses a little, an accepted run wins a lot), so no single one should decide.
 constexpr double GAIN_SMOOTHING = 0.125;
 // Until measured, one more verified row is assumed to cost this fraction of a plain step (a
 // batch of 4 costs ~2x one token on a 2-core CPU, less on GPUs).
 constexpr double DEFAULT_ROW_COST = 0.3;
-
-void update(double & avg, int & n, double s) {
-    avg = n == 0 ? s : avg + COST_SMOOTHING * (s - avg);
-    n += 1;
-}
 }  // namespace
 
-// ---- PlainCost ---------------------------------------------------------------------------------
+// ---- RecentMedian ------------------------------------------------------------------------------
 
-void PlainCost::record(double s) {
+void RecentMedian::record(double s) {
+    fastest_ = n_ == 0 ? s : std::min(fastest_, s);
     recent_[n_ % WINDOW] = s;
     n_ += 1;
     std::array<double, WINDOW> sorted = recent_;
@@ -34,23 +27,22 @@ void PlainCost::record(double s) {
 
 // ---- CycleCosts --------------------------------------------------------------------------------
 
-void CycleCosts::record_draft_step(double s) { update(draft_, n_draft_, s); }
-
-void CycleCosts::record_bonus_step(double s) { update(bonus_, n_bonus_, s); }
-
 void CycleCosts::record_verify(int k, double s) {
-    if (k < 1 || k > MAX_K) return;
-    update(verify_[k], n_verify_[k], s);
+    if (k >= 1 && k <= MAX_K) verify_[k].record(s);
 }
 
 double CycleCosts::verify(int k, const Drafter & d, double plain) const {
     k = std::clamp(k, 0, MAX_K);
     if (k == 0) return plain;
-    if (n_verify_[k] > 0) return verify_[k];
+    if (verify_[k].known()) return verify_[k].seconds();
+    double extrapolated = plain * (1.0 + (d.verify_rows(k) - 1) * DEFAULT_ROW_COST);
     for (int j = k - 1; j >= 1; --j) {
-        if (n_verify_[j] > 0) return verify_[j] + (d.verify_rows(k) - d.verify_rows(j)) * DEFAULT_ROW_COST * plain;
+        if (verify_[j].known()) {
+            extrapolated = verify_[j].seconds() + (d.verify_rows(k) - d.verify_rows(j)) * DEFAULT_ROW_COST * plain;
+            break;
+        }
     }
-    return plain * (1.0 + (d.verify_rows(k) - 1) * DEFAULT_ROW_COST);
+    return verify_[k].count() > 0 ? std::min(verify_[k].seconds(), extrapolated) : extrapolated;
 }
 
 // ---- PayoffGate --------------------------------------------------------------------------------
@@ -65,10 +57,11 @@ bool PayoffGate::probe_due() {
 }
 
 bool PayoffGate::record(double seconds) {
-    gain_ += GAIN_SMOOTHING * (seconds - gain_);
+    n_ += 1;
+    gain_ += std::max(GAIN_SMOOTHING, 1.0 / n_) * (seconds - gain_);
     const bool was_probe = probing_;
     probing_ = false;
-    if (gain_ >= 0.0) {
+    if (gain_ >= 0.0 || n_ < MIN_CYCLES) {
         if (was_probe) backoff_ = MIN_BACKOFF;
         on_ = true;
         return false;

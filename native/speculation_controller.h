@@ -14,54 +14,55 @@
 
 namespace ke {
 
-// The plain step's cost: the median of the recent ones, so that one step slowed by another
-// process does not make speculation look good for the rest of the run.
-class PlainCost {
+// A step's cost in seconds: the median of the recent ones, so that one step slowed by another
+// process moves it little. Until a few steps are in, the fastest so far: a slow first step must
+// not make the controller stop taking the steps that would correct it.
+class RecentMedian {
 public:
-    // A few steps before the median means anything.
-    static constexpr int MIN_STEPS = 3;
+    static constexpr int MIN_STEPS = 3;  // before the median means anything
     void record(double seconds);
     bool known() const { return n_ >= MIN_STEPS; }
-    double seconds() const { return median_; }
+    int count() const { return n_; }
+    double seconds() const { return n_ == 0 ? 0.0 : known() ? median_ : fastest_; }
 
 private:
     static constexpr int WINDOW = 9;
     std::array<double, WINDOW> recent_{};
     double median_ = 0.0;
+    double fastest_ = 0.0;
     int n_ = 0;
 };
 
-// One drafter's cycle costs, in seconds: running averages per number of drafts k.
+// One drafter's cycle costs, in seconds, per number of drafts k.
 class CycleCosts {
 public:
     static constexpr int MAX_K = MAX_GAMMA;
-    void record_draft_step(double s);
-    void record_bonus_step(double s);
+    void record_draft_step(double s) { draft_.record(s); }
+    void record_bonus_step(double s) { bonus_.record(s); }
     void record_verify(int k, double s);
-    double draft_step() const { return draft_; }
+    double draft_step() const { return draft_.seconds(); }
     // The bonus row's step (the last draft through the exit layers alone): until measured, half
     // a draft step (it skips the adapter and the draft head).
-    double bonus_step() const { return n_bonus_ > 0 ? bonus_ : 0.5 * draft_; }
-    bool bonus_step_measured() const { return n_bonus_ > 0; }
-    bool measured(int k) const { return k >= 1 && k <= MAX_K && n_verify_[k] > 0; }
-    // Verifying k drafts (k = 0: a plain step): measured, else extrapolated from the nearest
-    // measured smaller k, each further row priced at a fraction of a plain step.
+    double bonus_step() const { return bonus_.count() > 0 ? bonus_.seconds() : 0.5 * draft_step(); }
+    bool bonus_step_measured() const { return bonus_.count() > 0; }
+    bool measured(int k) const { return k >= 1 && k <= MAX_K && verify_[k].count() > 0; }
+    // Verifying k drafts (k = 0: a plain step): the median of its recent verifications once a few
+    // are in; before that, extrapolated from the nearest smaller k whose cost is known, each further
+    // row priced at a fraction of a plain step, or the fastest measured if faster still.
     double verify(int k, const Drafter & d, double plain) const;
 
 private:
-    double draft_ = 0.0;
-    int n_draft_ = 0;
-    double bonus_ = 0.0;
-    int n_bonus_ = 0;
-    std::array<double, MAX_K + 1> verify_{};
-    std::array<int, MAX_K + 1> n_verify_{};
+    RecentMedian draft_, bonus_;
+    std::array<RecentMedian, MAX_K + 1> verify_{};
 };
 
 // Keeps a drafter on while its cycles gain time over plain decoding on average (~8 cycles), and
 // otherwise off, letting a probe through after 8 chances to draft, then 16, 32 ... up to 128
-// while probes keep losing.
+// while probes keep losing. A drafter's first cycles are judged together: one cycle slowed by
+// another process, or one unlucky draft, must not switch off a drafter that pays.
 class PayoffGate {
 public:
+    static constexpr int MIN_CYCLES = 4;  // judged before a loss can switch the drafter off
     static constexpr int MIN_BACKOFF = 8;
     static constexpr int MAX_BACKOFF = 128;  // at most ~1% of steps are probes that may lose
     bool on() const { return on_; }
@@ -76,7 +77,8 @@ public:
 private:
     bool on_ = true;
     bool probing_ = false;  // the current cycle is a probe made while off
-    double gain_ = 0.0;     // running average of the cycles' gains
+    double gain_ = 0.0;     // average of the cycles' gains: their mean up to ~8, then running
+    int n_ = 0;             // cycles judged
     int backoff_ = MIN_BACKOFF;
     int left_ = 0;          // chances to let pass before the next probe
 };
@@ -113,7 +115,7 @@ public:
     void record_cycle(int slot, int k, bool bonus, int tokens, double draft_seconds, double bonus_seconds,
                       double verify_seconds);
 
-    const PlainCost & plain() const { return plain_; }
+    const RecentMedian & plain() const { return plain_; }
     const CycleCosts & costs(int slot) const { return slots_[slot].costs; }
     const ControllerStats & stats() const { return stats_; }
     void reset_stats() { stats_ = ControllerStats(); }
@@ -130,7 +132,7 @@ private:
     // While speculating, one plain step in this many keeps the yardstick current (the context
     // grows, the machine's load changes).
     static constexpr int REMEASURE_EVERY = 32;
-    PlainCost plain_;
+    RecentMedian plain_;  // the plain step's cost
     std::vector<Slot> slots_;
     ControllerStats stats_;
     int steps_ = 0;

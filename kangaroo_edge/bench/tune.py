@@ -11,7 +11,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any, Optional
 
-# Generated tokens per measurement: enough cycles of each length for a running average, few
+# Generated tokens per measurement: enough cycles of each length for a median of several, few
 # enough to keep tuning to seconds.
 TUNE_TOKENS = 24
 
