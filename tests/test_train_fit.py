@@ -190,6 +190,37 @@ def test_fit_under_torchrun_with_two_processes(tiny, tmp_path):
                for name in single.shard_names for a in ("ids", "probs"))
 
 
+def test_teacher_cache_computed_ahead_of_the_fit(tiny, tmp_path):
+    """`python -m kangaroo_edge.train.teacher` writes the cache a fit would: each shard's top-K
+    of the full head's softmax over its final states; a second run finds nothing to do, and
+    features of another model are refused before any work."""
+    from kangaroo_edge.models import default_model_path
+
+    shutil.copytree(tiny / "features", tmp_path / "features")
+    cmd = [sys.executable, "-m", "kangaroo_edge.train.teacher", str(tmp_path / "features"), "-m", str(tiny / "base.gguf")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    shards = FeatureShards(tmp_path / "features")
+    assert first.stdout.count("teacher: top-") == len(shards.shard_names) > 1
+    head = load_lm_head(tiny / "base.gguf", GGUFReader(str(tiny / "base.gguf")))
+    k = min(32, V)
+    for name in shards.shard_names:
+        final = torch.from_numpy(np.asarray(shards.shard_array(name, "final"), dtype=np.float32))
+        want = torch.topk(torch.softmax(final @ head.T, dim=-1), k, dim=-1)
+        ids = np.load(tmp_path / "features" / f"{name}.teacher{k}.ids.npy")
+        probs = np.load(tmp_path / "features" / f"{name}.teacher{k}.probs.npy")
+        assert ids.shape == (len(final), k)
+        assert np.array_equal(ids[:, 0], want.indices[:, 0].numpy())
+        assert np.allclose(probs.astype(np.float32), want.values.numpy(), atol=1e-3)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "teacher: top-" not in again.stdout
+
+    other = subprocess.run(cmd[:-1] + [str(default_model_path())], capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "features were made with model" in other.stderr
+    missing = subprocess.run(cmd[:3] + [str(tmp_path / "nothing")] + cmd[4:], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "not a feature directory" in missing.stderr
+
+
 # ---------------------------------------------------------------- (c) feature shards
 
 def _random_sequence(rng, n_embd=8):

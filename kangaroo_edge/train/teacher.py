@@ -131,3 +131,38 @@ def pooled_targets(t_ids: torch.Tensor, t_probs: torch.Tensor, row_of: torch.Ten
     p.scatter_add_(1, row_of[t_ids], t_probs)
     p[:, -1] += (1 - t_probs.sum(-1)).clamp_min(0)
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from gguf import GGUFReader
+
+    from .base_model import load_lm_head, model_fingerprint
+
+    ap = argparse.ArgumentParser(prog="python -m kangaroo_edge.train.teacher",
+                                 description="Compute the teacher's top-K cache of a feature directory's shards "
+                                             "that lack it (what a fit would do first), e.g. one process per half "
+                                             "of the features before feature_shards joins them.")
+    ap.add_argument("features", help="feature directory")
+    ap.add_argument("-m", "--model", required=True, help="the GGUF model the features were made with")
+    ap.add_argument("-t", "--threads", type=int, default=1, help="torch threads (default 1)")
+    a = ap.parse_args(argv)
+    if not Path(a.model).is_file():
+        ap.error(f"no model file {a.model}")
+    try:
+        shards = FeatureShards(a.features)
+    except (OSError, ValueError) as e:
+        ap.error(f"{a.features}: not a feature directory ({e})")
+    if shards.fingerprint != model_fingerprint(a.model):
+        ap.error(f"{a.features}: features were made with model {shards.fingerprint}, "
+                 f"but {a.model} is {model_fingerprint(a.model)}")
+    torch.set_num_threads(a.threads)
+    reader = GGUFReader(a.model)
+    compute_missing(shards, load_lm_head(a.model, reader), log=lambda msg: print(msg, flush=True))
+    print(f"{a.features}: the teacher's top-{TOP_K} cache is complete ({len(shards.shard_names)} shards)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
