@@ -59,6 +59,7 @@ void tile_few(const uint8_t * w, size_t w_step, const QuantizedRows & a, int r0,
 #pragma GCC unroll 4
         for (int wi = 0; wi < NW; ++wi) {
             const B & blk = ((const B *) (w + wi * w_step))[b];
+            prefetch_ahead(&blk, sizeof(B));
             // a lookup table for the fp16 widening was 1.1x slower on the default model (its
             // scales spread over the 256 KB table), a 256-bit widening no faster
             const __m128 dm = block_dm(&blk);
@@ -98,6 +99,8 @@ void tile_few_2x2(const uint8_t * w, size_t w_step, const QuantizedRows & a, flo
     __m128 summ = _mm_setzero_ps();
     for (int wi = 0; wi < 2; ++wi) acc[wi][0] = acc[wi][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.n_blocks; ++b) {
+        prefetch_ahead(&x[0][b], sizeof(B));
+        prefetch_ahead(&x[1][b], sizeof(B));
         int dm0, dm1;
         std::memcpy(&dm0, &x[0][b], 4);
         std::memcpy(&dm1, &x[1][b], 4);
@@ -176,6 +179,7 @@ void tile_one_row_4w(const uint8_t * w, size_t w_step, const QuantizedRows & a, 
         }
         const int8_t * y = a.chunk(b, 0);
         for (int wi = 0; wi < 4; ++wi) {
+            prefetch_ahead(&x[wi][b], sizeof(B));
             const __m256i q = T::quants(x[wi][b]);
             const __m256i wu = T::SIGNED ? _mm256_sign_epi8(q, q) : q;
             acc[wi] = _mm256_fmadd_ps(s[wi], _mm256_cvtepi32_ps(few_dot<T>(wu, q, y)), acc[wi]);
