@@ -98,6 +98,9 @@ void tile_few_2x2(const uint8_t * w, size_t w_step, const QuantizedRows & a, flo
     __m256 acc[2][2];
     __m128 summ = _mm_setzero_ps();
     for (int wi = 0; wi < 2; ++wi) acc[wi][0] = acc[wi][1] = _mm256_setzero_ps();
+    // two blocks per iteration: Q4_1 on the Intel Xeon (AVX2, L2-resident) 0.91x the time; the
+    // other tiles gained nothing from it
+#pragma GCC unroll 2
     for (int64_t b = 0; b < a.n_blocks; ++b) {
         prefetch_ahead(&x[0][b], sizeof(B));
         prefetch_ahead(&x[1][b], sizeof(B));
