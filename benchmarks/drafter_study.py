@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     shards = FeatureShards(a.features)
     reader = GGUFReader(a.model)
     info = read_base_model_info(a.model, reader)
-    if not info.tied:
+    if not info.tied and any(k.startswith("eagle") for k in a.kind.split(",") if k):
         raise SystemExit("the eagle kind reads token embeddings as the tied head's rows: a tied model only, for now")
     head = load_lm_head(a.model, reader)
     acfg = AdapterConfig.from_base(info)
