@@ -176,6 +176,16 @@ PYBIND11_MODULE(_native, m) {
               d["tied_head"] = t.tied_head;
               d["qkv_bias"] = t.qkv_bias;
               d["qk_norm"] = t.qk_norm;
+              // what a forward pass outside the engine (the torch teacher) needs beyond the llama layout
+              d["post_norms"] = t.post_norms;
+              d["ffn_activation"] = hp.ffn_act == FfnActivation::GeLU ? "gelu" : "silu";
+              d["rope_freq_scale"] = hp.rope_freq_scale;
+              d["embd_scale"] = hp.embd_scale;
+              d["final_logit_softcap"] = hp.final_logit_softcap;
+              d["n_swa"] = hp.n_swa;
+              std::vector<bool> local(hp.swa_layers.begin(), hp.swa_layers.end());
+              d["swa_layers"] = local;
+              d["rope_freq_base_swa"] = hp.rope_freq_base_swa;
               return d;
           },
           py::arg("path"), "What a GGUF says about its model (hyperparameters, traits, fingerprint), from its metadata alone.");

@@ -136,11 +136,12 @@ void check_tokenizer_metadata(const GgufFile & f, int n_vocab) {
 
 ModelTraits read_model_traits(const std::string & path) {
     GgufFile f(path);
-    ModelTraits t{read_hparams(f), "", false, false, false};
+    ModelTraits t{read_hparams(f), "", false, false, false, false};
     t.fingerprint = model_fingerprint(f, t.hp);
     t.tied_head = f.find_tensor("output.weight") == nullptr;
     t.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
     t.qk_norm = f.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
+    t.post_norms = f.find_tensor("blk.0.post_attention_norm.weight") != nullptr;
     return t;
 }
 

@@ -161,6 +161,7 @@ struct ModelTraits {
     bool tied_head;  // no output.weight: the LM head is token_embd.weight
     bool qkv_bias;   // q/k/v biases (qwen2)
     bool qk_norm;    // per-head q/k RMSNorm (qwen3, gemma3)
+    bool post_norms; // RMSNorm of the attention and FFN outputs before each residual add (gemma3)
 };
 ModelTraits read_model_traits(const std::string & path);
 

@@ -38,6 +38,15 @@ class BaseModelInfo:
     has_bias: bool        # q/k/v biases (qwen2)
     has_qk_norm: bool = False     # per-head q/k RMSNorm (qwen3, gemma3)
     attn_scale: float | None = None  # scale of q.k (the engine's: 1/sqrt(head_dim), or Gemma 3's)
+    # beyond the llama layout (Gemma 3), for a forward pass outside the engine (torch_teacher)
+    post_norms: bool = False          # RMSNorm of the attention and FFN outputs before each residual add
+    ffn_activation: str = "silu"      # the gate's: "silu" (SwiGLU) or "gelu" (tanh GELU: GeGLU)
+    rope_freq_scale: float = 1.0      # RoPE position scale of the (global) layers
+    embd_scale: float = 0.0           # token embeddings times this; 0: none
+    final_logit_softcap: float = 0.0  # logits = c * tanh(logits / c) when > 0
+    n_swa: int = 0                    # sliding window of the local layers (positions); 0: none
+    swa_layers: tuple[bool, ...] = () # [n_layer] True: the layer is local (when n_swa > 0)
+    rope_freq_base_swa: float = 10000.0  # RoPE base of the local layers (their scale is 1)
 
     @property
     def head_tensor_name(self) -> str:
@@ -62,7 +71,11 @@ def read_base_model_info(path: str | Path, reader: GGUFReader | None = None) -> 
     return BaseModelInfo(path=str(path), arch=t["arch"], n_layer=t["n_layer"], n_embd=t["n_embd"], n_head=t["n_head"],
                          n_head_kv=t["n_head_kv"], head_dim=t["head_dim"], n_vocab=t["n_vocab"], rms_eps=t["rms_eps"],
                          rope_freq_base=t["rope_freq_base"], rope_type=t["rope_type"], tied=t["tied_head"],
-                         has_bias=t["qkv_bias"], has_qk_norm=t["qk_norm"], attn_scale=t["kq_scale"])
+                         has_bias=t["qkv_bias"], has_qk_norm=t["qk_norm"], attn_scale=t["kq_scale"],
+                         post_norms=t["post_norms"], ffn_activation=t["ffn_activation"],
+                         rope_freq_scale=t["rope_freq_scale"], embd_scale=t["embd_scale"],
+                         final_logit_softcap=t["final_logit_softcap"], n_swa=t["n_swa"],
+                         swa_layers=tuple(t["swa_layers"]), rope_freq_base_swa=t["rope_freq_base_swa"])
 
 
 def _dequantize(reader: GGUFReader, name: str, path) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..batch import DEFAULT_TORCH_N_SEQ, GenJob, GenResult
 from ..types import SamplingParams
-from .adapter_model import attention_scale, project_qkv, rope_cos_sin
+from .adapter_model import attention_scale, project_qkv
 from .base_model import load_lm_head
 from .torch_teacher import TorchTeacher
 
@@ -154,18 +154,19 @@ class TorchGenerator:
             ids[i, :len(p)] = torch.tensor(p)
         ids, rows = ids.to(self.device), self._rows(torch.tensor(slots, device=self.device))
         n_chunks = -(-T // CHUNK)
-        x = m.token_embd[ids]                                                  # [G, T, n_embd]
-        cos, sin = rope_cos_sin(torch.arange(T, device=self.device)[None], cfg.head_dim, cfg.rope_freq_base,
-                                m.rope_freq_factors)
+        x = m.embed(ids)                                                       # [G, T, n_embd]
+        ropes = m.rope(torch.arange(T, device=self.device)[None])
+        window = m.window_mask(T)   # a causal prompt never sees the padding after it, windowed or not
         group = cfg.n_head // cfg.n_head_kv
         for i, layer in enumerate(m.layers):
-            q, k, v = project_qkv(layer, cfg, layer.attn_norm(x), cos, sin)
+            q, k, v = project_qkv(layer, cfg, layer.attn_norm(x), *ropes[layer.local])
             k, v = k.to(self.dtype), v.to(self.dtype)
             self.k[i, :n_chunks, rows], self.v[i, :n_chunks, rows] = self._chunked(k), self._chunked(v)
+            mask = window if layer.local else None
             o = F.scaled_dot_product_attention(q.to(self.dtype), k.repeat_interleave(group, dim=1),
-                                               v.repeat_interleave(group, dim=1), is_causal=True,
-                                               scale=attention_scale(cfg))
-            x = x + layer.attn_output(o.transpose(1, 2).reshape(len(prompts), T, -1))
+                                               v.repeat_interleave(group, dim=1), attn_mask=mask,
+                                               is_causal=mask is None, scale=attention_scale(cfg))
+            x = x + layer.post_attn(layer.attn_output(o.transpose(1, 2).reshape(len(prompts), T, -1)))
             x = x + layer.ffn(x)
         last = x[torch.arange(len(prompts)), torch.tensor(lengths, device=self.device) - 1]
         return self._logits(last)
@@ -189,28 +190,31 @@ class TorchGenerator:
         tokens = torch.tensor([s.output[-1] for s in active], device=self.device)
         pos = torch.tensor([s.n_cells for s in active], device=self.device)
         n = int(pos.max()) + 1
-        x = m.token_embd[tokens][:, None]                                      # [A, 1, n_embd]
-        cos, sin = rope_cos_sin(pos[:, None], cfg.head_dim, cfg.rope_freq_base, m.rope_freq_factors)
+        x = m.embed(tokens)[:, None]                                           # [A, 1, n_embd]
+        ropes = m.rope(pos[:, None])
         H, R, group = cfg.n_head_kv, A * cfg.n_head_kv, cfg.n_head // cfg.n_head_kv
         n_chunks = -(-n // CHUNK)
-        # each row's own cells, its new one included; -inf for the rest of its chunks
+        # each row's own cells, its new one included; -inf for the rest of its chunks (and, in a
+        # local layer, for the cells n_swa or more positions back)
         row_pos = pos.repeat_interleave(H)
         cells = torch.arange(n_chunks * CHUNK, device=self.device)
-        bias = torch.zeros(R, 1, n_chunks * CHUNK, device=self.device).masked_fill_(
-            (cells[None] > row_pos[:, None])[:, None], float("-inf"))
+        hidden = cells[None] > row_pos[:, None]
+        bias = torch.zeros(R, 1, n_chunks * CHUNK, device=self.device).masked_fill_(hidden[:, None], float("-inf"))
+        if m.info.n_swa:
+            local_bias = bias.masked_fill((cells[None] <= row_pos[:, None] - m.info.n_swa)[:, None], float("-inf"))
         chunk, offset, rows = row_pos // CHUNK, row_pos % CHUNK, torch.arange(R, device=self.device)
         scale = attention_scale(cfg)
         for i, layer in enumerate(m.layers):
-            q, k, v = project_qkv(layer, cfg, layer.attn_norm(x), cos, sin)    # q [A, H, 1, D]
+            q, k, v = project_qkv(layer, cfg, layer.attn_norm(x), *ropes[layer.local])  # q [A, H, 1, D]
             self.k[i, chunk, rows, offset] = k.reshape(R, -1).to(self.dtype)
             self.v[i, chunk, rows, offset] = v.reshape(R, -1).to(self.dtype)
             # GQA without copies: kv head h reads query heads h*group .. h*group+group-1 as `group` rows
             q = q.reshape(R, group, cfg.head_dim).to(self.dtype)
             keys, values = self.k[i, :n_chunks, :R], self.v[i, :n_chunks, :R]
             scores = torch.cat([torch.bmm(q, keys[j].transpose(1, 2)) for j in range(n_chunks)], dim=-1)
-            p = (scores.float() * scale + bias).softmax(-1).to(self.dtype)           # [R, group, cells]
+            p = (scores.float() * scale + (local_bias if layer.local else bias)).softmax(-1).to(self.dtype)
             o = sum(torch.bmm(p[:, :, j * CHUNK:(j + 1) * CHUNK], values[j]).float() for j in range(n_chunks))
-            x = x + layer.attn_output(o.reshape(A, 1, -1))
+            x = x + layer.post_attn(layer.attn_output(o.reshape(A, 1, -1)))
             x = x + layer.ffn(x)
         for s in active:
             s.n_cells += 1
