@@ -102,7 +102,8 @@ def test_named_gemma_model_loads_its_shipped_adapter_and_drafts_losslessly():
         meta, _ = read_adapter_gguf(lm.adapter_path)
         assert meta.fingerprint == lm.engine.fingerprint and meta.exit_layer == 2
         assert meta.draft_vocab is not None and len(meta.draft_vocab) < lm.engine.n_vocab // 10
-        # measured 26.6% on the first 24 dev questions (docs/training.md); half of it flags a regression
-        assert one_draft_agreement(lm, lambda q: completion_prompt(q["turns"][0]), lookup=False) > 0.13
+        # measured 46.6% on these 4 questions (54.0% on all 240 dev questions, docs/training.md; the
+        # adapter it replaced: 21.9%); half of it flags a regression
+        assert one_draft_agreement(lm, lambda q: completion_prompt(q["turns"][0]), lookup=False) > 0.23
     finally:
         lm.close()
