@@ -226,7 +226,7 @@ void run_few(const uint8_t * w, size_t row_bytes, int64_t i0, int64_t i1, const 
 // scales' multiply and the mins' FMA); from 4 rows one with 16 vector registers (two spill), two up
 // to 6 rows with AVX-512's 32 (Intel Xeon with AMX, two threads, two A/B runs: SmolLM2's matmuls at
 // 4 / 5 / 6 rows in 0.84-0.90 / 0.92-0.94 / 0.99x the time of one weight row, Q8_0 in its shapes
-// 0.75-0.81 / 0.79-0.81 / 0.80-0.89x, Q4_1 0.90-0.97x). At 7-8 rows one weight row still beats the
+// 0.75-0.81 / 0.79-0.81 / 0.80-0.88x, Q4_1 0.90-1.03x). At 7-8 rows one weight row still beats the
 // lane groups on a Zen 3 (x86_ymm.h).
 #ifdef KE_TILES_AVX512
 constexpr int FEW_WEIGHT_ROWS_4_TO_6 = 2;
