@@ -40,7 +40,7 @@ void AdapterGraphs::draft_step(int32_t token, int pos, float * hidden, float * d
     runner_.run(g, [this](GraphBuilder & b, const StepInputs & in) {
         ggml_tensor * h = shallow_layers(b, in);     // [n_embd, 1]
         ggml_tensor * z = adapter_.build(b, h, in);  // [n_embd, 1]
-        ggml_tensor * logits = ggml_mul_mat(b.ctx(), adapter_.draft_head(), z);  // [draft vocab, 1]
+        ggml_tensor * logits = b.weight_mul_mat(adapter_.draft_head(), z);  // [draft vocab, 1]
         return GraphOutputs{h, b.named(logits, "result_output", ADAPTER_LAYER)};
     });
 }
