@@ -4,6 +4,7 @@
 #include <string>
 
 #include "graph_layers.h"
+#include "kernels/cache_writes.h"
 #include "kernels/mul_mat_op.h"
 
 namespace ke {
@@ -99,7 +100,9 @@ void GraphBuilder::store_kv(const AttentionWeights & w, const AttentionConfig & 
     ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, cache.k, k_rows, in.k_idxs));
     ggml_tensor * v_flat = ggml_reshape_2d(ctx_, v, 1, ggml_nelements(v));
     ggml_tensor * v_cache_flat = ggml_reshape_2d(ctx_, cache.v, 1, ggml_nelements(cache.v));
-    ggml_build_forward_expand(gf_, ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
+    const bool scatter = cpu_kernels_ && kernels::scatter_takes(v_cache_flat, v_flat, in.v_idxs);
+    ggml_build_forward_expand(gf_, scatter ? kernels::scatter_op(ctx_, v_cache_flat, v_flat, in.v_idxs)
+                                           : ggml_set_rows(ctx_, v_cache_flat, v_flat, in.v_idxs));
 }
 
 ggml_tensor * GraphBuilder::attention(const AttentionWeights & w, const AttentionConfig & c, KvLayer & cache,

@@ -9,6 +9,7 @@
 #include "../error.h"
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
+#include "cache_writes.h"
 #include "mul_mat_op.h"
 
 namespace ke::kernels {
@@ -106,6 +107,32 @@ void MatmulGraph::get_output(size_t i, float * out) const {
 
 size_t MatmulGraph::weight_bytes() const {
     return ggml_backend_buffer_get_size(weights_) + (repacked_ ? ggml_backend_buffer_get_size(repacked_) : 0);
+}
+
+std::vector<uint16_t> scatter_in_graph(const std::vector<float> & values, const std::vector<int64_t> & idxs,
+                                       int64_t dst_size, bool use_op, int n_threads) {
+    ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
+    ggml_context * ctx = ggml_init(params);
+    ggml_tensor * dst = ggml_new_tensor_2d(ctx, GGML_TYPE_F16, 1, dst_size);
+    ggml_tensor * v = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, (int64_t) values.size());
+    ggml_tensor * at = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, (int64_t) idxs.size());
+    ggml_tensor * out = use_op ? scatter_op(ctx, dst, v, at) : ggml_set_rows(ctx, dst, v, at);
+    ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, out);
+    ggml_backend_t backend = ggml_backend_cpu_init();
+    ggml_backend_cpu_set_n_threads(backend, n_threads);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, backend);
+    ggml_backend_buffer_clear(buf, 0);
+    ggml_backend_tensor_set(v, values.data(), 0, ggml_nbytes(v));
+    ggml_backend_tensor_set(at, idxs.data(), 0, ggml_nbytes(at));
+    const bool ok = ggml_backend_graph_compute(backend, gf) == GGML_STATUS_SUCCESS;
+    std::vector<uint16_t> result((size_t) dst_size);
+    ggml_backend_tensor_get(dst, result.data(), 0, ggml_nbytes(dst));
+    ggml_backend_buffer_free(buf);
+    ggml_backend_free(backend);
+    ggml_free(ctx);
+    if (!ok) throw EngineError("scatter graph failed");
+    return result;
 }
 
 double read_bandwidth(size_t bytes, int n_threads, int reps) {

@@ -44,6 +44,12 @@ private:
     int n_kernel_ops_ = 0, n_repacked_ = 0;
 };
 
+// V's cache write in a ggml graph on n_threads threads: an F16 tensor of dst_size zeros, then
+// dst[idxs[i]] = values[i] by our scatter op (use_op) or by ggml's set_rows with rows of one value
+// (llama.cpp's transposed-V write); returns the tensor's halves.
+std::vector<uint16_t> scatter_in_graph(const std::vector<float> & values, const std::vector<int64_t> & idxs,
+                                       int64_t dst_size, bool use_op, int n_threads);
+
 // Streaming read bandwidth (bytes/s) of n_threads threads over a buffer of `bytes`: the floor a
 // memory-bound multiply cannot beat. Median of `reps` passes.
 double read_bandwidth(size_t bytes, int n_threads, int reps);

@@ -142,6 +142,26 @@ void bind_kernels(py::module_ & parent) {
           "out [k, m] = w [m, n] (raw rows of ggml type `type`) times x [k, n], on the given path");
     m.def("matmul_paths", &engine_matmul_paths, py::arg("engine"),
           "weight type name -> the path its products take for batches of 1..16 rows");
+    m.def("scatter_f16", [](const FloatArray & values, const py::array_t<int64_t, py::array::c_style | py::array::forcecast> & idxs,
+                            int64_t dst_size, bool use_op, int n_threads) {
+              if (values.ndim() != 1 || idxs.ndim() != 1 || values.shape(0) != idxs.shape(0)) {
+                  throw InvalidArgument("values and idxs must be 1-D arrays of the same length");
+              }
+              if (dst_size < 1 || n_threads < 1) throw InvalidArgument("dst_size and n_threads must be positive");
+              std::vector<float> v(values.data(), values.data() + values.shape(0));
+              std::vector<int64_t> at(idxs.data(), idxs.data() + idxs.shape(0));
+              for (int64_t i : at) {
+                  if (i < 0 || i >= dst_size) throw InvalidArgument("every index must be in [0, dst_size)");
+              }
+              std::vector<uint16_t> out;
+              {
+                  py::gil_scoped_release release;
+                  out = kernels::scatter_in_graph(v, at, dst_size, use_op, n_threads);
+              }
+              return py::array_t<uint16_t>((py::ssize_t) out.size(), out.data());
+          },
+          py::arg("values"), py::arg("idxs"), py::arg("dst_size"), py::arg("use_op"), py::arg("n_threads"),
+          "V's transposed cache write: our scatter op or ggml's set_rows (use_op=False), as F16 bits");
     m.def("read_bandwidth", &kernels::read_bandwidth, py::arg("bytes"), py::arg("n_threads"), py::arg("reps"),
           py::call_guard<py::gil_scoped_release>());
 
