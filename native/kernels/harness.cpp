@@ -113,6 +113,7 @@ std::vector<uint16_t> scatter_in_graph(const std::vector<float> & values, const 
                                        int64_t dst_size, bool use_op, int n_threads) {
     ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
     ggml_context * ctx = ggml_init(params);
+    if (!ctx) throw EngineError("cannot allocate a context for the scatter graph");
     ggml_tensor * dst = ggml_new_tensor_2d(ctx, GGML_TYPE_F16, 1, dst_size);
     ggml_tensor * v = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, (int64_t) values.size());
     ggml_tensor * at = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, (int64_t) idxs.size());
@@ -122,6 +123,11 @@ std::vector<uint16_t> scatter_in_graph(const std::vector<float> & values, const 
     ggml_backend_t backend = ggml_backend_cpu_init();
     ggml_backend_cpu_set_n_threads(backend, n_threads);
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, backend);
+    if (!buf) {
+        ggml_backend_free(backend);
+        ggml_free(ctx);
+        throw EngineError("cannot allocate memory for the scatter graph");
+    }
     ggml_backend_buffer_clear(buf, 0);
     ggml_backend_tensor_set(v, values.data(), 0, ggml_nbytes(v));
     ggml_backend_tensor_set(at, idxs.data(), 0, ggml_nbytes(at));
